@@ -1,0 +1,148 @@
+"""Contexts: ``get_context(backend, **options)`` and the per-backend factories of primitives.
+
+A :class:`Context` binds one backend instance (with its options) and makes the seven
+primitives on it, as ``multiprocessing`` contexts do. Contexts are cached per
+(backend, options), pickle to (backend name, options), and reopen on the other side.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from polysync import primitives as _p
+from polysync.kernel import BaseBackend, Capability
+
+__all__ = ["Context", "available_backends", "get_context"]
+
+
+class Context:
+    """One backend with its options; makes primitives that live in that backend."""
+
+    def __init__(self, name: str, options: dict[str, Any], backend: BaseBackend) -> None:
+        self._name = name
+        self._options = options
+        self._backend = backend
+
+    @property
+    def name(self) -> str:
+        """The backend's registered name."""
+        return self._name
+
+    @property
+    def backend(self) -> BaseBackend:
+        """The backend instance (for plugin authors and the conformance suite)."""
+        return self._backend
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What this backend guarantees."""
+        return self._backend.capabilities
+
+    def Lock(self, *, name: str | None = None) -> _p.Lock:
+        """A :class:`~polysync.Lock` in this context."""
+        return _p.Lock(name=name, ctx=self)
+
+    def RLock(self, *, name: str | None = None) -> _p.RLock:
+        """A :class:`~polysync.RLock` in this context."""
+        return _p.RLock(name=name, ctx=self)
+
+    def Semaphore(self, value: int = 1, *, name: str | None = None) -> _p.Semaphore:
+        """A :class:`~polysync.Semaphore` in this context."""
+        return _p.Semaphore(value, name=name, ctx=self)
+
+    def BoundedSemaphore(self, value: int = 1, *, name: str | None = None) -> _p.BoundedSemaphore:
+        """A :class:`~polysync.BoundedSemaphore` in this context."""
+        return _p.BoundedSemaphore(value, name=name, ctx=self)
+
+    def Event(self, *, name: str | None = None) -> _p.Event:
+        """An :class:`~polysync.Event` in this context."""
+        return _p.Event(name=name, ctx=self)
+
+    def Condition(
+        self, lock: _p.Lock | _p.RLock | None = None, *, name: str | None = None
+    ) -> _p.Condition:
+        """A :class:`~polysync.Condition` in this context."""
+        return _p.Condition(lock, name=name, ctx=self)
+
+    def Barrier(
+        self,
+        parties: int,
+        action: Callable[[], object] | None = None,
+        timeout: float | None = None,
+        *,
+        name: str | None = None,
+    ) -> _p.Barrier:
+        """A :class:`~polysync.Barrier` in this context."""
+        return _p.Barrier(parties, action, timeout, name=name, ctx=self)
+
+    def unlink(self, name: str) -> bool:
+        """Destroy the named object *name*, whatever its kind; ``False`` if none existed."""
+        from polysync import _validate
+
+        user = _validate.name(name)
+        assert user is not None
+        return self._backend.unlink_primitive(self._backend.object_name(user))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_context_from, (self._name, self._options))
+
+    def __repr__(self) -> str:
+        return f"<polysync.Context {self._backend.describe()}>"
+
+
+def _context_from(name: str, options: dict[str, Any]) -> Context:
+    return get_context(name, **options)
+
+
+_cache: dict[tuple[str, Any], Context] = {}
+_cache_lock = threading.Lock()
+
+
+def get_context(backend: str | None = None, /, **options: Any) -> Context:
+    """The context for *backend* with *options*.
+
+    Without *backend*: the ``POLYSYNC_BACKEND`` environment variable, else the platform
+    default (``posix``; ``windows`` on Windows). An unknown name raises
+    :class:`~polysync.UnknownBackendError` listing the registered ones; a backend that
+    cannot run here raises :class:`~polysync.BackendUnavailableError` with the install
+    command; an option the backend does not accept raises ``TypeError``.
+    """
+    from polysync.registry import get_registry
+
+    registry = get_registry()
+    if backend is None:
+        backend = registry.default_name()
+    elif not isinstance(backend, str):
+        raise TypeError(f"backend must be a str name, not {type(backend).__name__} {backend!r}")
+    try:
+        key: tuple[str, Any] | None = (backend, frozenset(options.items()))
+        hash(key)
+    except TypeError:
+        key = None  # unhashable options (a live client): no caching
+    if key is not None:
+        found = _cache.get(key)
+        if found is not None:
+            return found
+    cls = registry.load(backend)
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        accepted = ", ".join(sorted(cls.options)) or "none"
+        raise TypeError(
+            f"the {backend!r} backend got unknown option(s) {', '.join(unknown)}; "
+            f"accepted: {accepted}"
+        )
+    ctx = Context(backend, dict(options), cls(**options))
+    if key is not None:
+        with _cache_lock:
+            ctx = _cache.setdefault(key, ctx)
+    return ctx
+
+
+def available_backends() -> list[tuple[str, bool, str]]:
+    """Every registered backend as ``(name, usable here, reason if not)``."""
+    from polysync.registry import get_registry
+
+    registry = get_registry()
+    return [(n, *registry.availability(n)) for n in registry.names()]

@@ -1,0 +1,228 @@
+"""The cleanup tracker: unlinks anonymous POSIX objects once every process using them is gone.
+
+One tracker process serves a tree of processes. Each process using an anonymous object
+(or owning a waiter semaphore) holds one Unix-socket connection to it and sends
+``+<type><posix name>`` when it opens an object and ``-<type><posix name>`` when it closes
+it. The kernel closes a process's connection when the process exits, however it exits
+(SIGKILL included), so the tracker sees every departure; an object whose count of
+openers drops to zero is unlinked, and when the last connection closes the tracker
+unlinks whatever is left and exits. The listening socket lives in Linux's abstract
+namespace, so the tracker itself leaves nothing on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import selectors
+import signal
+import socket
+import sys
+import threading
+from collections import Counter
+
+ENV = "POLYSYNC_POSIX_TRACKER"
+_FIRST_CONNECT = 30.0  # seconds a fresh tracker waits for its first client
+
+
+def address(tracker_id: str) -> str:
+    if sys.platform.startswith("linux"):
+        return f"\0polysync-tracker-{tracker_id}"
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"polysync-tracker-{tracker_id}.sock")
+
+
+def _unlink(entry: str) -> None:
+    import posix_ipc
+
+    kind, name = entry[0], entry[1:]
+    try:
+        if kind == "s":
+            posix_ipc.unlink_semaphore(name)
+        else:
+            posix_ipc.unlink_shared_memory(name)
+    except posix_ipc.ExistentialError:
+        pass
+
+
+def serve(listener: socket.socket) -> None:
+    """Run the tracker loop on an already listening socket until every client is gone."""
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ)
+    owned: dict[socket.socket, tuple[bytearray, Counter[str]]] = {}
+    refs: Counter[str] = Counter()
+    ever_connected = False
+
+    def drop(entry: str, count: int) -> None:
+        refs[entry] -= count
+        if refs[entry] <= 0:
+            del refs[entry]
+            _unlink(entry)
+
+    while True:
+        events = sel.select(timeout=None if ever_connected else _FIRST_CONNECT)
+        if not events and not ever_connected:
+            break
+        for key, _ in events:
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            if sock is listener:
+                conn, _ = listener.accept()
+                sel.register(conn, selectors.EVENT_READ)
+                owned[conn] = (bytearray(), Counter())
+                ever_connected = True
+                continue
+            buf, mine = owned[sock]
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(sock)
+                sock.close()
+                del owned[sock]
+                for entry, count in mine.items():
+                    drop(entry, count)
+                continue
+            buf += data
+            *lines, rest = buf.split(b"\n")
+            buf[:] = rest
+            for raw in lines:
+                line = raw.decode()
+                op, entry = line[:1], line[1:]
+                if op == "+":
+                    mine[entry] += 1
+                    refs[entry] += 1
+                elif op == "-" and mine[entry] > 0:
+                    mine[entry] -= 1
+                    drop(entry, 1)
+        if ever_connected and not owned:
+            break
+    for entry in list(refs):
+        _unlink(entry)
+
+
+def main() -> None:
+    # Ctrl-C in the terminal and a plain kill must not skip the cleanup.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    listener = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        serve(listener)
+    finally:
+        listener.close()
+
+
+class Client:
+    """This process's connection to one tracker."""
+
+    def __init__(self, tracker_id: str) -> None:
+        self.tracker_id = tracker_id
+        self._lock = threading.Lock()
+        self._held: Counter[str] = Counter()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.connect(address(tracker_id))
+
+    def _send(self, line: str) -> None:
+        self._sock.sendall(line.encode() + b"\n")
+
+    def register(self, entry: str) -> None:
+        with self._lock:
+            self._held[entry] += 1
+            self._send("+" + entry)
+
+    def unregister(self, entry: str) -> None:
+        with self._lock:
+            if self._held[entry] <= 0:
+                return
+            self._held[entry] -= 1
+            with contextlib.suppress(OSError):
+                self._send("-" + entry)
+
+    def reconnect_after_fork(self) -> None:
+        """In a forked child: drop the parent's connection, declare what we inherited."""
+        self._lock = threading.Lock()
+        self._sock.close()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.connect(address(self.tracker_id))
+            for entry, count in self._held.items():
+                for _ in range(count):
+                    self._send("+" + entry)
+        except OSError:
+            pass
+
+
+_clients: dict[str, Client] = {}
+_clients_lock = threading.Lock()
+_own_id: str | None = None
+
+
+def _start() -> str:
+    tracker_id = secrets.token_hex(6)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address(tracker_id))
+    listener.listen(128)
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (
+        f"import sys; sys.path.insert(0, {package_root!r}); "
+        "from polysync.backends._tracker import main; main()"
+    )
+    fd = listener.fileno()
+    try:
+        os.set_inheritable(fd, True)
+        pid = os.posix_spawn(
+            sys.executable,
+            [sys.executable, "-c", code, str(fd)],
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            ],
+            setsid=True,
+        )
+    finally:
+        listener.close()
+    # Reap it when it ends, so it never lingers as a zombie of a long-lived parent.
+    threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
+    os.environ[ENV] = tracker_id
+    return tracker_id
+
+
+def client(tracker_id: str | None = None) -> Client:
+    """The connection to *tracker_id*, or to this process tree's own tracker (started on need)."""
+    global _own_id
+    with _clients_lock:
+        if tracker_id is None:
+            tracker_id = _own_id or os.environ.get(ENV)
+            if tracker_id is not None and tracker_id not in _clients:
+                try:
+                    _clients[tracker_id] = Client(tracker_id)
+                except OSError:
+                    tracker_id = None
+            if tracker_id is None:
+                tracker_id = _start()
+            _own_id = tracker_id
+        found = _clients.get(tracker_id)
+        if found is None:
+            found = _clients[tracker_id] = Client(tracker_id)
+        return found
+
+
+def own_tracker_id() -> str:
+    return client().tracker_id
+
+
+def _after_fork_in_child() -> None:
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    for c in _clients.values():
+        c.reconnect_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+if __name__ == "__main__":
+    main()

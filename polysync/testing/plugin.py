@@ -1,0 +1,1 @@
+"""polysync's pytest plugin: placeholder, filled by the conformance suite."""
