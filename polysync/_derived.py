@@ -130,13 +130,13 @@ def open_block(
             if cells[1] != kind.code:
                 found = _kind_of(cells[1])
                 raise KindMismatchError(
-                    f"{_display(name)} is a {found}, not a {kind.value}: "
-                    "choose another name, or unlink the existing object first"
+                    f"{_display(name)} already exists as a {found} (asked for a "
+                    f"{kind.value}): choose another name, or unlink the existing object"
                 )
             if param_must_match and cells[2] != param:
                 raise KindMismatchError(
-                    f"{_display(name)} is a {kind.value} of {cells[2]}, not of {param}: "
-                    "open it with the same value, or unlink it first"
+                    f"{_display(name)} already exists as a {kind.value} of {cells[2]} "
+                    f"(asked for {param}): open it with the same value, or unlink it first"
                 )
             for i in range(len(sem_values)):
                 sems.append(backend.semaphore_kernel(f"{name}.s{i}", 0, create=False))

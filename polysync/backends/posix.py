@@ -198,7 +198,8 @@ class PosixBackend(BaseBackend):
             raise PolysyncError(f"cannot open the shared memory {pname!r}: {exc}") from exc
         try:
             if not created:
-                _wait_for_size(seg, pname, nbytes)
+                # An existing block is mapped whole: the header says what it holds.
+                nbytes = _wait_for_size(seg, pname)
             segment = mmap.mmap(seg.fd, nbytes)
         finally:
             seg.close_fd()
@@ -207,7 +208,7 @@ class PosixBackend(BaseBackend):
         except BaseException:
             segment.close()
             raise
-        return PosixCells(segment, size, hook), created
+        return PosixCells(segment, nbytes // 8, hook), created
 
     def close_cells(self, cells: Cells) -> None:
         assert isinstance(cells, PosixCells)
@@ -233,13 +234,15 @@ class PosixBackend(BaseBackend):
         return "posix (POSIX named semaphores and shared memory, this host)"
 
 
-def _wait_for_size(seg: posix_ipc.SharedMemory, pname: str, nbytes: int) -> None:
+def _wait_for_size(seg: posix_ipc.SharedMemory, pname: str) -> int:
     # The creator sizes the segment right after creating it; an opener can get between.
     deadline = time.monotonic() + 5.0
-    while seg.size < nbytes:
-        if seg.size > 0 or time.monotonic() > deadline:
+    while seg.size < _derived.HEADER * 8:
+        if time.monotonic() > deadline:
             raise KindMismatchError(
-                f"the shared memory {pname!r} has {seg.size} bytes, not {nbytes}: it was "
-                "made by another kind of object or another polysync version; unlink it"
+                f"the shared memory {pname!r} has {seg.size} bytes, too few for a polysync "
+                "object: it was made by something else; unlink it"
             )
         time.sleep(0.001)
+    size: int = seg.size
+    return size

@@ -1,0 +1,16 @@
+"""The conformance suite polysync ships for backend authors (see :mod:`polysync.testing.suite`).
+
+Importing this module imports pytest; it is meant for test code only.
+"""
+
+from polysync.testing.suite import BackendSuite as BackendSuite
+from polysync.testing.suite import BarrierTests as BarrierTests
+from polysync.testing.suite import ConditionTests as ConditionTests
+from polysync.testing.suite import CrossProcessTests as CrossProcessTests
+from polysync.testing.suite import EventTests as EventTests
+from polysync.testing.suite import LockTests as LockTests
+from polysync.testing.suite import NamingTests as NamingTests
+from polysync.testing.suite import PicklingTests as PicklingTests
+from polysync.testing.suite import RLockTests as RLockTests
+from polysync.testing.suite import SemaphoreTests as SemaphoreTests
+from polysync.testing.suite import require as require

@@ -1,0 +1,773 @@
+"""The conformance suite: every primitive's contract, for any backend, as pytest test classes.
+
+A backend proves itself by subclassing :class:`BackendSuite` and overriding one fixture::
+
+    import polysync
+    import pytest
+    from polysync.testing import BackendSuite
+
+    class TestMyBackend(BackendSuite):
+        @pytest.fixture
+        def context(self):
+            return polysync.get_context("mine")
+
+Tests that need an optional behaviour are gated on the backend's declared
+:class:`~polysync.Capability` and skip, naming the capability, when it is absent. New
+tests arrive behind new capabilities, so upgrading polysync does not turn a plugin's CI
+red. Every test is bounded in time and unlinks the names it used.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import pickle
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import polysync
+from polysync import Capability
+from polysync.testing import _children
+
+__all__ = [
+    "BackendSuite",
+    "BarrierTests",
+    "ConditionTests",
+    "CrossProcessTests",
+    "EventTests",
+    "LockTests",
+    "NamingTests",
+    "PicklingTests",
+    "RLockTests",
+    "SemaphoreTests",
+]
+
+#: Generous bound for anything that should happen "promptly".
+PROMPT = 10.0
+#: A short timeout for waits that are expected to time out.
+SHORT = 0.05
+
+
+def require(context: polysync.Context, capability: Capability) -> None:
+    """Skip the calling test unless *context*'s backend declares *capability*."""
+    if capability not in context.capabilities:
+        pytest.skip(f"the {context.name!r} backend does not declare {capability.value!r}")
+
+
+def _child_entry(results: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        results.put(("ok", fn(*args)))
+    except BaseException as exc:  # report everything to the parent
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class Child:
+    """``fn(*args)`` in a child process (spawn by default), with a bounded wait for its result."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, method: str = "spawn") -> None:
+        mp: Any = multiprocessing.get_context(method)
+        self._results = mp.Queue()
+        self.process = mp.Process(target=_child_entry, args=(self._results, fn, args))
+        self.process.start()
+
+    def result(self, timeout: float = PROMPT * 3) -> Any:
+        try:
+            status, value = self._results.get(timeout=timeout)
+        except queue.Empty:
+            self.process.kill()
+            self.process.join(PROMPT)
+            pytest.fail(f"child {self.process.name} gave no result within {timeout} s")
+        self.process.join(PROMPT)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(PROMPT)
+        if status != "ok":
+            pytest.fail(f"child raised {value}")
+        return value
+
+
+class _Base:
+    """Fixtures shared by every test class of the suite."""
+
+    @pytest.fixture
+    def context(self) -> polysync.Context:
+        raise pytest.UsageError(
+            "override the 'context' fixture in your BackendSuite subclass to return "
+            "polysync.get_context('<your backend>', ...)"
+        )
+
+    @pytest.fixture
+    def name(self, context: polysync.Context) -> Iterator[str]:
+        """A fresh object name, unlinked (with its derived names) after the test."""
+        value = f"pstest-{uuid.uuid4().hex[:12]}"
+        yield value
+        for used in (value, f"{value}.lock"):
+            if Capability.NAMED in context.capabilities:
+                context.unlink(used)
+
+
+def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def run() -> None:
+        out.append(fn())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _eventually(predicate: Callable[[], bool], what: str, timeout: float = PROMPT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.002)
+
+
+@pytest.mark.timeout(60)
+class LockTests(_Base):
+    def test_acquire_release(self, context: polysync.Context) -> None:
+        lock = context.Lock()
+        assert lock.acquire() is True
+        assert lock.locked()
+        assert lock.acquire(False) is False
+        assert lock.acquire(block=False) is False
+        assert lock.acquire(blocking=False) is False
+        lock.release()
+        assert not lock.locked()
+        assert lock.acquire(timeout=0) is True
+        lock.release()
+
+    def test_timeout_waits_then_fails(self, context: polysync.Context) -> None:
+        lock = context.Lock()
+        lock.acquire()
+        start = time.monotonic()
+        assert lock.acquire(timeout=0.1) is False
+        assert time.monotonic() - start >= 0.09
+        lock.release()
+
+    def test_release_unheld_raises_value_and_runtime_error(self, context: polysync.Context) -> None:
+        lock = context.Lock()
+        with pytest.raises(polysync.NotHeldError) as info:
+            lock.release()
+        assert isinstance(info.value, ValueError)
+        assert isinstance(info.value, RuntimeError)
+        assert lock.acquire(False) is True  # the failed release changed nothing
+
+    def test_context_manager(self, context: polysync.Context) -> None:
+        lock = context.Lock()
+        with lock as got:
+            assert got is True
+            assert lock.locked()
+        assert not lock.locked()
+
+    def test_another_thread_may_release(self, context: polysync.Context) -> None:
+        lock = context.Lock()
+        lock.acquire()
+        thread, _ = _in_thread(lock.release)
+        thread.join(PROMPT)
+        assert not lock.locked()
+
+    def test_waiting_thread_gets_it_on_release(self, context: polysync.Context) -> None:
+        lock = context.Lock()
+        lock.acquire()
+        thread, out = _in_thread(lambda: lock.acquire(timeout=PROMPT))
+        time.sleep(SHORT)
+        assert not out
+        lock.release()
+        thread.join(PROMPT)
+        assert out == [True]
+        lock.release()
+
+    def test_threads_keep_a_counter_exact(self, context: polysync.Context) -> None:
+        lock = context.Lock()
+        counter = [0]
+
+        def work() -> None:
+            for _ in range(300):
+                with lock:
+                    value = counter[0]
+                    time.sleep(0)
+                    counter[0] = value + 1
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(PROMPT * 3)
+        assert counter[0] == 1200
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error"),
+        [
+            ({"timeout": -1}, ValueError),
+            ({"timeout": math.nan}, ValueError),
+            ({"timeout": "1"}, TypeError),
+            ({"timeout": True}, TypeError),
+            ({"block": "yes"}, TypeError),
+            ({"block": False, "timeout": 1}, ValueError),
+            ({"block": False, "blocking": False}, TypeError),
+        ],
+    )
+    def test_bad_arguments(
+        self, context: polysync.Context, kwargs: dict[str, Any], error: type[Exception]
+    ) -> None:
+        lock = context.Lock()
+        with pytest.raises(error) as info:
+            lock.acquire(**kwargs)
+        shown = next(iter(kwargs.values())) if len(kwargs) == 1 else None
+        if shown is not None and not (isinstance(shown, float) and math.isnan(shown)):
+            assert repr(shown) in str(info.value)
+        assert not lock.locked()
+
+    def test_infinite_timeout_means_forever(self, context: polysync.Context) -> None:
+        lock = context.Lock()
+        assert lock.acquire(timeout=math.inf) is True
+        lock.release()
+
+
+@pytest.mark.timeout(60)
+class RLockTests(_Base):
+    def test_recursion(self, context: polysync.Context) -> None:
+        rlock = context.RLock()
+        for depth in range(1, 5):
+            assert rlock.acquire() is True
+            assert rlock._recursion_count() == depth
+        for _ in range(4):
+            rlock.release()
+        assert not rlock.locked()
+        with pytest.raises(polysync.NotHeldError):
+            rlock.release()
+
+    def test_other_thread_neither_acquires_nor_releases(self, context: polysync.Context) -> None:
+        rlock = context.RLock()
+        rlock.acquire()
+        thread, out = _in_thread(lambda: rlock.acquire(timeout=SHORT))
+        thread.join(PROMPT)
+        assert out == [False]
+        thread, out = _in_thread(lambda: _children.release_foreign(rlock))
+        thread.join(PROMPT)
+        assert out == ["NotHeldError"]
+        assert rlock._is_owned()
+        rlock.release()
+        assert not rlock._is_owned()
+
+    def test_handed_to_waiting_thread(self, context: polysync.Context) -> None:
+        rlock = context.RLock()
+        rlock.acquire()
+        rlock.acquire()
+        thread, out = _in_thread(lambda: _children.try_acquire(rlock, PROMPT))
+        rlock.release()
+        time.sleep(SHORT)
+        assert not out  # still held once
+        rlock.release()
+        thread.join(PROMPT)
+        assert out == [True]
+
+
+@pytest.mark.timeout(60)
+class SemaphoreTests(_Base):
+    def test_counts(self, context: polysync.Context) -> None:
+        sem = context.Semaphore(2)
+        assert sem.acquire()
+        assert sem.acquire()
+        assert sem.acquire(False) is False
+        sem.release(2)
+        assert sem.acquire(timeout=SHORT) is True
+
+    def test_get_value(self, context: polysync.Context) -> None:
+        require(context, Capability.READABLE_VALUE)
+        sem = context.Semaphore(3)
+        sem.acquire()
+        assert sem.get_value() == 2
+        sem.release(3)
+        assert sem.get_value() == 5
+
+    def test_zero_blocks_until_released(self, context: polysync.Context) -> None:
+        sem = context.Semaphore(0)
+        thread, out = _in_thread(lambda: sem.acquire(timeout=PROMPT))
+        time.sleep(SHORT)
+        assert not out
+        sem.release()
+        thread.join(PROMPT)
+        assert out == [True]
+
+    def test_bounded_over_release(self, context: polysync.Context) -> None:
+        sem = context.BoundedSemaphore(2)
+        sem.acquire()
+        sem.release()
+        with pytest.raises(polysync.NotHeldError) as info:
+            sem.release()
+        assert isinstance(info.value, ValueError)
+        assert sem.acquire(False)
+        assert sem.acquire(False)
+        assert not sem.acquire(False)
+
+    def test_context_manager(self, context: polysync.Context) -> None:
+        sem = context.BoundedSemaphore(1)
+        with sem:
+            assert sem.acquire(False) is False
+        assert sem.acquire(False) is True
+
+    @pytest.mark.parametrize(
+        ("value", "error"),
+        [(-1, ValueError), (1.5, TypeError), (True, TypeError), ("2", TypeError)],
+    )
+    def test_bad_value(self, context: polysync.Context, value: Any, error: type[Exception]) -> None:
+        with pytest.raises(error, match=repr(value).replace(".", r"\.")):
+            context.Semaphore(value)
+
+    def test_bad_release_count(self, context: polysync.Context) -> None:
+        sem = context.Semaphore(0)
+        with pytest.raises(ValueError, match="n must be >= 1"):
+            sem.release(0)
+
+
+@pytest.mark.timeout(60)
+class EventTests(_Base):
+    def test_set_clear(self, context: polysync.Context) -> None:
+        event = context.Event()
+        assert not event.is_set()
+        assert event.wait(SHORT) is False
+        event.set()
+        assert event.is_set()
+        assert event.wait() is True
+        assert event.wait(0) is True
+        event.clear()
+        assert not event.is_set()
+        assert event.wait(0) is False
+
+    def test_set_wakes_every_waiting_thread(self, context: polysync.Context) -> None:
+        event = context.Event()
+        runs = [_in_thread(lambda: event.wait(PROMPT)) for _ in range(5)]
+        time.sleep(SHORT)
+        event.set()
+        for thread, out in runs:
+            thread.join(PROMPT)
+            assert out == [True]
+
+    def test_waiter_woken_even_if_cleared_right_after(self, context: polysync.Context) -> None:
+        event = context.Event()
+        runs = [_in_thread(lambda: event.wait(PROMPT)) for _ in range(3)]
+        time.sleep(SHORT)
+        event.set()
+        event.clear()
+        for thread, out in runs:
+            thread.join(PROMPT)
+            assert out == [True]
+
+    def test_bad_timeout(self, context: polysync.Context) -> None:
+        event = context.Event()
+        with pytest.raises(ValueError, match=r"-0\.5"):
+            event.wait(-0.5)
+
+
+@pytest.mark.timeout(60)
+class ConditionTests(_Base):
+    def test_requires_the_lock(self, context: polysync.Context) -> None:
+        cond = context.Condition()
+        with pytest.raises(polysync.NotHeldError):
+            cond.wait(SHORT)
+        with pytest.raises(RuntimeError):
+            cond.notify()
+        with pytest.raises(RuntimeError):
+            cond.notify_all()
+
+    def test_wait_times_out(self, context: polysync.Context) -> None:
+        cond = context.Condition()
+        with cond:
+            start = time.monotonic()
+            assert cond.wait(0.1) is False
+            assert time.monotonic() - start >= 0.09
+            assert cond.lock._is_owned()  # type: ignore[union-attr]
+
+    @pytest.mark.parametrize("lock_kind", ["RLock", "Lock"])
+    def test_notify_wakes_at_most_n(self, context: polysync.Context, lock_kind: str) -> None:
+        cond = context.Condition(getattr(context, lock_kind)())
+        parked = [0]
+        woken: list[bool] = []
+
+        def waiter() -> None:
+            with cond:
+                parked[0] += 1
+                woken.append(cond.wait(PROMPT))
+
+        threads = [threading.Thread(target=waiter, daemon=True) for _ in range(3)]
+        for t in threads:
+            t.start()
+
+        def all_parked() -> bool:
+            with cond:
+                return parked[0] == 3
+
+        _eventually(all_parked, "three threads wait on the condition")
+        with cond:
+            cond.notify(1)
+        _eventually(lambda: len(woken) == 1, "one waiter wakes")
+        time.sleep(SHORT * 2)
+        assert woken == [True]
+        with cond:
+            cond.notify(5)
+        for t in threads:
+            t.join(PROMPT)
+        assert woken == [True, True, True]
+
+    def test_wait_for(self, context: polysync.Context) -> None:
+        cond = context.Condition()
+        box = [0]
+
+        def producer() -> None:
+            for _ in range(3):
+                time.sleep(0.01)
+                with cond:
+                    box[0] += 1
+                    cond.notify_all()
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        with cond:
+            assert cond.wait_for(lambda: box[0] == 3, PROMPT) is True
+        thread.join(PROMPT)
+        with cond:
+            assert cond.wait_for(lambda: box[0] == 4, SHORT) is False
+
+    def test_recursive_lock_is_restored(self, context: polysync.Context) -> None:
+        cond = context.Condition()
+        with cond, cond:
+            cond.wait(0.01)
+            assert cond.lock._recursion_count() == 2  # type: ignore[union-attr]
+
+    def test_rejects_foreign_lock(self, context: polysync.Context) -> None:
+        with pytest.raises(TypeError, match="polysync Lock or RLock"):
+            context.Condition(threading.Lock())  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(60)
+class BarrierTests(_Base):
+    def test_threads_get_distinct_indexes_and_action_runs_once(
+        self, context: polysync.Context
+    ) -> None:
+        runs: list[int] = []
+        barrier = context.Barrier(3, action=lambda: runs.append(1), timeout=PROMPT)
+        assert barrier.parties == 3
+        results = [_in_thread(barrier.wait) for _ in range(3)]
+        indexes = []
+        for thread, out in results:
+            thread.join(PROMPT)
+            indexes += out
+        assert sorted(indexes) == [0, 1, 2]
+        assert runs == [1]
+        assert barrier.n_waiting == 0
+        assert not barrier.broken
+
+    def test_reusable_for_phases(self, context: polysync.Context) -> None:
+        barrier = context.Barrier(2)
+        thread, out = _in_thread(lambda: [barrier.wait(PROMPT) for _ in range(5)])
+        mine = [barrier.wait(PROMPT) for _ in range(5)]
+        thread.join(PROMPT)
+        assert all(sorted(pair) == [0, 1] for pair in zip(mine, out[0], strict=False))
+
+    def test_timeout_breaks_it(self, context: polysync.Context) -> None:
+        barrier = context.Barrier(2)
+        with pytest.raises(polysync.BrokenBarrierError) as info:
+            barrier.wait(0.05)
+        assert isinstance(info.value, threading.BrokenBarrierError)
+        assert barrier.broken
+        with pytest.raises(threading.BrokenBarrierError):
+            barrier.wait(PROMPT)
+        barrier.reset()
+        assert not barrier.broken
+
+    def test_default_timeout(self, context: polysync.Context) -> None:
+        barrier = context.Barrier(2, timeout=0.05)
+        with pytest.raises(polysync.BrokenBarrierError):
+            barrier.wait()
+
+    def test_abort_and_reset_release_waiters(self, context: polysync.Context) -> None:
+        barrier = context.Barrier(3)
+        runs = [_in_thread(lambda: _children.barrier_wait_broken(barrier, PROMPT)) for _ in "ab"]
+        _eventually(lambda: barrier.n_waiting == 2, "two parties wait")
+        barrier.abort()
+        for thread, out in runs:
+            thread.join(PROMPT)
+            assert out == ["broken"]
+        barrier.reset()
+        runs = [_in_thread(lambda: _children.barrier_wait_broken(barrier, PROMPT)) for _ in "ab"]
+        _eventually(lambda: barrier.n_waiting == 2, "two parties wait again")
+        barrier.reset()
+        for thread, out in runs:
+            thread.join(PROMPT)
+            assert out == ["broken"]
+        assert not barrier.broken
+
+    def test_action_error_breaks_it(self, context: polysync.Context) -> None:
+        def boom() -> None:
+            raise KeyError("action failed")
+
+        barrier = context.Barrier(1, action=boom)
+        with pytest.raises(KeyError):
+            barrier.wait(PROMPT)
+        assert barrier.broken
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error"),
+        [
+            ({"parties": 0}, ValueError),
+            ({"parties": 2.0}, TypeError),
+            ({"parties": 2, "action": 5}, TypeError),
+            ({"parties": 2, "timeout": -1}, ValueError),
+        ],
+    )
+    def test_bad_arguments(
+        self, context: polysync.Context, kwargs: dict[str, Any], error: type[Exception]
+    ) -> None:
+        with pytest.raises(error):
+            context.Barrier(**kwargs)
+
+
+@pytest.mark.timeout(60)
+class NamingTests(_Base):
+    def test_same_name_same_object(self, context: polysync.Context, name: str) -> None:
+        require(context, Capability.NAMED)
+        first, second = context.Lock(name=name), context.Lock(name=name)
+        assert first.name == name
+        first.acquire()
+        assert second.acquire(False) is False
+        second.release()
+        assert first.acquire(False) is True
+        first.release()
+
+    def test_named_semaphore_first_value_wins(self, context: polysync.Context, name: str) -> None:
+        require(context, Capability.NAMED)
+        require(context, Capability.READABLE_VALUE)
+        context.Semaphore(2, name=name)
+        assert context.Semaphore(7, name=name).get_value() == 2
+
+    def test_other_kind_is_rejected(self, context: polysync.Context, name: str) -> None:
+        require(context, Capability.NAMED)
+        context.Lock(name=name)
+        with pytest.raises(
+            polysync.KindMismatchError, match=r"exists as a lock \(asked for a event\)"
+        ):
+            context.Event(name=name)
+
+    def test_bound_and_parties_must_match(self, context: polysync.Context, name: str) -> None:
+        require(context, Capability.NAMED)
+        context.BoundedSemaphore(2, name=name)
+        with pytest.raises(polysync.KindMismatchError):
+            context.BoundedSemaphore(3, name=name)
+        context.unlink(name)
+        context.Barrier(2, name=name)
+        with pytest.raises(polysync.KindMismatchError):
+            context.Barrier(3, name=name)
+
+    def test_unlink_makes_a_fresh_object(self, context: polysync.Context, name: str) -> None:
+        require(context, Capability.NAMED)
+        event = context.Event(name=name)
+        event.set()
+        event.unlink()
+        assert context.Event(name=name).is_set() is False
+        assert context.unlink(name) is True
+        assert context.unlink(name) is False
+
+    def test_every_kind_named(self, context: polysync.Context, name: str) -> None:
+        require(context, Capability.NAMED)
+        makers: list[Callable[[str], Any]] = [
+            lambda n: context.Lock(name=n),
+            lambda n: context.RLock(name=n),
+            lambda n: context.Semaphore(1, name=n),
+            lambda n: context.BoundedSemaphore(1, name=n),
+            lambda n: context.Event(name=n),
+            lambda n: context.Condition(name=n),
+            lambda n: context.Barrier(2, name=n),
+        ]
+        for i, make in enumerate(makers):
+            obj = make(f"{name}-{i}")
+            assert obj.name == f"{name}-{i}"
+            obj.close()
+            obj.unlink()
+            context.unlink(f"{name}-{i}.lock")
+
+    @pytest.mark.parametrize(
+        ("bad", "error"),
+        [("", ValueError), ("a\0b", ValueError), ("x" * 256, ValueError), (42, TypeError)],
+    )
+    def test_bad_names(self, context: polysync.Context, bad: Any, error: type[Exception]) -> None:
+        with pytest.raises(error):
+            context.Lock(name=bad)
+
+    def test_odd_names_are_kept_apart(self, context: polysync.Context, name: str) -> None:
+        require(context, Capability.NAMED)
+        odd = [f"{name}/a", f"{name} a", f"{name}-a", f"{name}é", f"{name}" + "y" * 230]
+        locks = [context.Lock(name=n) for n in odd]
+        locks[0].acquire()
+        assert all(lock.acquire(False) for lock in locks[1:])
+        for n in odd:
+            context.unlink(n)
+
+    def test_closed_handle_raises(self, context: polysync.Context) -> None:
+        lock = context.Lock()
+        lock.close()
+        lock.close()  # idempotent
+        with pytest.raises(polysync.ClosedError):
+            lock.acquire()
+        with pytest.raises(polysync.ClosedError):
+            pickle.dumps(lock)
+        assert "closed" in repr(lock)
+
+
+@pytest.mark.timeout(60)
+class PicklingTests(_Base):
+    def test_round_trip_shares_state(self, context: polysync.Context) -> None:
+        lock = context.Lock()
+        twin = pickle.loads(pickle.dumps(lock))
+        lock.acquire()
+        assert twin.acquire(False) is False
+        twin.release()
+        event = context.Event()
+        pickle.loads(pickle.dumps(event)).set()
+        assert event.is_set()
+        cond = context.Condition()
+        twin_cond = pickle.loads(pickle.dumps(cond))
+        with twin_cond:
+            assert cond.lock.locked()
+        barrier = context.Barrier(1, timeout=3.0)
+        assert pickle.loads(pickle.dumps(barrier)).wait() == 0
+
+    def test_context_round_trip(self, context: polysync.Context) -> None:
+        twin = pickle.loads(pickle.dumps(context))
+        assert twin.name == context.name
+
+
+# Marked per test, not per class: class marks reach every test of BackendSuite via the MRO.
+def _cross_process_test(fn: Callable[..., None]) -> Callable[..., None]:
+    marked: Callable[..., None] = pytest.mark.timeout(120)(
+        pytest.mark.usefixtures("cross_process")(fn)
+    )
+    return marked
+
+
+class CrossProcessTests(_Base):
+    """Primitives passed to, and opened by, separate processes (spawn: fresh interpreters)."""
+
+    @pytest.fixture
+    def cross_process(self, context: polysync.Context) -> None:
+        require(context, Capability.CROSS_PROCESS)
+
+    @_cross_process_test
+    def test_lock_excludes_another_process(self, context: polysync.Context) -> None:
+        lock = context.Lock()
+        lock.acquire()
+        assert Child(_children.try_acquire, lock, SHORT).result() is False
+        lock.release()
+        assert Child(_children.try_acquire, lock, PROMPT).result() is True
+
+    @_cross_process_test
+    def test_lock_handed_from_child(self, context: polysync.Context) -> None:
+        lock, held, go = context.Lock(), context.Event(), context.Event()
+        child = Child(_children.hold_until, lock, held, go, PROMPT)
+        assert held.wait(PROMPT)
+        assert lock.acquire(timeout=SHORT) is False
+        go.set()
+        assert lock.acquire(timeout=PROMPT) is True
+        assert child.result() is True
+
+    @_cross_process_test
+    def test_rlock_owned_per_process(self, context: polysync.Context) -> None:
+        rlock = context.RLock()
+        rlock.acquire()
+        assert Child(_children.release_foreign, rlock).result() == "NotHeldError"
+        assert Child(_children.try_acquire, rlock, SHORT).result() is False
+        rlock.release()
+
+    @_cross_process_test
+    def test_semaphore_permits_shared(self, context: polysync.Context) -> None:
+        sem = context.Semaphore(3)
+        assert Child(_children.take_permits, sem, 5, SHORT).result() == 3
+        assert sem.acquire(False) is False
+        sem.release()
+        assert sem.acquire(False) is True
+
+    @_cross_process_test
+    def test_event_wakes_another_process(self, context: polysync.Context) -> None:
+        event = context.Event()
+        child = Child(_children.wait_event, event, PROMPT)
+        time.sleep(SHORT)
+        event.set()
+        assert child.result() is True
+
+    @_cross_process_test
+    def test_condition_notifies_another_process(self, context: polysync.Context) -> None:
+        cond, ready = context.Condition(), context.Semaphore(0)
+        child = Child(_children.condition_waiter, cond, ready, PROMPT)
+        assert ready.acquire(timeout=PROMPT)
+        with cond:  # the child is inside wait() once we get the lock
+            cond.notify()
+        assert child.result() is True
+
+    @_cross_process_test
+    def test_barrier_across_processes(self, context: polysync.Context) -> None:
+        barrier = context.Barrier(3, timeout=PROMPT)
+        children = [Child(_children.barrier_wait, barrier, PROMPT) for _ in range(2)]
+        mine = barrier.wait()
+        assert sorted([mine] + [c.result() for c in children]) == [0, 1, 2]
+
+    @_cross_process_test
+    def test_barrier_timeout_seen_by_another_process(self, context: polysync.Context) -> None:
+        barrier = context.Barrier(3)
+        child = Child(_children.barrier_wait_broken, barrier, PROMPT)
+        _eventually(lambda: barrier.n_waiting == 1, "the child waits at the barrier")
+        with pytest.raises(polysync.BrokenBarrierError):
+            barrier.wait(SHORT)
+        assert child.result() == "broken"
+
+    @_cross_process_test
+    def test_reopen_by_name_in_a_fresh_process(self, context: polysync.Context, name: str) -> None:
+        require(context, Capability.NAMED)
+        lock = context.Lock(name=name)
+        lock.acquire()
+        assert Child(_children.named_lock_is_held, context.name, name).result() is True
+        lock.release()
+        assert Child(_children.named_lock_is_held, context.name, name).result() is False
+        event = context.Event(name=name + "-ev")
+        child = Child(_children.named_event_wait, context.name, name + "-ev", PROMPT)
+        time.sleep(SHORT)
+        event.set()
+        assert child.result() is True
+        event.unlink()
+
+    @_cross_process_test
+    def test_counter_exact_across_processes(self, context: polysync.Context) -> None:
+        mp = multiprocessing.get_context("spawn")
+        counter = mp.RawValue("i", 0)
+        lock = context.Lock()
+        procs = [
+            mp.Process(target=_children.counter_work, args=(lock, counter, 500)) for _ in range(3)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(PROMPT * 6)
+            assert p.exitcode == 0
+        assert counter.value == 1500
+
+
+class BackendSuite(
+    LockTests,
+    RLockTests,
+    SemaphoreTests,
+    EventTests,
+    ConditionTests,
+    BarrierTests,
+    NamingTests,
+    PicklingTests,
+    CrossProcessTests,
+):
+    """All of the suite: subclass it and override the ``context`` fixture."""
