@@ -241,6 +241,12 @@ class BaseBackend:
         """Remove the object (semaphore or cells) called *name*; ``False`` if there was none."""
         raise NotImplementedError
 
+    def hold_for_transfer(self, name: str) -> None:
+        """Primitive *name* is being pickled: keep it alive until the receiver can open it.
+
+        The default does nothing (objects that live until unlinked need no help).
+        """
+
     def close_cells(self, cells: Cells) -> None:
         """Drop a handle returned by :meth:`cells_kernel` (default: nothing to do)."""
 

@@ -122,6 +122,8 @@ class _Primitive:
     def __reduce__(self) -> tuple[Any, ...]:
         if isinstance(self._kernel, _ClosedKernel):
             raise ClosedError(f"cannot pickle a closed {type(self).__name__}")
+        if self._name is None:
+            self._ctx.backend.hold_for_transfer(self._object_name)
         return (
             _rebuild,
             (self._ctx, type(self), self._name, self._object_name, self._params()),

@@ -13,6 +13,7 @@ namespace, so the tracker itself leaves nothing on disk.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import secrets
 import selectors
@@ -20,10 +21,13 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections import Counter
 
 ENV = "POLYSYNC_POSIX_TRACKER"
 _FIRST_CONNECT = 30.0  # seconds a fresh tracker waits for its first client
+#: Seconds a pickled anonymous object stays alive for its receiver, whoever exits meanwhile.
+TRANSFER_GRACE = 5.0
 
 
 def address(tracker_id: str) -> str:
@@ -53,6 +57,7 @@ def serve(listener: socket.socket) -> None:
     sel.register(listener, selectors.EVENT_READ)
     owned: dict[socket.socket, tuple[bytearray, Counter[str]]] = {}
     refs: Counter[str] = Counter()
+    holds: list[tuple[float, str]] = []  # (expiry, entry): pickles in flight
     ever_connected = False
 
     def drop(entry: str, count: int) -> None:
@@ -62,8 +67,14 @@ def serve(listener: socket.socket) -> None:
             _unlink(entry)
 
     while True:
-        events = sel.select(timeout=None if ever_connected else _FIRST_CONNECT)
-        if not events and not ever_connected:
+        if holds:
+            timeout: float | None = max(0.0, holds[0][0] - time.monotonic())
+        else:
+            timeout = None if ever_connected else _FIRST_CONNECT
+        events = sel.select(timeout=timeout)
+        while holds and holds[0][0] <= time.monotonic():
+            drop(heapq.heappop(holds)[1], 1)
+        if not events and not ever_connected and not holds:
             break
         for key, _ in events:
             sock = key.fileobj
@@ -98,7 +109,10 @@ def serve(listener: socket.socket) -> None:
                 elif op == "-" and mine[entry] > 0:
                     mine[entry] -= 1
                     drop(entry, 1)
-        if ever_connected and not owned:
+                elif op == "~":
+                    refs[entry] += 1
+                    heapq.heappush(holds, (time.monotonic() + TRANSFER_GRACE, entry))
+        if ever_connected and not owned and not holds:
             break
     for entry in list(refs):
         _unlink(entry)
@@ -140,6 +154,11 @@ class Client:
             self._held[entry] -= 1
             with contextlib.suppress(OSError):
                 self._send("-" + entry)
+
+    def hold_for_transfer(self, entry: str) -> None:
+        """Keep *entry* alive for TRANSFER_GRACE seconds, even if every user exits."""
+        with self._lock:
+            self._send("~" + entry)
 
     def reconnect_after_fork(self) -> None:
         """In a forked child: drop the parent's connection, declare what we inherited."""

@@ -156,6 +156,12 @@ class PosixBackend(BaseBackend):
         tracker.register(entry)
         return lambda: tracker.unregister(entry)
 
+    def hold_for_transfer(self, name: str) -> None:
+        tracker = _tracker.client(name.partition(":")[2].split(":", 1)[0])
+        tracker.hold_for_transfer("m" + posix_name(f"{name}.c"))
+        for i in range(_derived.MAX_SEMS):
+            tracker.hold_for_transfer("s" + posix_name(f"{name}.s{i}"))
+
     def anonymous_name(self) -> str:
         import secrets
 

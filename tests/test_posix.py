@@ -1,0 +1,237 @@
+"""The posix backend's own promises: names, permissions, cleanup, unrelated processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import polysync
+from polysync.backends.posix import posix_name
+
+from .conftest import SHM, polysync_shm_entries, run_python, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def ctx() -> polysync.Context:
+    return polysync.get_context("posix")
+
+
+@pytest.fixture
+def name(ctx: polysync.Context) -> Iterator[str]:
+    value = f"pstest-{uuid.uuid4().hex[:10]}"
+    yield value
+    ctx.unlink(value)
+    ctx.unlink(f"{value}.lock")
+
+
+def test_readable_names() -> None:
+    assert posix_name("n:jobs.s0") == "/polysync-n-jobs.s0"
+
+
+@pytest.mark.parametrize("user", ["a/b", "a b", "é", "x" * 250, "jobs\n"])
+def test_other_names_are_hashed_within_limits(user: str) -> None:
+    mapped = posix_name(f"n:{user}.s0")
+    assert mapped.startswith("/polysync-h-")
+    assert len(mapped) <= 240
+    assert "/" not in mapped[1:]
+
+
+def test_mapping_is_injective_on_tricky_pairs() -> None:
+    pairs = [("a/b", "a_b"), ("ab", "a" + "b"), ("x" * 250, "x" * 251), ("jobs", "h-jobs")]
+    for left, right in pairs:
+        if left != right:
+            assert posix_name(f"n:{left}.c") != posix_name(f"n:{right}.c")
+    assert posix_name("n:h-abc.c") != posix_name("n:abc.c")
+
+
+def test_objects_are_private_to_the_user(ctx: polysync.Context, name: str) -> None:
+    ctx.Event(name=name)
+    base = posix_name(f"n:{name}")
+    files = [f"{SHM}{base}.c", f"{SHM}/sem.{base[1:]}.s0"]
+    for path in files:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+
+
+def test_named_object_persists_until_unlinked(ctx: polysync.Context, name: str) -> None:
+    code = f"import polysync; polysync.get_context('posix').Event(name={name!r}).set()"
+    assert run_python(code).returncode == 0
+    assert ctx.Event(name=name).is_set()
+    ctx.unlink(name)
+    assert not any(name in entry for entry in polysync_shm_entries())
+
+
+def test_unrelated_process_opens_the_same_name(ctx: polysync.Context, name: str) -> None:
+    sem = ctx.Semaphore(0, name=name)
+    code = textwrap.dedent(
+        f"""
+        import polysync
+        sem = polysync.get_context("posix").Semaphore(0, name={name!r})
+        print(sem.acquire(timeout=30))
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        sem.release()
+        out, _ = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert out.strip() == "True"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda c, n: c.Semaphore(-1, name=n),
+        lambda c, n: c.BoundedSemaphore("3", name=n),
+        lambda c, n: c.Barrier(0, name=n),
+        lambda c, n: c.Barrier(2, timeout=float("nan"), name=n),
+        lambda c, n: c.Condition(object(), name=n),
+    ],
+)
+def test_bad_input_creates_nothing(ctx: polysync.Context, name: str, make: object) -> None:
+    before = polysync_shm_entries()
+    with pytest.raises((TypeError, ValueError)):
+        make(ctx, name)  # type: ignore[operator]
+    assert polysync_shm_entries() == before
+
+
+def test_kind_mismatch_leaves_the_original_intact(ctx: polysync.Context, name: str) -> None:
+    lock = ctx.Lock(name=name)
+    lock.acquire()
+    before = polysync_shm_entries()
+    with pytest.raises(polysync.KindMismatchError):
+        ctx.Semaphore(1, name=name)
+    assert polysync_shm_entries() == before
+    assert ctx.Lock(name=name).locked()
+
+
+_CREATOR = textwrap.dedent(
+    """
+    import multiprocessing as mp, sys, time
+    import polysync
+
+    def child(lock, event, cond, barrier, go_name, done_name):
+        ctx = polysync.get_context("posix")
+        go, done = ctx.Event(name=go_name), ctx.Event(name=done_name)
+        go.wait(60)  # the creator is killed meanwhile
+        event.set()
+        with lock:
+            pass
+        with cond:
+            cond.notify_all()
+        barrier.wait(30)
+        done.set()
+
+    if __name__ == "__main__":
+        go_name, done_name = sys.argv[1:]
+        ctx = polysync.get_context("posix")
+        objs = [ctx.Lock(), ctx.Event(), ctx.Condition(), ctx.Barrier(1)]
+        p = mp.get_context("spawn").Process(target=child, args=(*objs, go_name, done_name))
+        p.start()
+        print(p.pid, flush=True)
+        time.sleep(120)
+    """
+)
+
+
+@pytest.mark.parametrize("child_fate", ["exits", "killed"])
+def test_anonymous_objects_vanish_once_every_user_is_gone(
+    tmp_path: object, ctx: polysync.Context, name: str, child_fate: str
+) -> None:
+    go, done = ctx.Event(name=name), ctx.Event(name=f"{name}.lock")
+    before = polysync_shm_entries()
+    script = os.path.join(str(tmp_path), "creator.py")
+    with open(script, "w") as f:
+        f.write(_CREATOR)
+    creator = subprocess.Popen(
+        [sys.executable, script, name, f"{name}.lock"], stdout=subprocess.PIPE, text=True
+    )
+    child_pid = 0
+    try:
+        assert creator.stdout is not None
+        child_pid = int(creator.stdout.readline())
+        creator.send_signal(signal.SIGKILL)
+        creator.wait(30)
+        # The anonymous objects outlive their killed creator while the child holds them.
+        assert polysync_shm_entries() - before
+        if child_fate == "exits":
+            go.set()
+            assert done.wait(60), "the child could not use the objects after the creator died"
+        else:
+            os.kill(child_pid, signal.SIGKILL)
+        assert wait_until(lambda: not _alive(child_pid), timeout=30)
+    finally:
+        creator.kill()
+        if child_pid and _alive(child_pid):
+            os.kill(child_pid, signal.SIGKILL)
+    assert wait_until(lambda: polysync_shm_entries() <= before, timeout=20), sorted(
+        polysync_shm_entries() - before
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (its parent was killed and init has not reaped it yet) counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_anonymous_objects_vanish_after_normal_exit(no_new_shm_entries: None) -> None:
+    code = textwrap.dedent(
+        """
+        import multiprocessing as mp, polysync
+        ctx = polysync.get_context("posix")
+        objs = [ctx.Lock(), ctx.RLock(), ctx.Semaphore(2), ctx.BoundedSemaphore(2), ctx.Event(),
+                ctx.Condition(), ctx.Barrier(2)]
+        objs[4].wait(0.01)
+        with objs[5]:
+            objs[5].wait(0.01)
+        print("ok")
+        """
+    )
+    out = run_python(code)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_closing_the_last_handle_unlinks_an_anonymous_object(ctx: polysync.Context) -> None:
+    before = polysync_shm_entries()
+    event = ctx.Event()
+    assert polysync_shm_entries() - before
+    event.close()
+    assert wait_until(lambda: polysync_shm_entries() <= before)
+
+
+def test_reopening_a_vanished_anonymous_object_fails_clearly(ctx: polysync.Context) -> None:
+    import pickle
+
+    lock = ctx.Lock()
+    data = pickle.dumps(lock)
+    lock.close()
+
+    def vanished() -> bool:
+        try:
+            pickle.loads(data).close()
+        except polysync.NotFoundError:
+            return True
+        return False
+
+    # past the transfer grace period the name is gone, and reopening says so
+    assert wait_until(vanished, timeout=20)
+    with pytest.raises(polysync.NotFoundError, match="does not exist"):
+        pickle.loads(data)
