@@ -192,14 +192,24 @@ class _Acquirable(_Primitive):
 
 
 class _LockLike(_Acquirable):
-    __slots__ = ()
+    # A __dict__ so that _bind can shadow release() with the kernel's own method, saving
+    # a Python frame on the hot path (threading.Condition binds its lock's methods alike).
+    __slots__ = ("__dict__",)
+
+    def _bind(self, kernel: Any) -> None:
+        super()._bind(kernel)
+        self.__dict__["release"] = kernel.release
 
     def release(self) -> None:
         """Release; raises :class:`~polysync.NotHeldError` when the state does not allow it."""
         self._release()
 
     def __enter__(self) -> bool:
-        return self.acquire()
+        try:
+            self._acquire_forever()
+        except Exception:
+            self._acquire(True, None)
+        return True
 
     def __exit__(
         self,
