@@ -16,6 +16,7 @@ from polysync.errors import KindMismatchError as KindMismatchError
 from polysync.errors import NotFoundError as NotFoundError
 from polysync.errors import NotHeldError as NotHeldError
 from polysync.errors import ObjectError as ObjectError
+from polysync.errors import OwnerDiedWarning as OwnerDiedWarning
 from polysync.errors import PolysyncError as PolysyncError
 from polysync.errors import UnknownBackendError as UnknownBackendError
 from polysync.kernel import Capability as Capability

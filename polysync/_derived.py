@@ -19,19 +19,22 @@ import os
 import secrets
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from polysync import _liveness
 from polysync.errors import (
     BackendUnavailableError,
     BrokenBarrierError,
     KindMismatchError,
     NotFoundError,
     NotHeldError,
+    OwnerDiedWarning,
 )
-from polysync.kernel import Cells, Kind, SemaphoreKernel
+from polysync.kernel import Capability, Cells, Kind, SemaphoreKernel
 
 if TYPE_CHECKING:
     from polysync.kernel import BaseBackend, LockKernel
@@ -412,49 +415,189 @@ class DerivedLock:
         self._block.close()
 
 
-_OWNER_PID, _OWNER_TID, _COUNT = HEADER, HEADER + 1, HEADER + 2
+#: Seconds between checks, by a blocked acquirer, that the holder is still alive.
+RECOVERY_INTERVAL = 0.25
+
+
+class OwnerWatch:
+    """Waits for a lock's semaphore, and takes the lock over from a holder that died.
+
+    The holder's identity (:mod:`polysync._liveness`) sits in one cell: written right
+    after the semaphore is taken, cleared right before it is posted. So a non-zero
+    identity of a dead process, with the semaphore at zero, can only mean that process
+    died holding the lock. A blocked acquirer checks that every ``RECOVERY_INTERVAL``
+    and, under a second semaphore used as a mutex, writes its own identity over the dead
+    one: the lock changes hands without ever being free, so two waiters cannot both get it.
+    """
+
+    __slots__ = ("_cell", "_cells", "_mutex", "_sem", "owner_died")
+
+    def __init__(self, sem: SemaphoreKernel, mutex: SemaphoreKernel, cells: Cells, cell: int):
+        self._sem = sem
+        self._mutex = mutex
+        self._cells = cells
+        self._cell = cell
+        self.owner_died = False
+
+    def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        """Take the semaphore (or the dead holder's place) and record this process as holder."""
+        if not blocking or timeout == 0:
+            got = self._sem.acquire(False, None)
+        else:
+            got = self._wait(timeout)
+        if got:
+            self._cells[self._cell] = _liveness.identity()
+        return got
+
+    def _wait(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = RECOVERY_INTERVAL
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            if self._sem.acquire(True, step):
+                return True
+            if self._take_over():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def _take_over(self) -> bool:
+        holder = self._cells[self._cell]
+        if not holder or _liveness.is_alive(holder):
+            return False
+        if not self._mutex.acquire(True, 1.0):
+            return False
+        try:
+            if self._cells[self._cell] != holder or self._sem.get_value() != 0:
+                return False
+            self._cells[self._cell] = _liveness.identity()
+        finally:
+            self._mutex.release()
+        self.owner_died = True
+        warnings.warn(
+            OwnerDiedWarning(
+                f"process {_liveness.pid_of(holder)} died holding this lock; this "
+                "handle took it over: check the state it protects"
+            ),
+            stacklevel=5,
+        )
+        return True
+
+    def clear_and_post(self) -> None:
+        """Give the lock up: clear the holder first, so a recorded holder always holds it."""
+        self._cells[self._cell] = 0
+        self.owner_died = False
+        self._sem.release()
+
+
+def _watches_owner(block: Block) -> bool:
+    return Capability.OWNER_DEATH in block.backend.capabilities
+
+
+class RecoverableLock:
+    """A Lock whose holder is recorded, so that a holder's death does not wedge it."""
+
+    __slots__ = ("_block", "_sem", "_watch", "acquire")
+
+    def __init__(self, block: Block) -> None:
+        assert block.cells is not None
+        self._block = block
+        self._sem = block.sems[0]
+        self._watch = OwnerWatch(block.sems[0], block.sems[1], block.cells, HEADER)
+        self.acquire = self._watch.acquire
+
+    @property
+    def owner_died(self) -> bool:
+        return self._watch.owner_died
+
+    def acquire_forever(self) -> object:
+        return self._watch.acquire(True, None)
+
+    def release(self) -> None:
+        if self._sem.get_value() >= 1:
+            raise NotHeldError("release of an unlocked lock")
+        self._watch.clear_and_post()
+
+    def locked(self) -> bool:
+        return self._sem.get_value() == 0
+
+    def release_save(self) -> object:
+        self.release()
+        return None
+
+    def acquire_restore(self, state: object) -> None:
+        self._watch.acquire(True, None)
+
+    def is_owned(self) -> bool:
+        return self.locked()
+
+    def close(self) -> None:
+        self._block.close()
+
+
+_OWNER, _OWNER_TID, _COUNT = HEADER, HEADER + 1, HEADER + 2
 
 
 class DerivedRLock:
-    """A binary semaphore plus (owner pid, owner thread, depth) in cells."""
+    """A binary semaphore plus (owner process identity, owner thread, depth) in cells.
 
-    __slots__ = ("_block", "_cells", "_sem")
+    On a backend declaring ``OWNER_DEATH`` a blocked acquirer takes the lock over from
+    an owner process that died (see :class:`OwnerWatch`).
+    """
+
+    __slots__ = ("_block", "_cells", "_sem", "_watch")
 
     def __init__(self, block: Block) -> None:
         assert block.cells is not None
         self._block = block
         self._sem = block.sems[0]
         self._cells = block.cells
+        self._watch = (
+            OwnerWatch(block.sems[0], block.sems[1], block.cells, _OWNER)
+            if _watches_owner(block)
+            else None
+        )
+
+    @property
+    def owner_died(self) -> bool:
+        return self._watch is not None and self._watch.owner_died
 
     def _mine(self) -> bool:
         c = self._cells
-        return c[_OWNER_TID] == threading.get_ident() and c[_OWNER_PID] == _pid
+        return c[_OWNER_TID] == threading.get_ident() and c[_OWNER] == _liveness.identity()
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         c = self._cells
         if self._mine():
             c[_COUNT] += 1
             return True
+        if not self._take(blocking, timeout):
+            return False
+        c[_OWNER_TID] = threading.get_ident()
+        c[_COUNT] = 1
+        return True
+
+    def _take(self, blocking: bool, timeout: float | None) -> bool:
+        if self._watch is not None:
+            return self._watch.acquire(blocking, timeout)
         if not self._sem.acquire(blocking, timeout):
             return False
-        self._take(1)
+        self._cells[_OWNER] = _liveness.identity()
         return True
 
     def acquire_forever(self) -> object:
         return self.acquire(True, None)
 
-    def _take(self, depth: int) -> None:
-        c = self._cells
-        c[_OWNER_PID] = _pid
-        c[_OWNER_TID] = threading.get_ident()
-        c[_COUNT] = depth
-
     def _drop(self) -> None:
         c = self._cells
         c[_COUNT] = 0
         c[_OWNER_TID] = 0
-        c[_OWNER_PID] = 0
-        self._sem.release()
+        if self._watch is not None:
+            self._watch.clear_and_post()
+        else:
+            c[_OWNER] = 0
+            self._sem.release()
 
     def release(self) -> None:
         if not self._mine():
@@ -475,9 +618,10 @@ class DerivedRLock:
         return depth
 
     def acquire_restore(self, state: object) -> None:
-        self._sem.acquire(True, None)
         assert isinstance(state, int)
-        self._take(state)
+        self._take(True, None)
+        self._cells[_OWNER_TID] = threading.get_ident()
+        self._cells[_COUNT] = state
 
     def is_owned(self) -> bool:
         return self._mine()
@@ -701,11 +845,19 @@ class DerivedBarrier:
 
 
 def open_lock(backend: BaseBackend, name: str, *, create: bool) -> DerivedLock:
-    return DerivedLock(open_block(backend, name, Kind.LOCK, 1, (1,), 0, create=create))
+    return DerivedLock(
+        open_block(backend, name, Kind.LOCK, 1, (1,), 0, create=create, param_must_match=True)
+    )
 
 
 def open_rlock(backend: BaseBackend, name: str, *, create: bool) -> DerivedRLock:
-    return DerivedRLock(open_block(backend, name, Kind.RLOCK, 1, (1,), 3, create=create))
+    return DerivedRLock(open_block(backend, name, Kind.RLOCK, 1, (1, 1), 3, create=create))
+
+
+def open_recoverable_lock(backend: BaseBackend, name: str, *, create: bool) -> RecoverableLock:
+    """A Lock that records its holder (the header's parameter 2 tells it from a plain Lock)."""
+    block = open_block(backend, name, Kind.LOCK, 2, (1, 1), 1, create=create, param_must_match=True)
+    return RecoverableLock(block)
 
 
 def open_semaphore(

@@ -15,6 +15,8 @@
         ├── BackendUnavailableError (also ImportError)  registered, but not usable here
         └── BackendConnectionError (also ConnectionError)  the backend's server went away
 
+and one warning, ``OwnerDiedWarning``: a lock was taken over from a holder that died.
+
 Users of any backend see only these (with the backend's own exception chained as
 ``__cause__``), never ``posix_ipc.*`` or raw ``OSError`` numbers.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "NotFoundError",
     "NotHeldError",
     "ObjectError",
+    "OwnerDiedWarning",
     "PolysyncError",
     "UnknownBackendError",
 ]
@@ -84,3 +87,12 @@ class BackendUnavailableError(BackendError, ImportError):
 
 class BackendConnectionError(BackendError, ConnectionError):
     """The backend lost its connection to the server that holds the objects."""
+
+
+class OwnerDiedWarning(UserWarning):
+    """A lock's holder died without releasing it, and this handle took the lock over.
+
+    The acquire that emits it succeeds. Whatever the lock protected may have been left
+    half-updated by the dead holder: check it, as after ``WAIT_ABANDONED`` on Windows or
+    ``EOWNERDEAD`` from a robust pthread mutex.
+    """

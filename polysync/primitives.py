@@ -224,6 +224,17 @@ class _LockLike(_Acquirable):
         result: bool = self._kernel.locked()
         return result
 
+    @property
+    def owner_died(self) -> bool:
+        """Whether this handle holds the lock because it took it over from a dead holder.
+
+        True from that acquire until this handle releases the lock; an
+        :class:`~polysync.OwnerDiedWarning` is emitted at the takeover. Only backends with
+        the ``owner-death`` capability detect it (posix: RLock always, Lock with
+        ``recover_locks=True``).
+        """
+        return bool(getattr(self._kernel, "owner_died", False))
+
     def _restore(self, params: tuple[Any, ...]) -> None:
         pass
 

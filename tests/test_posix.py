@@ -172,6 +172,9 @@ def test_anonymous_objects_vanish_once_every_user_is_gone(
         assert wait_until(lambda: not _alive(child_pid), timeout=30)
     finally:
         creator.kill()
+        creator.wait(30)
+        if creator.stdout is not None:
+            creator.stdout.close()
         if child_pid and _alive(child_pid):
             os.kill(child_pid, signal.SIGKILL)
     assert wait_until(lambda: polysync_shm_entries() <= before, timeout=20), sorted(
@@ -235,3 +238,29 @@ def test_reopening_a_vanished_anonymous_object_fails_clearly(ctx: polysync.Conte
     assert wait_until(vanished, timeout=20)
     with pytest.raises(polysync.NotFoundError, match="does not exist"):
         pickle.loads(data)
+
+
+def test_recover_locks_option_takes_over_a_dead_holders_lock() -> None:
+    from polysync.testing import _children
+    from polysync.testing.suite import Child
+
+    ctx = polysync.get_context("posix", recover_locks=True)
+    lock = ctx.Lock()
+    assert Child(_children.acquire_and_exit, lock).result() is True
+    with pytest.warns(polysync.OwnerDiedWarning):
+        assert lock.acquire(timeout=10) is True
+    assert lock.owner_died
+    lock.release()
+    assert not lock.locked()
+    assert not lock.owner_died
+
+
+def test_plain_and_recovering_locks_do_not_share_a_name(name: str) -> None:
+    polysync.get_context("posix").Lock(name=name)
+    with pytest.raises(polysync.KindMismatchError):
+        polysync.get_context("posix", recover_locks=True).Lock(name=name)
+
+
+def test_recover_locks_option_is_checked() -> None:
+    with pytest.raises(TypeError, match="recover_locks must be True or False, not str 'yes'"):
+        polysync.get_context("posix", recover_locks="yes")

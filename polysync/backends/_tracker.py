@@ -12,6 +12,7 @@ namespace, so the tracker itself leaves nothing on disk.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import heapq
 import os
@@ -155,6 +156,10 @@ class Client:
             with contextlib.suppress(OSError):
                 self._send("-" + entry)
 
+    def close(self) -> None:
+        with self._lock:
+            self._sock.close()
+
     def hold_for_transfer(self, entry: str) -> None:
         """Keep *entry* alive for TRANSFER_GRACE seconds, even if every user exits."""
         with self._lock:
@@ -234,6 +239,13 @@ def own_tracker_id() -> str:
     return client().tracker_id
 
 
+def _close_all() -> None:
+    # At exit the kernel would close the connections anyway; closing them here keeps
+    # interpreter shutdown free of ResourceWarnings.
+    for c in list(_clients.values()):
+        c.close()
+
+
 def _after_fork_in_child() -> None:
     global _clients_lock
     _clients_lock = threading.Lock()
@@ -242,6 +254,7 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all)
 
 if __name__ == "__main__":
     main()

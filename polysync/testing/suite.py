@@ -744,6 +744,33 @@ class CrossProcessTests(_Base):
         event.unlink()
 
     @_cross_process_test
+    def test_rlock_of_a_dead_owner_is_taken_over(self, context: polysync.Context) -> None:
+        require(context, Capability.OWNER_DEATH)
+        rlock = context.RLock()
+        assert Child(_children.acquire_and_exit, rlock).result() is True
+        assert rlock.locked()
+        with pytest.warns(polysync.OwnerDiedWarning, match="died holding this lock"):
+            assert rlock.acquire(timeout=PROMPT) is True
+        assert rlock.owner_died
+        assert rlock._is_owned()
+        rlock.release()
+        assert not rlock.owner_died
+        assert not rlock.locked()
+
+    @_cross_process_test
+    def test_live_owner_is_never_taken_over(self, context: polysync.Context) -> None:
+        require(context, Capability.OWNER_DEATH)
+        rlock, held, go = context.RLock(), context.Event(), context.Event()
+        child = Child(_children.hold_until, rlock, held, go, PROMPT)
+        assert held.wait(PROMPT)
+        assert rlock.acquire(timeout=1.0) is False  # several liveness checks pass
+        go.set()
+        assert child.result() is True
+        assert rlock.acquire(timeout=PROMPT) is True
+        assert not rlock.owner_died
+        rlock.release()
+
+    @_cross_process_test
     def test_counter_exact_across_processes(self, context: polysync.Context) -> None:
         mp = multiprocessing.get_context("spawn")
         counter = mp.RawValue("i", 0)

@@ -1,0 +1,65 @@
+"""Process identities that survive PID reuse, and whether the process behind one is alive.
+
+An identity packs a PID with the process's start time (Linux: field 22 of
+``/proc/<pid>/stat``, in clock ticks since boot), so a recycled PID is not mistaken for
+the process that died. Elsewhere the start time is 0 and only the PID is compared.
+"""
+
+from __future__ import annotations
+
+import os
+
+_PID_BITS = 23
+_PID_MASK = (1 << _PID_BITS) - 1
+_own: int | None = None
+
+
+def _start_time(pid: int) -> int | None:
+    """Start time of *pid* in clock ticks, 0 where unknown, ``None`` if it is a zombie or gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return None if os.path.isdir("/proc/self") else 0
+    except OSError:
+        return 0
+    if fields[0] in (b"Z", b"X"):  # a zombie holds nothing any more
+        return None
+    return int(fields[19])
+
+
+def identity() -> int:
+    """This process's identity (never 0)."""
+    global _own
+    if _own is None:
+        pid = os.getpid()
+        _own = pid | ((_start_time(pid) or 0) << _PID_BITS)
+    return _own
+
+
+def pid_of(ident: int) -> int:
+    return ident & _PID_MASK
+
+
+def is_alive(ident: int) -> bool:
+    """Whether the process with identity *ident* still runs (unknown counts as alive)."""
+    pid = pid_of(ident)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    started = _start_time(pid)
+    if started is None:
+        return False
+    recorded = ident >> _PID_BITS
+    return not (recorded and started and started != recorded)
+
+
+def _after_fork() -> None:
+    global _own
+    _own = None
+
+
+os.register_at_fork(after_in_child=_after_fork)
