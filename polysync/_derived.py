@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -196,7 +197,7 @@ def unlink_block(backend: BaseBackend, name: str) -> bool:
 class _Waiter:
     """One thread's own wake-up semaphore, registered under a unique name."""
 
-    __slots__ = ("ident", "nonce", "sem")
+    __slots__ = ("__weakref__", "ident", "nonce", "sem")
 
     def __init__(self, ident: int, nonce: int, sem: SemaphoreKernel) -> None:
         self.ident = ident
@@ -208,8 +209,20 @@ def waiter_object_name(ident: int, nonce: int) -> str:
     return f"w:{ident >> 24}:{ident & 0xFFFFFF}:{nonce:x}"
 
 
+def _retire_waiter(backend: BaseBackend, sem: SemaphoreKernel, name: str, pid: int) -> None:
+    """A waiter's thread ended (or its process exits): drop its semaphore."""
+    sem.close()
+    if pid == _pid:  # in a forked child the parent's waiter is still the parent's
+        backend.unlink(name)
+
+
 class WaiterRegistry:
-    """Per backend instance: this thread's waiter, and a cache of other waiters' handles."""
+    """Per backend instance: this thread's waiter, and a cache of other waiters' handles.
+
+    A thread's waiter lives in a ``threading.local``; when the thread ends, the local
+    is dropped and a finalizer unlinks the waiter's semaphore, so a process that keeps
+    starting threads does not accumulate them.
+    """
 
     _CACHE = 256
 
@@ -219,30 +232,29 @@ class WaiterRegistry:
         self._next_index = 0
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, int], SemaphoreKernel] = OrderedDict()
-        self._own: list[_Waiter] = []
-        self._own_pid = _pid
+        self._cache_pid = _pid
 
     def current(self) -> _Waiter:
         waiter: _Waiter | None = getattr(self._local, "waiter", None)
         if waiter is not None and waiter.ident >> 24 == _pid:
             return waiter
         with self._lock:
-            if self._own_pid != _pid:  # forked: the parent's waiters are not ours
-                self._own, self._own_pid, self._cache = [], _pid, OrderedDict()
             self._next_index += 1
             ident = (_pid << 24) | (self._next_index & 0xFFFFFF)
         nonce = secrets.randbits(62)
-        sem = self._backend.semaphore_kernel(waiter_object_name(ident, nonce), 0, create=True)
+        name = waiter_object_name(ident, nonce)
+        sem = self._backend.semaphore_kernel(name, 0, create=True)
         waiter = _Waiter(ident, nonce, sem)
+        weakref.finalize(waiter, _retire_waiter, self._backend, sem, name, _pid)
         self._local.waiter = waiter
-        with self._lock:
-            self._own.append(waiter)
         return waiter
 
     def wake(self, ident: int, nonce: int) -> bool:
         """Post waiter (*ident*, *nonce*); ``False`` if it no longer exists."""
         key = (ident, nonce)
         with self._lock:
+            if self._cache_pid != _pid:  # forked: start a cache of our own
+                self._cache, self._cache_pid = OrderedDict(), _pid
             sem = self._cache.get(key)
             if sem is not None:
                 self._cache.move_to_end(key)
@@ -261,17 +273,6 @@ class WaiterRegistry:
         sem.release()
         return True
 
-    def close(self) -> None:
-        """Unlink this process's waiter semaphores (at exit; the backend may also reap them)."""
-        with self._lock:
-            own, self._own = (self._own, []) if self._own_pid == _pid else ([], [])
-            cache, self._cache = self._cache, OrderedDict()
-        for sem in cache.values():
-            sem.close()
-        for waiter in own:
-            waiter.sem.close()
-            self._backend.unlink(waiter_object_name(waiter.ident, waiter.nonce))
-
 
 _registries: dict[int, WaiterRegistry] = {}
 _registries_lock = threading.Lock()
@@ -287,13 +288,6 @@ def waiters_of(backend: BaseBackend) -> WaiterRegistry:
                 # Keep the backend alive with its registry: ids must not be reused.
                 reg.backend_ref = backend  # type: ignore[attr-defined]
     return reg
-
-
-def close_all_waiters() -> None:
-    with _registries_lock:
-        regs = list(_registries.values())
-    for reg in regs:
-        reg.close()
 
 
 class ParkingLot:
@@ -634,7 +628,7 @@ class DerivedRLock:
 
 
 class DerivedSemaphore:
-    __slots__ = ("_block", "_max", "_sem", "acquire", "acquire_forever")
+    __slots__ = ("_block", "_max", "_sem", "acquire", "acquire_forever", "release")
 
     def __init__(self, block: Block, maxvalue: int | None) -> None:
         self._block = block
@@ -642,8 +636,10 @@ class DerivedSemaphore:
         self._max = maxvalue
         self.acquire = self._sem.acquire
         self.acquire_forever = self._sem.acquire_forever
+        # Unbounded: nothing to check, so release goes straight to the kernel.
+        self.release = self._sem.release if maxvalue is None else self._release_bounded
 
-    def release(self, n: int) -> None:
+    def _release_bounded(self, n: int) -> None:
         # Like multiprocessing, the bound is checked against a snapshot of the value.
         if self._max is not None and self._sem.get_value() + n > self._max:
             raise NotHeldError(

@@ -12,6 +12,8 @@ def timeout(value: object, what: str = "timeout") -> float | None:
     """``None`` (wait forever) or a finite number of seconds ``>= 0``; infinity means ``None``."""
     if value is None:
         return None
+    if type(value) is float and 0.0 <= value < math.inf:  # the common case, cheaply
+        return value
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(
             f"{what} must be None or a number of seconds, not {type(value).__name__} {value!r}"

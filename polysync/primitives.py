@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_INF = float("inf")
 
 
 def _context(ctx: object) -> Context:
@@ -186,6 +187,10 @@ class _Acquirable(_Primitive):
                 # the full path retries and raises polysync's own error if it must.
                 self._acquire(True, None)
             return True
+        # The common timed call, checked without the general path.
+        if block is True and blocking is None and type(timeout) is float and 0 <= timeout < _INF:
+            got: bool = self._acquire(True, timeout)
+            return got
         flag, seconds = _validate.block_and_timeout(block, timeout, blocking)
         result: bool = self._acquire(flag, seconds)
         return result

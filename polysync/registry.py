@@ -102,7 +102,7 @@ class BackendRegistry:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise UnknownBackendError(
             f"no polysync backend is registered as {name!r}{hint} "
-            f"registered: {', '.join(names) or '(none)'}"
+            f"(registered: {', '.join(names) or 'none'})"
         )
 
     def load(self, name: str) -> type[BaseBackend]:
@@ -139,6 +139,8 @@ class BackendRegistry:
             self.load(name)
         except BackendUnavailableError as exc:
             return False, str(exc)
+        except Exception as exc:  # a broken plugin must not break the listing
+            return False, f"importing it failed: {type(exc).__name__}: {exc}"
         return True, "available"
 
     def default_name(self) -> str:

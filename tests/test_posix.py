@@ -264,3 +264,22 @@ def test_plain_and_recovering_locks_do_not_share_a_name(name: str) -> None:
 def test_recover_locks_option_is_checked() -> None:
     with pytest.raises(TypeError, match="recover_locks must be True or False, not str 'yes'"):
         polysync.get_context("posix", recover_locks="yes")
+
+
+def test_waiter_semaphores_go_with_their_threads(ctx: polysync.Context) -> None:
+    import threading
+
+    event = ctx.Event()
+    prefix = f"sem.polysync-w-{os.getpid()}-"
+
+    def mine() -> int:
+        return sum(n.startswith(prefix) for n in os.listdir(SHM))
+
+    before = mine()
+    for _ in range(3):
+        threads = [threading.Thread(target=event.wait, args=(0.01,)) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert wait_until(lambda: mine() <= before)

@@ -47,7 +47,7 @@ def test_unknown_backend_lists_names_and_closest() -> None:
     message = str(info.value)
     assert "'posxi'" in message
     assert "did you mean 'posix'?" in message
-    assert "posix, thread" in message
+    assert "(registered: posix, thread)" in message
     assert isinstance(info.value, LookupError)
 
 

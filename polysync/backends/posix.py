@@ -58,22 +58,35 @@ class PosixSemaphore:
         self.release_one = raw.release
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
-        raw = self._raw
         if not blocking:
             timeout = 0.0
+        try:
+            self._raw.acquire(timeout)
+        except posix_ipc.BusyError:
+            return False
+        except posix_ipc.SignalError:
+            return self._acquire_after_signal(timeout)
+        return True
+
+    def _acquire_after_signal(self, timeout: float | None) -> bool:
+        # A signal whose handler did not raise cut the wait short. How long it lasted is
+        # unknown (stamping every call would tax the hot path), so the remaining wait is
+        # at most the full timeout again.
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                raw.acquire(timeout)
+                self._raw.acquire(remaining)
                 return True
             except posix_ipc.BusyError:
                 return False
             except posix_ipc.SignalError:
-                # A signal whose handler did not raise: keep waiting for what is left.
-                if deadline is not None:
-                    timeout = max(0.0, deadline - time.monotonic())
+                continue
 
     def release(self, n: int = 1) -> None:
+        if n == 1:
+            self._raw.release()
+            return
         release = self._raw.release
         for _ in range(n):
             release()
