@@ -1,0 +1,305 @@
+"""The ``polysync`` command line: ``backends`` lists the backends, ``demo`` runs the demo.
+
+``main(argv)`` returns the exit status: 0 on success, 1 when a demo scenario fails, 2 on
+bad input (an unknown backend or option, an unusable start method), 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from polysync.errors import PolysyncError
+from polysync.kernel import Capability
+
+__all__ = ["BackendInfo", "backend_infos", "main"]
+
+_PROG = "polysync"
+
+
+# -- polysync backends -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One registered backend as ``polysync backends`` shows it."""
+
+    name: str
+    default: bool
+    available: bool
+    #: Why it cannot be used here (``None`` when available).
+    reason: str | None
+    #: Capability values, in declaration order; ``None`` when the class cannot be imported.
+    capabilities: list[str] | None
+    provided_by: str
+    description: str
+    target: str
+    platforms: list[str]
+
+
+def backend_infos() -> tuple[str, list[BackendInfo]]:
+    """The default backend's name and every registered backend, sorted by name."""
+    from polysync.registry import get_registry
+
+    registry = get_registry()
+    default = registry.default_name()
+    infos = []
+    for spec in registry.specs():
+        capabilities = None
+        try:
+            available, reason = registry.availability(spec.name)
+            if available:
+                caps = registry.load(spec.name).capabilities
+                capabilities = [c.value for c in Capability if c in caps]
+        except Exception as exc:  # a broken plugin must not hide the others
+            available, reason = (
+                False,
+                f"importing {spec.target} failed: {type(exc).__name__}: {exc}",
+            )
+        infos.append(
+            BackendInfo(
+                name=spec.name,
+                default=spec.name == default,
+                available=available,
+                reason=None if available else reason,
+                capabilities=capabilities,
+                provided_by=spec.provided_by(),
+                description=spec.description,
+                target=spec.target,
+                platforms=list(spec.platforms),
+            )
+        )
+    return default, infos
+
+
+def _print_backends(default: str, infos: list[BackendInfo]) -> None:
+    header = ("", "NAME", "AVAILABLE", "CAPABILITIES", "PROVIDED BY", "DESCRIPTION")
+    rows = [header]
+    for info in infos:
+        caps = "?" if info.capabilities is None else ", ".join(info.capabilities) or "-"
+        rows.append(
+            (
+                "*" if info.default else "",
+                info.name,
+                "yes" if info.available else "no",
+                caps,
+                info.provided_by,
+                info.description,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    reasons: list[str | None] = [None, *(info.reason for info in infos)]
+    for row, reason in zip(rows, reasons, strict=True):
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+        if reason:
+            print(f"{'':{widths[0]}}  unavailable: {reason}")
+    if any(info.default for info in infos):
+        print(f"\n* default backend: {default}")
+    else:
+        print(f"\ndefault backend {default!r} is not registered")
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    default, infos = backend_infos()
+    if args.json:
+        print(json.dumps({"default": default, "backends": [asdict(i) for i in infos]}, indent=2))
+    else:
+        _print_backends(default, infos)
+    return 0
+
+
+# -- polysync demo ---------------------------------------------------------------------------
+
+
+def _option(text: str) -> tuple[str, object]:
+    """Parse ``KEY=VALUE``; VALUE is read as JSON when it parses (``3``, ``true``), else text."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value: object = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 3600:
+        raise argparse.ArgumentTypeError(f"must be in (0, 3600) seconds, not {text}")
+    return value
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 2 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 2 and 64, not {value}")
+    return value
+
+
+def _error(message: str) -> int:
+    print(f"{_PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from polysync import _demo
+    from polysync.api import get_context
+
+    options = dict(args.option or [])
+    try:
+        ctx = get_context(args.backend, **options)
+    except (PolysyncError, TypeError) as exc:
+        return _error(str(exc))
+    try:
+        kind = _demo.worker_kind(ctx, args.worker_kind)
+    except ValueError as exc:
+        return _error(str(exc))
+    if kind == "process" and args.start_method not in multiprocessing.get_all_start_methods():
+        available = ", ".join(multiprocessing.get_all_start_methods())
+        return _error(f"start method {args.start_method!r} is not available here ({available})")
+    config = _demo.DemoConfig(
+        workers=args.workers,
+        timeout=args.timeout,
+        start_method=args.start_method,
+        kind=kind,
+        only=tuple(args.only or ()),
+        sabotage=frozenset(args.self_test_fail or ()),
+    )
+    how = (
+        f"processes ({args.start_method} start method)"
+        if kind == "process"
+        else "threads (the backend does not cross processes)"
+    )
+    print(f"polysync demo on {ctx.backend.describe()}: {args.workers} workers as {how}")
+    width = max(len(name) for name in _demo.SCENARIOS)
+
+    def report(result: _demo.ScenarioResult) -> None:
+        verdict = "PASS" if result.passed else "FAIL"
+        figure = result.outcome.figure
+        print(f"{verdict}  {result.name:<{width}}  {figure:<58} {result.elapsed_ms:>8.1f} ms")
+        for problem in result.outcome.problems:
+            print(f"{'':6}- {problem}")
+        sys.stdout.flush()
+
+    started = time.perf_counter()
+    try:
+        results = _demo.run_demo(ctx, config, report)
+    except ValueError as exc:
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        return 130
+    elapsed = (time.perf_counter() - started) * 1000
+    passed = sum(1 for r in results if r.passed)
+    verdict = "PASS" if passed == len(results) else "FAIL"
+    print(f"total: {verdict} {passed}/{len(results)} scenarios passed in {elapsed:.1f} ms")
+    return 0 if passed == len(results) else 1
+
+
+# -- the parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``polysync`` command."""
+    from polysync import _demo
+
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Process-synchronization primitives on many backends.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    backends = commands.add_parser(
+        "backends",
+        help="list the registered backends",
+        description="List every registered backend: whether it runs here, its capabilities, "
+        "the distribution providing it. '*' marks the default.",
+    )
+    backends.add_argument("--json", action="store_true", help="print JSON")
+    backends.set_defaults(handler=_cmd_backends)
+
+    names = list(_demo.SCENARIOS)
+    demo = commands.add_parser(
+        "demo",
+        help="run the synchronization scenarios on real workers",
+        description="Run the lock, rlock, semaphore, event, condition and barrier scenarios "
+        "on real processes (threads for a backend that does not cross processes), checking "
+        "each one's invariant. Exit status 0 if all pass, 1 if any fails.",
+    )
+    demo.add_argument(
+        "--backend", metavar="NAME", help="backend to use (default: the default context)"
+    )
+    demo.add_argument(
+        "--option",
+        metavar="KEY=VALUE",
+        action="append",
+        type=_option,
+        help="backend option, repeatable; VALUE is read as JSON if it parses, else as text",
+    )
+    demo.add_argument(
+        "--workers", metavar="N", type=_workers, default=4, help="workers per scenario (4)"
+    )
+    demo.add_argument(
+        "--start-method",
+        choices=("fork", "spawn", "forkserver"),
+        default="spawn",
+        help="multiprocessing start method for process workers (spawn)",
+    )
+    demo.add_argument(
+        "--worker-kind",
+        choices=("auto", "process", "thread"),
+        default="auto",
+        help="run workers as processes or threads (auto: processes if the backend "
+        "crosses processes)",
+    )
+    demo.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_timeout,
+        default=30.0,
+        help="limit on any single blocking call (30)",
+    )
+    demo.add_argument(
+        "--only",
+        metavar="SCENARIO",
+        action="append",
+        choices=names,
+        help=f"run only this scenario, repeatable ({', '.join(names)})",
+    )
+    demo.add_argument(
+        "--self-test-fail",
+        metavar="SCENARIO",
+        action="append",
+        choices=names,
+        help=argparse.SUPPRESS,  # break a scenario on purpose: its check must say FAIL
+    )
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``polysync`` command with *argv* (default: ``sys.argv[1:]``); return its status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed by argparse
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else 2
+    handler: Any = args.handler
+    status: int = handler(args)
+    return status

@@ -1,0 +1,463 @@
+"""Tests of the ``polysync`` command line (``backends``, ``demo``) and of the demo's checks."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import operator
+import os
+import pickle
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import polysync
+from polysync import _demo, cli
+from polysync.registry import BackendRegistry, BackendSpec
+
+pytestmark = pytest.mark.timeout(120)
+
+SCENARIOS = list(_demo.SCENARIOS)
+PASS_LINE = re.compile(r"^PASS  (\w+)\s", re.MULTILINE)
+FAIL_LINE = re.compile(r"^FAIL  (\w+)\s", re.MULTILINE)
+POSIX = pytest.mark.skipif(
+    not any(name == "posix" and ok for name, ok, _ in polysync.available_backends()),
+    reason="the posix backend does not run here",
+)
+
+
+def _env() -> dict[str, str]:
+    """The environment for a child ``polysync``: default backend, its own cleanup tracker."""
+    env = dict(os.environ)
+    for var in ("POLYSYNC_BACKEND", "POLYSYNC_POSIX_TRACKER"):
+        env.pop(var, None)
+    return env
+
+
+def _polysync(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "polysync", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+# -- polysync backends -----------------------------------------------------------------------
+
+
+def test_backends_lists_posix_and_thread_with_capabilities(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POLYSYNC_BACKEND", raising=False)
+    assert cli.main(["backends"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.lstrip("* ").split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "posix" in lines
+    assert "thread" in lines
+    assert lines["posix"].startswith("*")  # the default on this platform
+    assert "cross-process" in lines["posix"]
+    assert "shared-cells" in lines["posix"]
+    assert "cross-process" not in lines["thread"]
+    assert "named" in lines["thread"]
+    assert "polysync" in lines["thread"]  # the providing distribution
+    assert "default backend: posix" in out
+
+
+def test_backends_json_parses_and_matches_the_backend_classes() -> None:
+    result = _polysync("backends", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["default"] == "posix"
+    by_name = {b["name"]: b for b in data["backends"]}
+    assert {"posix", "thread"} <= set(by_name)
+    for name in ("posix", "thread"):
+        entry = by_name[name]
+        assert entry["available"] is True
+        assert entry["reason"] is None
+        assert entry["provided_by"] == "polysync"
+        assert entry["description"]
+        caps = polysync.get_context(name).capabilities
+        assert set(entry["capabilities"]) == {c.value for c in caps}
+    assert by_name["posix"]["default"] is True
+    assert by_name["thread"]["default"] is False
+    assert "cross-process" in by_name["posix"]["capabilities"]
+    assert "cross-process" not in by_name["thread"]["capabilities"]
+
+
+def test_backends_shows_why_a_backend_is_unavailable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = BackendRegistry()
+    registry.register(BackendSpec("thread", "polysync.backends.thread:ThreadBackend"))
+    registry.register(
+        BackendSpec(
+            "ghost",
+            "polysync_no_such_module:GhostBackend",
+            install_hint="pip install ghost",
+            description="a backend whose module is missing",
+            distribution="ghost-dist",
+        )
+    )
+    monkeypatch.setattr("polysync.registry.get_registry", lambda: registry)
+    monkeypatch.setenv("POLYSYNC_BACKEND", "thread")
+    assert cli.main(["backends", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    ghost = next(b for b in data["backends"] if b["name"] == "ghost")
+    assert ghost["available"] is False
+    assert ghost["capabilities"] is None
+    assert "pip install ghost" in ghost["reason"]
+    assert ghost["provided_by"] == "ghost-dist"
+    assert cli.main(["backends"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+ghost\s+no\s+\?\s+ghost-dist", out, re.MULTILINE)
+    assert "unavailable: " in out
+    assert "pip install ghost" in out
+
+
+def test_backends_survives_a_plugin_that_breaks_on_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "polysync_broken_plugin.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = BackendRegistry()
+    registry.register(BackendSpec("thread", "polysync.backends.thread:ThreadBackend"))
+    registry.register(BackendSpec("broken", "polysync_broken_plugin:Backend"))
+    monkeypatch.setattr("polysync.registry.get_registry", lambda: registry)
+    monkeypatch.setenv("POLYSYNC_BACKEND", "thread")
+    assert cli.main(["backends", "--json"]) == 0
+    by_name = {b["name"]: b for b in json.loads(capsys.readouterr().out)["backends"]}
+    assert by_name["broken"]["available"] is False
+    assert "RuntimeError: boom" in by_name["broken"]["reason"]
+    assert by_name["thread"]["available"] is True
+
+
+# -- polysync demo: passing runs -----------------------------------------------------------------
+
+
+def _assert_all_pass(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert PASS_LINE.findall(result.stdout) == SCENARIOS, result.stdout
+    assert not FAIL_LINE.findall(result.stdout)
+    assert re.search(r"^total: PASS 6/6 ", result.stdout, re.MULTILINE)
+    assert "Traceback" not in result.stderr
+
+
+@POSIX
+def test_demo_passes_on_posix_with_spawned_processes() -> None:
+    result = _polysync("demo", "--backend", "posix")
+    _assert_all_pass(result)
+    assert "as processes (spawn start method)" in result.stdout
+
+
+@POSIX
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_demo_passes_on_posix_with_other_start_methods(method: str) -> None:
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    result = _polysync("demo", "--backend", "posix", "--start-method", method)
+    _assert_all_pass(result)
+    assert f"as processes ({method} start method)" in result.stdout
+
+
+@POSIX
+def test_demo_default_backend_runs_processes() -> None:
+    result = _polysync("demo", "--only", "lock", "--start-method", "fork")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "polysync demo on posix" in result.stdout
+    assert PASS_LINE.findall(result.stdout) == ["lock"]
+
+
+def test_demo_on_thread_backend_runs_threads() -> None:
+    result = _polysync("demo", "--backend", "thread")
+    _assert_all_pass(result)
+    assert "as threads" in result.stdout
+    assert "as processes" not in result.stdout
+
+
+def test_demo_workers_option_scales_the_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--backend", "thread", "--workers", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "counter=150/150 (6 workers x 25)" in out
+    assert "6/6 waiters released" in out
+    assert "6 workers x 3 phases, action ran 3x" in out
+
+
+@POSIX
+def test_demo_leaves_nothing_in_dev_shm() -> None:
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    # Name this run's objects: its cleanup tracker's id is in every anonymous object's name,
+    # its pid in its waiters' and shared blocks' names (other processes may use /dev/shm too).
+    code = (
+        "import os, sys\n"
+        "from polysync.backends import _tracker\n"
+        "print('TAG', _tracker.own_tracker_id(), os.getpid(), file=sys.stderr, flush=True)\n"
+        "from polysync.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "demo", "--backend", "posix"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=100,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tag = re.search(r"^TAG (\S+) (\d+)$", result.stderr, re.MULTILINE)
+    assert tag is not None, result.stderr
+    tracker, pid = tag.groups()
+    markers = (f"-{tracker}-", f"polysync-demo-{pid}-", f"polysync-w-{pid}-")
+
+    def ours() -> list[str]:
+        return [n for n in os.listdir("/dev/shm") if any(m in n for m in markers)]
+
+    deadline = time.monotonic() + 10
+    while ours() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ours() == []
+
+
+# -- polysync demo: bad input ------------------------------------------------------------------
+
+
+def test_unknown_backend_exits_2_naming_the_registered_ones() -> None:
+    result = _polysync("demo", "--backend", "no-such-backend")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "no-such-backend" in lines[0]
+    assert "posix" in lines[0]
+    assert "thread" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--backend", "thread", "--option", "bogus=1"], "unknown option"),
+        (["demo", "--backend", "thread", "--worker-kind", "process"], "cross-process"),
+        (["demo", "--backend", "thread", "--option", "no-equals"], "KEY=VALUE"),
+        (["demo", "--backend", "thread", "--workers", "1"], "between 2 and 64"),
+        (["demo", "--backend", "thread", "--timeout", "0"], "(0, 3600)"),
+        (["demo", "--only", "nope"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_unknown_default_backend_from_the_environment_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POLYSYNC_BACKEND", "no-such-backend")
+    assert cli.main(["demo"]) == 2
+    assert "no-such-backend" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--start-method" in out
+    assert "self-test-fail" not in out  # the hidden sabotage switch
+
+
+def test_option_values_are_read_as_json_else_text() -> None:
+    assert cli._option("port=6379") == ("port", 6379)
+    assert cli._option("ssl=true") == ("ssl", True)
+    assert cli._option("host=redis.local") == ("host", "redis.local")
+    assert cli._option("url=a=b") == ("url", "a=b")
+
+
+# -- polysync demo: every check can fail -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_sabotaged_scenario_fails_on_threads(
+    scenario: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["demo", "--backend", "thread", "--timeout", "0.5", "--only", scenario]
+    assert cli.main([*argv, "--self-test-fail", scenario]) == 1
+    out = capsys.readouterr().out
+    assert FAIL_LINE.findall(out) == [scenario], out
+    assert re.search(r"^total: FAIL 0/1 ", out, re.MULTILINE)
+    assert cli.main(argv) == 0  # the same scenario, unbroken, passes
+    assert PASS_LINE.findall(capsys.readouterr().out) == [scenario]
+
+
+@POSIX
+def test_sabotaged_scenarios_fail_on_processes() -> None:
+    result = _polysync(
+        "demo",
+        "--backend",
+        "posix",
+        "--timeout",
+        "1",
+        "--self-test-fail",
+        "lock",
+        "--self-test-fail",
+        "semaphore",
+        "--self-test-fail",
+        "barrier",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert FAIL_LINE.findall(result.stdout) == ["lock", "semaphore", "barrier"]
+    assert PASS_LINE.findall(result.stdout) == ["rlock", "event", "condition"]
+    assert "lost)" in result.stdout
+    assert "workers were inside at once, limit 3" in result.stdout
+    assert re.search(r"^total: FAIL 3/6 ", result.stdout, re.MULTILINE)
+
+
+def test_check_lock() -> None:
+    assert _demo.check_lock(100, 100).passed
+    bad = _demo.check_lock(99, 100)
+    assert not bad.passed
+    assert "1 lost" in bad.problems[0]
+
+
+def _rlock_facts(**changes: object) -> _demo.RLockFacts:
+    good = {
+        "depth": 4,
+        "depth_reached": 4,
+        "depth_after_release": 0,
+        "blocked_while_held": True,
+        "non_owner_release_refused": True,
+        "still_held_after_refusal": True,
+        "reacquired": True,
+        "reentered": True,
+        "over_release_refused": True,
+    }
+    return _demo.RLockFacts(**{**good, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"depth_reached": 3},
+        {"depth_after_release": 1},
+        {"blocked_while_held": False},
+        {"non_owner_release_refused": False},
+        {"still_held_after_refusal": False},
+        {"reacquired": False},
+        {"reentered": False},
+        {"over_release_refused": False},
+    ],
+)
+def test_check_rlock(broken: dict[str, object]) -> None:
+    assert _demo.check_rlock(_rlock_facts()).passed
+    outcome = _demo.check_rlock(_rlock_facts(**broken))
+    assert not outcome.passed
+    assert len(outcome.problems) == 1
+
+
+def test_check_semaphore() -> None:
+    assert _demo.check_semaphore(3, 3, 8, 8, 0, 3).passed
+    assert "limit 3" in _demo.check_semaphore(4, 3, 8, 8, 0, 3).problems[0]
+    assert "over-serialised" in _demo.check_semaphore(2, 3, 8, 8, 0, 3).problems[0]
+    assert _demo.check_semaphore(2, 3, 2, 2, 0, 3).passed  # 2 workers can only reach 2
+    assert not _demo.check_semaphore(3, 3, 8, 7, 0, 3).passed
+    assert not _demo.check_semaphore(3, 3, 8, 8, 1, 3).passed
+    assert not _demo.check_semaphore(3, 3, 8, 8, 0, 2).passed
+    assert not _demo.check_semaphore(3, 3, 8, 8, 0, 3, bounded_refused=False).passed
+
+
+def test_check_event() -> None:
+    assert _demo.check_event([1, 1, 1], 0, True, True).passed
+    assert not _demo.check_event([1, 2, 1], 0, True, True).passed  # one wait() timed out
+    assert not _demo.check_event([1, 0, 1], 0, True, True).passed  # one never returned
+    assert not _demo.check_event([1, 1, 1], 1, True, True).passed  # one returned early
+    assert not _demo.check_event([1, 1, 1], 0, False, True).passed
+    assert not _demo.check_event([1, 1, 1], 0, True, False).passed
+
+
+def test_check_condition() -> None:
+    assert _demo.check_condition([1] * 6, [3, 3], 3).passed
+    lost = _demo.check_condition([1, 0, 1, 1, 1, 1], [3, 2], 3)
+    assert not lost.passed
+    assert "never consumed: [1]" in lost.problems[0]
+    doubled = _demo.check_condition([1, 2, 1, 1, 1, 1], [4, 3], 3)
+    assert "more than once: [1]" in doubled.problems[0]
+    assert not _demo.check_condition([1] * 6, [4, 2], 3).passed  # one consumer starved
+
+
+def test_check_barrier() -> None:
+    good = [[1, 2, 3, 4], [4, 3, 2, 1], [2, 1, 4, 3]]
+    assert _demo.check_barrier(4, 3, 3, 0, 0, good).passed
+    assert not _demo.check_barrier(4, 3, 2, 0, 0, good).passed  # action ran too few times
+    assert not _demo.check_barrier(4, 3, 3, 1, 0, good).passed  # action ran early
+    assert not _demo.check_barrier(4, 3, 3, 0, 1, good).passed  # a worker passed too soon
+    dup = [[1, 2, 3, 4], [1, 1, 2, 3], [2, 1, 4, 3]]
+    assert "phase 1" in _demo.check_barrier(4, 3, 3, 0, 0, dup).problems[0]
+
+
+# -- the demo's machinery ------------------------------------------------------------------------
+
+
+def test_shared_ints_pickle_to_the_same_memory_and_destroy_removes_the_file() -> None:
+    cells = _demo.SharedInts.create(4)
+    try:
+        other = pickle.loads(pickle.dumps(cells))
+        other[2] = -7
+        assert cells[2] == -7
+        assert cells.read(0, 4) == [0, 0, -7, 0]
+        other.close()
+        assert Path(cells.path).exists()
+    finally:
+        cells.destroy()
+    assert not Path(cells.path).exists()
+    with pytest.raises(ValueError, match="closed"):
+        cells[0]
+
+
+def _spawn_harness(timeout: float) -> _demo.Harness:
+    return _demo.Harness(
+        polysync.get_context("thread"),
+        multiprocessing.get_context("spawn"),
+        workers=2,
+        timeout=timeout,
+        sabotage=False,
+    )
+
+
+def test_a_stuck_worker_process_is_killed_and_reported() -> None:
+    harness = _spawn_harness(timeout=20)
+    with harness.stack:
+        crew = harness.crew()
+        crew.start("sleeper", time.sleep, 60.0)
+        assert crew.go()
+        started = time.monotonic()
+        problems = crew.join(budget=0.5)
+    assert time.monotonic() - started < 15
+    assert problems == ["sleeper: stuck past the deadline, killed"]
+
+
+def test_a_worker_exception_is_reported() -> None:
+    harness = _spawn_harness(timeout=20)
+    with harness.stack:
+        crew = harness.crew()
+        crew.start("divider", operator.truediv, 1, 0)
+        crew.go()
+        problems = crew.join()
+    assert len(problems) == 1
+    assert problems[0].startswith("divider: ZeroDivisionError")
+
+
+def test_worker_kind_follows_the_cross_process_capability() -> None:
+    assert _demo.worker_kind(polysync.get_context("thread")) == "thread"
+    assert _demo.worker_kind(polysync.get_context("thread"), "thread") == "thread"
+    with pytest.raises(ValueError, match="cross-process"):
+        _demo.worker_kind(polysync.get_context("thread"), "process")
