@@ -103,6 +103,7 @@ def open_block(
     *,
     create: bool,
     param_must_match: bool = False,
+    param_label: Callable[[int], str] = str,
 ) -> Block:
     """Open (or create) the block for primitive *name*; see the module docstring."""
     if not _has_cells(backend):
@@ -139,8 +140,9 @@ def open_block(
                 )
             if param_must_match and cells[2] != param:
                 raise KindMismatchError(
-                    f"{_display(name)} already exists as a {kind.value} of {cells[2]} "
-                    f"(asked for {param}): open it with the same value, or unlink it first"
+                    f"{_display(name)} already exists as a {kind.value} of "
+                    f"{param_label(cells[2])} (asked for {param_label(param)}): open it "
+                    "the same way, or unlink it first"
                 )
             for i in range(len(sem_values)):
                 sems.append(backend.semaphore_kernel(f"{name}.s{i}", 0, create=False))
@@ -180,7 +182,8 @@ def _kind_of(code: int) -> str:
 
 
 def _display(name: str) -> str:
-    return f"the object {name!r}"
+    tag, _, rest = name.partition(":")
+    return f"the object named {rest!r}" if tag == "n" else "the anonymous object"
 
 
 def unlink_block(backend: BaseBackend, name: str) -> bool:
@@ -348,6 +351,9 @@ class ParkingLot:
         return self._cells[self._base]
 
 
+_POSTED_WAIT = 5.0
+
+
 def park_and_wait(
     lot: ParkingLot,
     release_guard: Callable[[], object],
@@ -367,8 +373,10 @@ def park_and_wait(
     finally:
         reacquire_guard(saved)
         if not woken and not lot.cancel(waiter):
-            # Notified between the timeout and retaking the guard: the post is ours.
-            waiter.sem.acquire(True, None)
+            # Notified between the timeout and retaking the guard: the notifier posted
+            # before dequeuing us, so the post is there; the bound only guards against a
+            # notifier that died in between.
+            waiter.sem.acquire(True, _POSTED_WAIT)
             woken = True
     return woken
 
@@ -469,13 +477,19 @@ class OwnerWatch:
         finally:
             self._mutex.release()
         self.owner_died = True
-        warnings.warn(
-            OwnerDiedWarning(
-                f"process {_liveness.pid_of(holder)} died holding this lock; this "
-                "handle took it over: check the state it protects"
-            ),
-            stacklevel=5,
-        )
+        try:
+            warnings.warn(
+                OwnerDiedWarning(
+                    f"process {_liveness.pid_of(holder)} died holding this lock; this "
+                    "handle took it over: check the state it protects"
+                ),
+                stacklevel=5,
+            )
+        except BaseException:
+            # The warning was turned into an error: the acquire fails, so give the lock
+            # back rather than leave it held by a caller who does not know it holds it.
+            self.clear_and_post()
+            raise
         return True
 
     def clear_and_post(self) -> None:
@@ -840,9 +854,23 @@ class DerivedBarrier:
 # -- openers used by BaseBackend ---------------------------------------------------------
 
 
+def lock_label(param: int) -> str:
+    return "the recovering kind (recover_locks=True)" if param == 2 else "the plain kind"
+
+
 def open_lock(backend: BaseBackend, name: str, *, create: bool) -> DerivedLock:
     return DerivedLock(
-        open_block(backend, name, Kind.LOCK, 1, (1,), 0, create=create, param_must_match=True)
+        open_block(
+            backend,
+            name,
+            Kind.LOCK,
+            1,
+            (1,),
+            0,
+            create=create,
+            param_must_match=True,
+            param_label=lock_label,
+        )
     )
 
 
@@ -852,7 +880,17 @@ def open_rlock(backend: BaseBackend, name: str, *, create: bool) -> DerivedRLock
 
 def open_recoverable_lock(backend: BaseBackend, name: str, *, create: bool) -> RecoverableLock:
     """A Lock that records its holder (the header's parameter 2 tells it from a plain Lock)."""
-    block = open_block(backend, name, Kind.LOCK, 2, (1, 1), 1, create=create, param_must_match=True)
+    block = open_block(
+        backend,
+        name,
+        Kind.LOCK,
+        2,
+        (1, 1),
+        1,
+        create=create,
+        param_must_match=True,
+        param_label=lock_label,
+    )
     return RecoverableLock(block)
 
 

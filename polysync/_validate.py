@@ -41,7 +41,7 @@ def block_and_timeout(
     else:
         raise TypeError(f"block must be True or False, not {type(block).__name__} {block!r}")
     seconds = timeout(timeout_)
-    if not flag and seconds is not None:
+    if not flag and timeout_ is not None:
         raise ValueError(f"a non-blocking acquire cannot take a timeout (got {timeout_!r})")
     return flag, seconds
 

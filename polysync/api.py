@@ -117,7 +117,11 @@ def get_context(backend: str | None = None, /, **options: Any) -> Context:
     elif not isinstance(backend, str):
         raise TypeError(f"backend must be a str name, not {type(backend).__name__} {backend!r}")
     try:
-        key: tuple[str, Any] | None = (backend, frozenset(options.items()))
+        # The type is part of the key: recover_locks=1 must not find recover_locks=True.
+        key: tuple[str, Any] | None = (
+            backend,
+            frozenset((k, type(v), v) for k, v in options.items()),
+        )
         hash(key)
     except TypeError:
         key = None  # unhashable options (a live client): no caching

@@ -518,8 +518,11 @@ class Condition(_Primitive):
 
     notifyAll = notify_all  # noqa: N815  threading's old spelling
 
-    def close(self) -> None:
-        super().close()
+    def unlink(self) -> None:
+        """Destroy the Condition's name, and its default lock's (``<name>.lock``) with it."""
+        super().unlink()
+        if self._name is not None and self._lock.name == f"{self._name}.lock":
+            self._lock.unlink()
 
 
 class Barrier(_Primitive):

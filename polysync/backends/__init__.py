@@ -19,8 +19,18 @@ def polysync_register_backends(registry: BackendRegistry) -> None:
             "posix",
             "polysync.backends.posix:PosixBackend",
             install_hint="pip install polysync  (posix_ipc is a default dependency)",
-            platforms=("linux", "darwin", "freebsd"),
+            # macOS lacks sem_timedwait and sem_getvalue, which timeouts and lock checks need.
+            platforms=("linux", "freebsd"),
             description="POSIX named semaphores and shared memory (posix_ipc), one host",
+        )
+    )
+    registry.register(
+        BackendSpec(
+            "windows",
+            "polysync.backends.windows:WindowsBackend",
+            install_hint="pip install polysync  (ctypes to kernel32, nothing else to install)",
+            platforms=("win32",),
+            description="kernel32 semaphores, mutexes, events and file mappings, one session",
         )
     )
     registry.register(

@@ -174,10 +174,15 @@ class PosixBackend(BaseBackend):
         super().__init__(recover_locks=recover_locks)
         self.recover_locks = recover_locks
 
-    def _tracked(self, object_name: str, entry: str) -> Any:
-        """Register *entry* with the tracker if the object needs it; return the close hook."""
+    def _tracked(self, object_name: str, entry: str, *, created: bool) -> Any:
+        """Register *entry* with the tracker if the object needs it; return the close hook.
+
+        Anonymous objects count every process that opens them. A waiter semaphore
+        belongs to the thread that created it: only its creator registers it, so a
+        process that merely posted it cannot take it away when it exits.
+        """
         tag, _, rest = object_name.partition(":")
-        if tag not in ("a", "w"):
+        if tag not in ("a", "w") or (tag == "w" and not created):
             return None
         tracker = _tracker.client(rest.split(":", 1)[0] if tag == "a" else None)
         tracker.register(entry)
@@ -206,7 +211,7 @@ class PosixBackend(BaseBackend):
         except (posix_ipc.Error, OSError) as exc:
             raise PolysyncError(f"cannot open the semaphore {pname!r}: {exc}") from exc
         try:
-            hook = self._tracked(name, "s" + pname)
+            hook = self._tracked(name, "s" + pname, created=create)
         except BaseException:
             raw.close()
             raise
@@ -237,7 +242,7 @@ class PosixBackend(BaseBackend):
         finally:
             seg.close_fd()
         try:
-            hook = self._tracked(name, "m" + pname)
+            hook = self._tracked(name, "m" + pname, created=created)
         except BaseException:
             segment.close()
             raise
@@ -263,7 +268,15 @@ class PosixBackend(BaseBackend):
         if self.recover_locks:
             return _derived.open_recoverable_lock(self, name, create=create)
         block = _derived.open_block(
-            self, name, Kind.LOCK, 1, (1,), 0, create=create, param_must_match=True
+            self,
+            name,
+            Kind.LOCK,
+            1,
+            (1,),
+            0,
+            create=create,
+            param_must_match=True,
+            param_label=_derived.lock_label,
         )
         return PosixLock(block)
 

@@ -1,15 +1,16 @@
 """polysync's pytest plugin (entry point ``pytest11``): makes the shipped suite report well.
 
-It registers the conformance suite for assertion rewriting, so a failing check in a
-plugin author's run shows the compared values, and adds the backends polysync sees to
-the report header. It imports no backend.
+It lives outside :mod:`polysync.testing` so that it can register that package for
+assertion rewriting before anything imports it: a failing check in a plugin author's run
+then shows the compared values. It also adds the registered backends to the report
+header, and imports no backend.
 """
 
 from __future__ import annotations
 
 import pytest
 
-pytest.register_assert_rewrite("polysync.testing.suite")
+pytest.register_assert_rewrite("polysync.testing")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
