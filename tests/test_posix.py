@@ -283,3 +283,28 @@ def test_waiter_semaphores_go_with_their_threads(ctx: polysync.Context) -> None:
         for t in threads:
             t.join(30)
     assert wait_until(lambda: mine() <= before)
+
+
+def test_waker_exiting_does_not_take_the_waiters_semaphore(
+    ctx: polysync.Context, name: str
+) -> None:
+    """Regression: a process that woke us used to unlink our waiter semaphore on exit."""
+    import time
+
+    event = ctx.Event(name=name)
+    setter = (
+        "import time, polysync; time.sleep(0.3); "
+        f"polysync.get_context('posix').Event(name={name!r}).set()"
+    )
+    for _ in range(2):  # the same thread waits twice: its waiter semaphore is reused
+        proc = subprocess.Popen([sys.executable, "-c", setter])
+        try:
+            start = time.monotonic()
+            assert event.wait(20) is True
+            assert time.monotonic() - start < 15
+            assert proc.wait(30) == 0
+        finally:
+            proc.kill()
+            proc.wait(30)
+        event.clear()
+        time.sleep(0.5)  # the setter's tracker has cleaned up after it by now
