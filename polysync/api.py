@@ -40,31 +40,40 @@ class Context:
         """What this backend guarantees."""
         return self._backend.capabilities
 
-    def Lock(self, *, name: str | None = None) -> _p.Lock:
+    # Each factory passes **options (per-primitive backend options, such as redis's
+    # lease=) to the primitive, which checks them against the backend's primitive_options.
+
+    def Lock(self, *, name: str | None = None, **options: Any) -> _p.Lock:
         """A :class:`~polysync.Lock` in this context."""
-        return _p.Lock(name=name, ctx=self)
+        return _p.Lock(name=name, ctx=self, **options)
 
-    def RLock(self, *, name: str | None = None) -> _p.RLock:
+    def RLock(self, *, name: str | None = None, **options: Any) -> _p.RLock:
         """A :class:`~polysync.RLock` in this context."""
-        return _p.RLock(name=name, ctx=self)
+        return _p.RLock(name=name, ctx=self, **options)
 
-    def Semaphore(self, value: int = 1, *, name: str | None = None) -> _p.Semaphore:
+    def Semaphore(self, value: int = 1, *, name: str | None = None, **options: Any) -> _p.Semaphore:
         """A :class:`~polysync.Semaphore` in this context."""
-        return _p.Semaphore(value, name=name, ctx=self)
+        return _p.Semaphore(value, name=name, ctx=self, **options)
 
-    def BoundedSemaphore(self, value: int = 1, *, name: str | None = None) -> _p.BoundedSemaphore:
+    def BoundedSemaphore(
+        self, value: int = 1, *, name: str | None = None, **options: Any
+    ) -> _p.BoundedSemaphore:
         """A :class:`~polysync.BoundedSemaphore` in this context."""
-        return _p.BoundedSemaphore(value, name=name, ctx=self)
+        return _p.BoundedSemaphore(value, name=name, ctx=self, **options)
 
-    def Event(self, *, name: str | None = None) -> _p.Event:
+    def Event(self, *, name: str | None = None, **options: Any) -> _p.Event:
         """An :class:`~polysync.Event` in this context."""
-        return _p.Event(name=name, ctx=self)
+        return _p.Event(name=name, ctx=self, **options)
 
     def Condition(
-        self, lock: _p.Lock | _p.RLock | None = None, *, name: str | None = None
+        self,
+        lock: _p.Lock | _p.RLock | None = None,
+        *,
+        name: str | None = None,
+        **options: Any,
     ) -> _p.Condition:
         """A :class:`~polysync.Condition` in this context."""
-        return _p.Condition(lock, name=name, ctx=self)
+        return _p.Condition(lock, name=name, ctx=self, **options)
 
     def Barrier(
         self,
@@ -73,9 +82,10 @@ class Context:
         timeout: float | None = None,
         *,
         name: str | None = None,
+        **options: Any,
     ) -> _p.Barrier:
         """A :class:`~polysync.Barrier` in this context."""
-        return _p.Barrier(parties, action, timeout, name=name, ctx=self)
+        return _p.Barrier(parties, action, timeout, name=name, ctx=self, **options)
 
     def unlink(self, name: str) -> bool:
         """Destroy the named object *name*, whatever its kind; ``False`` if none existed."""
@@ -86,7 +96,7 @@ class Context:
         return self._backend.unlink_primitive(self._backend.object_name(user))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_context_from, (self._name, self._options))
+        return (_context_from, (self._name, self._backend.picklable_settings()))
 
     def __repr__(self) -> str:
         return f"<polysync.Context {self._backend.describe()}>"

@@ -217,6 +217,8 @@ class BaseBackend:
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     #: Accepted options and their defaults; anything else is a ``TypeError``.
     options: ClassVar[Mapping[str, object]] = {}
+    #: Options a single primitive accepts (``ctx.Lock(name="x", lease=5)``).
+    primitive_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **options: Any) -> None:
         self.settings: dict[str, object] = {**self.options, **options}
@@ -303,8 +305,19 @@ class BaseBackend:
 
         return _derived.open_barrier(self, name, parties, create=create)
 
+    def configure_primitive(self, kernel: Any, options: Mapping[str, Any]) -> None:
+        """Apply per-primitive *options* to a freshly opened kernel.
+
+        The default accepts none. Names outside :attr:`primitive_options` never get here.
+        """
+        raise TypeError(f"the {self.name!r} backend takes no per-primitive options")
+
+    def picklable_settings(self) -> dict[str, Any]:
+        """The options that recreate this backend in another process (no live objects)."""
+        return dict(self.settings)
+
     def describe(self) -> str:
-        """A one-line, secret-free description for reprs and ``polysync backends``."""
+        """A one-line, secret-free description for reprs and error messages."""
         return self.name
 
     def close(self) -> None:

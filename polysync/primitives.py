@@ -65,7 +65,15 @@ class _ClosedKernel:
 class _Primitive:
     """What every primitive shares: identity, lifetime, pickling and repr."""
 
-    __slots__ = ("__weakref__", "_ctx", "_finalizer", "_kernel", "_name", "_object_name")
+    __slots__ = (
+        "__weakref__",
+        "_ctx",
+        "_finalizer",
+        "_kernel",
+        "_name",
+        "_object_name",
+        "_options",
+    )
     _kind: ClassVar[Kind]
 
     _ctx: Context
@@ -73,21 +81,42 @@ class _Primitive:
     _name: str | None
     _object_name: str
 
-    def _attach(self, ctx: Context, name: str | None, object_name: str, kernel: Any) -> None:
+    def _attach(
+        self,
+        ctx: Context,
+        name: str | None,
+        object_name: str,
+        kernel: Any,
+        options: dict[str, Any],
+    ) -> None:
         self._ctx = ctx
         self._name = name
         self._object_name = object_name
         self._kernel = kernel
+        self._options = options
         self._finalizer = weakref.finalize(self, kernel.close)
+        if options:
+            try:
+                ctx.backend.configure_primitive(kernel, options)
+            except BaseException:
+                self._finalizer()
+                raise
         self._bind(kernel)
 
     def _bind(self, kernel: Any) -> None:
         """Cache the kernel's hot-path methods on the instance."""
 
     @classmethod
-    def _names(cls, ctx: Context, name: object) -> tuple[str | None, str]:
+    def _names(cls, ctx: Context, name: object, options: dict[str, Any]) -> tuple[str | None, str]:
         user = _validate.name(name)
         backend = ctx.backend
+        unknown = sorted(set(options) - backend.primitive_options)
+        if unknown:
+            accepted = ", ".join(sorted(backend.primitive_options)) or "none"
+            raise TypeError(
+                f"{cls.__name__}() got unknown option(s) {', '.join(unknown)} for the "
+                f"{ctx.name!r} backend; accepted: {accepted}"
+            )
         return user, backend.anonymous_name() if user is None else backend.object_name(user)
 
     @property
@@ -125,9 +154,11 @@ class _Primitive:
             raise ClosedError(f"cannot pickle a closed {type(self).__name__}")
         if self._name is None:
             self._ctx.backend.hold_for_transfer(self._object_name)
+        # Callbacks stay behind: they belong to this process.
+        options = {k: v for k, v in self._options.items() if not callable(v)}
         return (
             _rebuild,
-            (self._ctx, type(self), self._name, self._object_name, self._params()),
+            (self._ctx, type(self), self._name, self._object_name, self._params(), options),
         )
 
     def _state(self) -> str:
@@ -152,12 +183,13 @@ def _rebuild(
     name: str | None,
     object_name: str,
     params: tuple[Any, ...],
+    options: dict[str, Any],
 ) -> _Primitive:
     """Reopen a pickled primitive: named ones by name, anonymous ones only if still alive."""
     self = cls.__new__(cls)
     create = name is not None
     kernel = cls._open_kernel(ctx, object_name, params, create)  # type: ignore[attr-defined]
-    self._attach(ctx, name, object_name, kernel)
+    self._attach(ctx, name, object_name, kernel, options)
     self._restore(params)  # type: ignore[attr-defined]
     return self
 
@@ -196,7 +228,29 @@ class _Acquirable(_Primitive):
         return result
 
 
-class _LockLike(_Acquirable):
+class _Leased:
+    """Lease and fencing state, on backends that have them (``None``/False elsewhere)."""
+
+    __slots__ = ()
+    _kernel: Any
+
+    @property
+    def fencing_token(self) -> int | None:
+        """The fencing token of this handle's latest acquisition (``fencing`` capability).
+
+        It strictly increases per object across all holders, lease expiries included:
+        pass it to the resource you protect and have it refuse smaller ones.
+        """
+        token: int | None = getattr(self._kernel, "fencing_token", None)
+        return token
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease of what this handle holds could not be renewed (it may be gone)."""
+        return bool(getattr(self._kernel, "lost", False))
+
+
+class _LockLike(_Acquirable, _Leased):
     # A __dict__ so that _bind can shadow release() with the kernel's own method, saving
     # a Python frame on the hot path (threading.Condition binds its lock's methods alike).
     __slots__ = ("__dict__",)
@@ -254,10 +308,13 @@ class Lock(_LockLike):
     __slots__ = ()
     _kind = Kind.LOCK
 
-    def __init__(self, *, name: str | None = None, ctx: Context | None = None) -> None:
+    def __init__(
+        self, *, name: str | None = None, ctx: Context | None = None, **options: Any
+    ) -> None:
         context = _context(ctx)
-        user, object_name = self._names(context, name)
-        self._attach(context, user, object_name, self._open_kernel(context, object_name, (), True))
+        user, object_name = self._names(context, name, options)
+        kernel = self._open_kernel(context, object_name, (), True)
+        self._attach(context, user, object_name, kernel, options)
 
     @staticmethod
     def _open_kernel(ctx: Context, object_name: str, params: tuple[Any, ...], create: bool) -> Any:
@@ -278,10 +335,13 @@ class RLock(_LockLike):
     __slots__ = ()
     _kind = Kind.RLOCK
 
-    def __init__(self, *, name: str | None = None, ctx: Context | None = None) -> None:
+    def __init__(
+        self, *, name: str | None = None, ctx: Context | None = None, **options: Any
+    ) -> None:
         context = _context(ctx)
-        user, object_name = self._names(context, name)
-        self._attach(context, user, object_name, self._open_kernel(context, object_name, (), True))
+        user, object_name = self._names(context, name, options)
+        kernel = self._open_kernel(context, object_name, (), True)
+        self._attach(context, user, object_name, kernel, options)
 
     @staticmethod
     def _open_kernel(ctx: Context, object_name: str, params: tuple[Any, ...], create: bool) -> Any:
@@ -301,7 +361,7 @@ class RLock(_LockLike):
         return "locked" if self.locked() else "unlocked"
 
 
-class Semaphore(_Acquirable):
+class Semaphore(_Acquirable, _Leased):
     """A counting semaphore, starting at *value*.
 
     ``release(n)`` adds *n*; ``acquire`` takes one, waiting while the count is zero.
@@ -313,13 +373,18 @@ class Semaphore(_Acquirable):
     _bounded: ClassVar[bool] = False
 
     def __init__(
-        self, value: int = 1, *, name: str | None = None, ctx: Context | None = None
+        self,
+        value: int = 1,
+        *,
+        name: str | None = None,
+        ctx: Context | None = None,
+        **options: Any,
     ) -> None:
         _validate.count(value, "value", 0)
         context = _context(ctx)
-        user, object_name = self._names(context, name)
+        user, object_name = self._names(context, name, options)
         kernel = self._open_kernel(context, object_name, (value,), True)
-        self._attach(context, user, object_name, kernel)
+        self._attach(context, user, object_name, kernel, options)
         self._initial = value
 
     @classmethod
@@ -375,10 +440,13 @@ class Event(_Primitive):
     __slots__ = ()
     _kind = Kind.EVENT
 
-    def __init__(self, *, name: str | None = None, ctx: Context | None = None) -> None:
+    def __init__(
+        self, *, name: str | None = None, ctx: Context | None = None, **options: Any
+    ) -> None:
         context = _context(ctx)
-        user, object_name = self._names(context, name)
-        self._attach(context, user, object_name, self._open_kernel(context, object_name, (), True))
+        user, object_name = self._names(context, name, options)
+        kernel = self._open_kernel(context, object_name, (), True)
+        self._attach(context, user, object_name, kernel, options)
 
     @staticmethod
     def _open_kernel(ctx: Context, object_name: str, params: tuple[Any, ...], create: bool) -> Any:
@@ -418,7 +486,7 @@ class Condition(_Primitive):
     ``<name>.lock``.
     """
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_lock", "_owns_lock")
     _kind = Kind.CONDITION
     _lock: Lock | RLock
 
@@ -428,13 +496,15 @@ class Condition(_Primitive):
         *,
         name: str | None = None,
         ctx: Context | None = None,
+        **options: Any,
     ) -> None:
         if lock is not None and not isinstance(lock, (Lock, RLock)):
             raise TypeError(
                 f"lock must be a polysync Lock or RLock, not {type(lock).__name__} {lock!r}"
             )
         context = _context(ctx if ctx is not None or lock is None else lock.context)
-        user, object_name = self._names(context, name)
+        user, object_name = self._names(context, name, options)
+        self._owns_lock = lock is None
         if lock is None:
             lock = RLock(name=None if user is None else f"{user}.lock", ctx=context)
         elif lock.context.backend is not context.backend:
@@ -443,7 +513,7 @@ class Condition(_Primitive):
                 f"the Condition to {context.name!r}: they must share one context"
             )
         kernel = self._open_kernel(context, object_name, (lock,), True)
-        self._attach(context, user, object_name, kernel)
+        self._attach(context, user, object_name, kernel, options)
         self._lock = lock
 
     @staticmethod
@@ -455,6 +525,7 @@ class Condition(_Primitive):
 
     def _restore(self, params: tuple[Any, ...]) -> None:
         self._lock = params[0]
+        self._owns_lock = True  # the unpickled lock is this handle's own copy
 
     @property
     def lock(self) -> Lock | RLock:
@@ -518,6 +589,12 @@ class Condition(_Primitive):
 
     notifyAll = notify_all  # noqa: N815  threading's old spelling
 
+    def close(self) -> None:
+        """Drop this handle, and the handle of the lock it made for itself (if it did)."""
+        super().close()
+        if self._owns_lock:
+            self._lock.close()
+
     def unlink(self) -> None:
         """Destroy the Condition's name, and its default lock's (``<name>.lock``) with it."""
         super().unlink()
@@ -544,15 +621,16 @@ class Barrier(_Primitive):
         *,
         name: str | None = None,
         ctx: Context | None = None,
+        **options: Any,
     ) -> None:
         _validate.count(parties, "parties", 1)
         if action is not None and not callable(action):
             raise TypeError(f"action must be callable or None, not {type(action).__name__}")
         seconds = _validate.timeout(timeout)
         context = _context(ctx)
-        user, object_name = self._names(context, name)
+        user, object_name = self._names(context, name, options)
         kernel = self._open_kernel(context, object_name, (parties, action, seconds), True)
-        self._attach(context, user, object_name, kernel)
+        self._attach(context, user, object_name, kernel, options)
         self._action = action
         self._timeout = seconds
 

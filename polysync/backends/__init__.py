@@ -40,6 +40,14 @@ def polysync_register_backends(registry: BackendRegistry) -> None:
             description="in-process reference backend (threads of one process)",
         )
     )
+    registry.register(
+        BackendSpec(
+            "redis",
+            "polysync.backends.redis:RedisBackend",
+            install_hint="pip install 'polysync[redis]'",
+            description="Redis (standalone, Sentinel or Cluster): processes on many hosts",
+        )
+    )
 
 
 @hookimpl(trylast=True)

@@ -78,24 +78,27 @@ def barrier_wait_broken(barrier: Any, timeout: float) -> str:
     return "passed"
 
 
-def open_named(backend: str, kind: str, name: str) -> Any:
-    """Open *kind* by *name* in a fresh interpreter, as an unrelated process would."""
-    ctx = polysync.get_context(backend)
+def open_named(ctx: polysync.Context, kind: str, name: str) -> Any:
+    """Open *kind* by *name* in a fresh interpreter, as an unrelated process would.
+
+    Only the context (backend and options, such as a server address) travels; the
+    object itself is found by its name.
+    """
     if kind == "Semaphore":
         return ctx.Semaphore(0, name=name)
     return getattr(ctx, kind)(name=name)
 
 
-def named_lock_is_held(backend: str, name: str) -> bool:
-    lock = open_named(backend, "Lock", name)
+def named_lock_is_held(ctx: polysync.Context, name: str) -> bool:
+    lock = open_named(ctx, "Lock", name)
     try:
         return not lock.acquire(False)
     finally:
         lock.close()
 
 
-def named_event_wait(backend: str, name: str, timeout: float) -> bool:
-    event = open_named(backend, "Event", name)
+def named_event_wait(ctx: polysync.Context, name: str, timeout: float) -> bool:
+    event = open_named(ctx, "Event", name)
     try:
         return bool(event.wait(timeout))
     finally:

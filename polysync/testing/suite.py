@@ -733,11 +733,11 @@ class CrossProcessTests(_Base):
         require(context, Capability.NAMED)
         lock = context.Lock(name=name)
         lock.acquire()
-        assert Child(_children.named_lock_is_held, context.name, name).result() is True
+        assert Child(_children.named_lock_is_held, context, name).result() is True
         lock.release()
-        assert Child(_children.named_lock_is_held, context.name, name).result() is False
+        assert Child(_children.named_lock_is_held, context, name).result() is False
         event = context.Event(name=name + "-ev")
-        child = Child(_children.named_event_wait, context.name, name + "-ev", PROMPT)
+        child = Child(_children.named_event_wait, context, name + "-ev", PROMPT)
         time.sleep(SHORT)
         event.set()
         assert child.result() is True

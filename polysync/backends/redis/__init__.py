@@ -1,0 +1,267 @@
+"""The redis backend: every primitive as atomic Lua over keys sharing one hash tag, across hosts.
+
+Keys of one primitive are ``<prefix>:{<name>}:<part>``; the braces make them one Redis
+Cluster hash slot, so every script runs on one node. Waiters block on their own list
+and are woken by the script that grants them (never a sleep loop). Locks, RLocks and
+Semaphore permits are leases renewed by a background thread while the holder's process
+lives, and every grant carries a fencing token that strictly increases per primitive.
+Anonymous objects expire ``anonymous_ttl`` seconds after the last process using them
+stops touching them; named ones persist until ``unlink()``. redis-py's errors reach
+users as polysync's own, chained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from importlib import resources
+from typing import Any, ClassVar
+
+import redis
+import redis.exceptions
+
+from polysync.backends.redis import _connection, _kernels
+from polysync.backends.redis._lease import Renewer
+from polysync.errors import (
+    BackendConnectionError,
+    KindMismatchError,
+    NotFoundError,
+    PolysyncError,
+)
+from polysync.kernel import BaseBackend, Capability, Kind
+
+__all__ = ["RedisBackend"]
+
+#: Longest single BLPOP (seconds); see RedisBackend.pop.
+POP_SLICE = 2.0
+_SCRIPTS = ("open", "touch", "lock", "semaphore", "event", "condition", "barrier")
+_ALL_SUFFIXES = ("k", "o", "f", "q", "h", "v", "e", "b")
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+    return float(value)
+
+
+class RedisBackend(BaseBackend):
+    """Redis (standalone, Sentinel or Cluster) through redis-py: shared across hosts."""
+
+    name = "redis"
+    capabilities = frozenset(
+        {
+            Capability.CROSS_PROCESS,
+            Capability.CROSS_HOST,
+            Capability.NAMED,
+            Capability.READABLE_VALUE,
+            Capability.OWNER_DEATH,
+            Capability.FENCING,
+        }
+    )
+    options: ClassVar[Mapping[str, object]] = {
+        "url": None,
+        "client": None,
+        "connection_kwargs": None,
+        "cluster": False,
+        "sentinel": None,
+        "service_name": None,
+        "username": None,
+        "password": None,
+        "prefix": "polysync",
+        "lease": 30.0,
+        "anonymous_ttl": 60.0,
+    }
+    #: What ``ctx.Lock(..., lease=..., on_lost=...)`` and friends accept.
+    primitive_options = frozenset({"lease", "on_lost"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        s = self.settings
+        if s["url"] is not None and not isinstance(s["url"], str):
+            raise TypeError(f"url must be a str, not {type(s['url']).__name__}")
+        if not isinstance(s["prefix"], str) or not s["prefix"] or "{" in s["prefix"]:
+            raise ValueError(f"prefix must be a non-empty str without braces, not {s['prefix']!r}")
+        self.lease = _positive("lease", s["lease"])
+        self.anonymous_ttl = _positive("anonymous_ttl", s["anonymous_ttl"])
+        self.client = _connection.connect(s)
+        self._scripts: dict[str, Any] = {}
+        self._script_lock = threading.Lock()
+        self.renewer = Renewer()
+        self._client_id = secrets.token_hex(6)
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def translated(self) -> Iterator[None]:
+        """redis-py's errors as polysync's, with the server named without secrets."""
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise BackendConnectionError(
+                f"lost the redis server at {self.describe_where()}: {exc}"
+            ) from exc
+        except redis.exceptions.RedisError as exc:
+            raise PolysyncError(f"redis at {self.describe_where()} failed: {exc}") from exc
+
+    def _script(self, name: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            with self._script_lock:
+                lua = resources.files(__package__).joinpath("lua")
+                body = lua.joinpath(f"{name}.lua").read_text()
+                if name not in ("open", "touch"):
+                    # The operation runs as a function so that keep_alive() follows
+                    # whichever branch returned.
+                    body = (
+                        lua.joinpath("lib.lua").read_text()
+                        + "\nlocal function main()\n"
+                        + body
+                        + "\nend\nlocal result = main()\nkeep_alive()\nreturn result\n"
+                    )
+                script = self._scripts[name] = self.client.register_script(body)
+        return script
+
+    def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        with self.translated():
+            return self._script(script)(keys=keys, args=args)
+
+    def pop(self, key: str, timeout: float | None) -> str | None:
+        """Block on *key* for at most *timeout* seconds (``None``: forever).
+
+        Each BLPOP lasts at most ``POP_SLICE``: redis-py reads with a socket timeout
+        (5 s by default), and a dead connection is noticed within a slice. Nothing is
+        lost between slices: a message waits in the list for the next BLPOP.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = POP_SLICE
+            if deadline is not None:
+                step = min(step, max(0.001, deadline - time.monotonic()))  # 0 = forever
+            with self.translated():
+                found = self.client.blpop([key], timeout=step)
+            if found is not None:
+                return _kernels.text(found[1])
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def owner_id(self) -> str:
+        return f"{self._client_id}:{os.getpid()}:{threading.get_ident()}"
+
+    def keep_alive(self, keys: list[str]) -> int:
+        ttl_ms = int(self.anonymous_ttl * 1000)
+        return self.renewer.add(
+            lambda: bool(int(self.run("touch", keys, [ttl_ms]))),
+            interval=self.anonymous_ttl / 3,
+            give_up=self.anonymous_ttl,
+            on_lost=lambda: None,
+        )
+
+    def _base(self, name: str) -> str:
+        tag = (
+            name
+            if "{" not in name and "}" not in name
+            else ("h:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:40])
+        )
+        return f"{self.settings['prefix']}:{{{tag}}}"
+
+    def _open(
+        self,
+        name: str,
+        kind: Kind,
+        param: int,
+        create: bool,
+        *,
+        init_suffix: str | None = None,
+        init_value: int = 0,
+        must_match: bool = False,
+    ) -> str:
+        base = self._base(name)
+        anonymous = self.is_anonymous(name)
+        keys = [f"{base}:k"] + ([f"{base}:{init_suffix}"] if init_suffix else [])
+        ttl = int(self.anonymous_ttl * 1000) if anonymous else 0
+        found = self.run("open", keys, [f"{kind.value}:{param}", int(create), ttl, init_value])
+        if found is None:
+            raise NotFoundError(f"{_display(name)} does not exist (any more) on the server")
+        found = _kernels.text(found)
+        if found:
+            found_kind, found_param, _ttl = found.rsplit(":", 2)
+            if found_kind != kind.value:
+                raise KindMismatchError(
+                    f"{_display(name)} already exists as a {found_kind} (asked for a "
+                    f"{kind.value}): choose another name, or unlink the existing object"
+                )
+            if must_match and int(found_param) != param:
+                raise KindMismatchError(
+                    f"{_display(name)} already exists as a {kind.value} of {found_param} "
+                    f"(asked for {param}): open it the same way, or unlink it first"
+                )
+        return base
+
+    # -- the kernels -------------------------------------------------------------------
+
+    def open_lock(self, name: str, *, create: bool) -> _kernels.RedisLock:
+        base = self._open(name, Kind.LOCK, 1, create)
+        return _kernels.RedisLock(self, base, self.is_anonymous(name))
+
+    def open_rlock(self, name: str, *, create: bool) -> _kernels.RedisRLock:
+        base = self._open(name, Kind.RLOCK, 1, create)
+        return _kernels.RedisRLock(_kernels.RedisLock(self, base, self.is_anonymous(name)))
+
+    def open_semaphore(
+        self, name: str, value: int, *, bounded: bool, create: bool
+    ) -> _kernels.RedisSemaphore:
+        kind = Kind.BOUNDED_SEMAPHORE if bounded else Kind.SEMAPHORE
+        base = self._open(
+            name, kind, value, create, init_suffix="v", init_value=value, must_match=bounded
+        )
+        return _kernels.RedisSemaphore(
+            self, base, self.is_anonymous(name), value if bounded else None
+        )
+
+    def open_event(self, name: str, *, create: bool) -> _kernels.RedisEvent:
+        base = self._open(name, Kind.EVENT, 0, create)
+        return _kernels.RedisEvent(self, base, self.is_anonymous(name))
+
+    def open_condition(self, name: str, *, create: bool) -> _kernels.RedisCondition:
+        base = self._open(name, Kind.CONDITION, 0, create)
+        return _kernels.RedisCondition(self, base, self.is_anonymous(name))
+
+    def open_barrier(self, name: str, parties: int, *, create: bool) -> _kernels.RedisBarrier:
+        base = self._open(name, Kind.BARRIER, parties, create, must_match=True)
+        return _kernels.RedisBarrier(self, base, self.is_anonymous(name), parties)
+
+    def configure_primitive(self, kernel: Any, options: Mapping[str, Any]) -> None:
+        lease = options.get("lease")
+        if lease is not None:
+            lease = _positive("lease", lease)
+        on_lost = options.get("on_lost")
+        if on_lost is not None and not callable(on_lost):
+            raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
+        kernel.configure(lease=lease, on_lost=on_lost)
+
+    def unlink_primitive(self, name: str) -> bool:
+        base = self._base(name)
+        with self.translated():
+            return bool(self.client.delete(*[f"{base}:{s}" for s in _ALL_SUFFIXES]))
+
+    def unlink(self, name: str) -> bool:
+        return self.unlink_primitive(name)
+
+    def picklable_settings(self) -> dict[str, Any]:
+        return _connection.picklable(self.settings)
+
+    def describe_where(self) -> str:
+        return _connection.describe(self.settings)
+
+    def describe(self) -> str:
+        return f"redis ({self.describe_where()}, lease {self.lease:g} s)"
+
+
+def _display(name: str) -> str:
+    tag, _, rest = name.partition(":")
+    return f"the object named {rest!r}" if tag == "n" else "the anonymous object"

@@ -1,0 +1,495 @@
+"""The redis backend's kernels: each primitive's operations as single Lua script calls.
+
+Waiting is always a blocking pop on a per-wait list (``<base>:w:<random>``) that the
+script which wakes the waiter pushes to, so a hand-off costs one round trip and nothing
+polls. A waiter that times out (or is interrupted) runs a ``cancel`` step that either
+takes it off the queue or consumes what was sent to it, atomically, so a wake-up is
+never lost and never delivered twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from polysync.errors import BrokenBarrierError, NotHeldError, OwnerDiedWarning
+
+if TYPE_CHECKING:
+    from polysync.backends.redis import RedisBackend
+    from polysync.kernel import LockKernel
+
+#: Seconds a blocked lock waiter waits past the holder's lease before checking on it.
+LEASE_MARGIN = 0.05
+#: Lifetime (ms) of a message sent to a waiter that has not popped it.
+MESSAGE_TTL_MS = 60_000
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class LeaseLostError(NotHeldError):
+    """Released after the lease had run out: someone else may have held it meanwhile."""
+
+
+class _Kernel:
+    """What every redis kernel shares: its keys, its script, waiting, closing."""
+
+    script_name = ""
+    suffixes: tuple[str, ...] = ()
+
+    def __init__(self, backend: RedisBackend, base: str, anonymous: bool) -> None:
+        self._backend = backend
+        self._base = base
+        self.keys = [f"{base}:{suffix}" for suffix in self.suffixes]
+        self._touch = backend.keep_alive(self.keys) if anonymous else None
+        self.lease = backend.lease
+        self.on_lost: Callable[[], None] | None = None
+
+    def _run(self, *args: Any) -> Any:
+        return self._backend.run(self.script_name, self.keys, list(args))
+
+    def _waiter_key(self) -> str:
+        return f"{self._base}:w:{secrets.token_hex(8)}"
+
+    def _pop(self, wkey: str, timeout: float | None) -> str | None:
+        return self._backend.pop(wkey, timeout)
+
+    def configure(self, lease: float | None = None, on_lost: Any = None) -> None:
+        if lease is not None:
+            self.lease = lease
+        if on_lost is not None:
+            self.on_lost = on_lost
+
+    def close(self) -> None:
+        if self._touch is not None:
+            self._backend.renewer.remove(self._touch)
+            self._touch = None
+            with contextlib.suppress(Exception):  # a last touch: the idle TTL starts now
+                self._backend.run("touch", self.keys, [int(self._backend.anonymous_ttl * 1000)])
+
+
+class RedisLock(_Kernel):
+    """A leased, fenced, FIFO lock (``lock.lua``)."""
+
+    script_name = "lock"
+    suffixes = ("k", "o", "f", "q", "h")
+
+    def __init__(self, backend: RedisBackend, base: str, anonymous: bool) -> None:
+        super().__init__(backend, base, anonymous)
+        self._owner: str | None = None
+        self._renewal: int | None = None
+        self._state = threading.Lock()
+        self.fencing_token: int | None = None
+        self.lost = False
+        self.owner_died = False
+
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease * 1000))
+
+    def acquire_forever(self) -> object:
+        return self.acquire(True, None)
+
+    def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        # One owner id per acquisition: a thread acquiring again must wait like anyone.
+        owner = f"{self._backend.owner_id()}:{secrets.token_hex(4)}"
+        waits = blocking and timeout != 0
+        wkey = self._waiter_key() if waits else ""
+        result = self._run("acquire", owner, self._lease_ms, wkey)
+        if int(result[0]) == 1:
+            self._held(owner, int(result[1]), bool(int(result[2])))
+            return True
+        if not waits:
+            return False
+        return self._wait(owner, wkey, int(result[1]), timeout)
+
+    def _wait(self, owner: str, wkey: str, pttl: int, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                # Sleep until the holder's lease could have run out, then check on it: a
+                # release wakes us at once; only a dead holder costs a lease.
+                step = (pttl / 1000 if pttl > 0 else 0) + LEASE_MARGIN
+                if deadline is not None:
+                    step = min(step, deadline - time.monotonic())
+                    if step <= 0:
+                        break
+                message = self._pop(wkey, step)
+                if message is not None:
+                    self._granted(owner, message)
+                    return True
+                pttl = int(self._run("poke", self._lease_ms))
+        except BaseException:
+            self._leave(owner, wkey, keep=False)
+            raise
+        return self._leave(owner, wkey, keep=True)
+
+    def _leave(self, owner: str, wkey: str, *, keep: bool) -> bool:
+        """Cancel a wait; if the lock was granted meanwhile, keep it (or give it back)."""
+        result = self._run("cancel", owner, wkey)
+        if int(result[0]) != 1:
+            return False
+        self._granted(owner, result[1])
+        if not keep:
+            self.release()
+        return True
+
+    def _granted(self, owner: str, message: Any) -> None:
+        token = text(message)
+        self._held(owner, int(token.rstrip("!")), token.endswith("!"))
+
+    def _held(self, owner: str, token: int, holder_died: bool) -> None:
+        with self._state:
+            self._owner = owner
+            self.fencing_token = token
+            self.lost = False
+            self.owner_died = holder_died
+            lease = self.lease
+            self._renewal = self._backend.renewer.add(
+                lambda: bool(int(self._run("renew", owner, self._lease_ms))),
+                interval=lease / 3,
+                give_up=lease,
+                on_lost=self._on_lease_lost,
+            )
+        if holder_died:
+            warnings.warn(
+                OwnerDiedWarning(
+                    "the previous holder died holding this lock (its lease ran out): this "
+                    "handle took it over; check the state it protects"
+                ),
+                stacklevel=4,
+            )
+
+    def _on_lease_lost(self) -> None:
+        self.lost = True
+        callback = self.on_lost
+        if callback is not None:
+            callback()
+
+    def _forget(self) -> str | None:
+        with self._state:
+            owner, self._owner = self._owner, None
+            if self._renewal is not None:
+                self._backend.renewer.remove(self._renewal)
+                self._renewal = None
+            self.owner_died = False
+            return owner
+
+    def release(self) -> None:
+        owner = self._forget()
+        if int(self._run("release", owner or "", self._lease_ms)):
+            return
+        if owner and self.lost:
+            raise LeaseLostError(
+                "the lock's lease ran out before this release: another holder may have "
+                "had it meanwhile (see the lost flag and fencing tokens)"
+            )
+        raise NotHeldError("release of an unlocked lock")
+
+    def locked(self) -> bool:
+        return bool(int(self._run("locked")))
+
+    def release_save(self) -> object:
+        self.release()
+        return None
+
+    def acquire_restore(self, state: object) -> None:
+        self.acquire(True, None)
+
+    def is_owned(self) -> bool:
+        return self.locked()
+
+    def close(self) -> None:
+        self._forget()
+        super().close()
+
+
+class RedisRLock:
+    """Reentrancy per (client, process, thread) over a :class:`RedisLock`; depth kept locally."""
+
+    def __init__(self, lock: RedisLock) -> None:
+        self._lock = lock
+        self._depth: dict[tuple[int, int], int] = {}
+
+    def __getattr__(self, name: str) -> Any:  # fencing_token, lost, owner_died, configure
+        return getattr(self._lock, name)
+
+    def _me(self) -> tuple[int, int]:
+        import os
+
+        return os.getpid(), threading.get_ident()
+
+    def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        me = self._me()
+        depth = self._depth.get(me, 0)
+        if depth:
+            self._depth[me] = depth + 1
+            return True
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._depth[me] = 1
+        return True
+
+    def acquire_forever(self) -> object:
+        return self.acquire(True, None)
+
+    def release(self) -> None:
+        me = self._me()
+        depth = self._depth.get(me, 0)
+        if not depth:
+            raise NotHeldError("cannot release an RLock that this thread does not own")
+        if depth > 1:
+            self._depth[me] = depth - 1
+            return
+        del self._depth[me]
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def release_save(self) -> object:
+        me = self._me()
+        depth = self._depth.pop(me, 0)
+        self._lock.release()
+        return depth
+
+    def acquire_restore(self, state: object) -> None:
+        assert isinstance(state, int)
+        self._lock.acquire(True, None)
+        self._depth[self._me()] = state
+
+    def is_owned(self) -> bool:
+        return self._depth.get(self._me(), 0) > 0
+
+    def recursion_level(self) -> int:
+        return self._depth.get(self._me(), 0)
+
+    def close(self) -> None:
+        self._lock.close()
+
+
+class RedisSemaphore(_Kernel):
+    """A counting semaphore with leased permits (``semaphore.lua``)."""
+
+    script_name = "semaphore"
+    suffixes = ("k", "v", "h", "f", "q")
+
+    def __init__(
+        self, backend: RedisBackend, base: str, anonymous: bool, bound: int | None
+    ) -> None:
+        super().__init__(backend, base, anonymous)
+        self._bound = bound
+        self._permits: list[str] = []
+        self._state = threading.Lock()
+        self._renewal: int | None = None
+        self.fencing_token: int | None = None
+        self.lost = False
+
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease * 1000))
+
+    def acquire_forever(self) -> object:
+        return self.acquire(True, None)
+
+    def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        owner = self._backend.owner_id()
+        waits = blocking and timeout != 0
+        wkey = self._waiter_key() if waits else ""
+        result = self._run("acquire", owner, self._lease_ms, wkey)
+        if int(result[0]) == 1:
+            self._took(owner, int(result[1]))
+            return True
+        if not waits:
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                expiry = int(result[1])
+                step = (expiry / 1000 + LEASE_MARGIN) if expiry >= 0 else 3600.0
+                if deadline is not None:
+                    step = min(step, deadline - time.monotonic())
+                    if step <= 0:
+                        break
+                message = self._pop(wkey, step)
+                if message is not None:
+                    self._took(owner, int(text(message)))
+                    return True
+                result = self._run("acquire", owner, self._lease_ms, "")  # purge expired
+                if int(result[0]) == 1:  # nobody else queued: take it, leave the queue
+                    self._took(owner, int(result[1]))
+                    self._cancel_after_take(owner, wkey)
+                    return True
+        except BaseException:
+            if self._cancel(owner, wkey):
+                self.release(1)
+            raise
+        return self._cancel(owner, wkey)
+
+    def _cancel(self, owner: str, wkey: str) -> bool:
+        result = self._run("cancel", owner, wkey)
+        if int(result[0]) == 1:
+            self._took(owner, int(text(result[1])))
+            return True
+        return False
+
+    def _cancel_after_take(self, owner: str, wkey: str) -> None:
+        if self._cancel(owner, wkey):  # granted a second permit meanwhile: hand it back
+            self.release(1)
+
+    def _took(self, owner: str, token: int) -> None:
+        with self._state:
+            self._permits.append(f"{owner}#{token}")
+            self.fencing_token = token
+            self.lost = False
+            if self._renewal is None:
+                lease = self.lease
+                self._renewal = self._backend.renewer.add(
+                    self._renew, interval=lease / 3, give_up=lease, on_lost=self._on_lease_lost
+                )
+
+    def _renew(self) -> bool:
+        with self._state:
+            permits = list(self._permits)
+        if not permits:
+            return True
+        held = int(self._run("renew", self._lease_ms, *permits))
+        return held == len(permits)
+
+    def _on_lease_lost(self) -> None:
+        with self._state:
+            self._renewal = None
+        self.lost = True
+        if self.on_lost is not None:
+            self.on_lost()
+
+    def release(self, n: int = 1) -> None:
+        with self._state:
+            mine = [self._permits.pop() for _ in range(min(n, len(self._permits)))]
+        bound = "" if self._bound is None else self._bound
+        if int(self._run("release", n, bound, self._lease_ms, *mine)) < 0:
+            with self._state:
+                self._permits.extend(mine)
+            raise NotHeldError(
+                f"BoundedSemaphore released too many times (its bound is {self._bound})"
+            )
+
+    def get_value(self) -> int:
+        return int(self._run("value"))
+
+    def close(self) -> None:
+        with self._state:
+            permits, self._permits = self._permits, []
+            if self._renewal is not None:
+                self._backend.renewer.remove(self._renewal)
+                self._renewal = None
+        if permits:
+            self._run("forget", *permits)
+        super().close()
+
+
+class RedisEvent(_Kernel):
+    script_name = "event"
+    suffixes = ("k", "e", "q")
+
+    def set(self) -> None:
+        self._run("set", MESSAGE_TTL_MS)
+
+    def clear(self) -> None:
+        self._run("clear")
+
+    def is_set(self) -> bool:
+        return bool(int(self._run("is_set")))
+
+    def wait(self, timeout: float | None) -> bool:
+        wkey = self._waiter_key()
+        if int(self._run("wait", wkey)):
+            return True
+        woken = False
+        try:
+            woken = self._pop(wkey, timeout) is not None
+        finally:
+            if not woken:
+                woken = bool(int(self._run("cancel", wkey)))
+        return woken
+
+
+class RedisCondition(_Kernel):
+    script_name = "condition"
+    suffixes = ("k", "q")
+
+    def wait(self, lock: LockKernel, timeout: float | None) -> bool:
+        wkey = self._waiter_key()
+        self._run("enqueue", wkey)  # queued before the lock is released: nothing is missed
+        state = lock.release_save()
+        woken = False
+        try:
+            woken = self._pop(wkey, timeout) is not None
+        finally:
+            if not woken:
+                woken = bool(int(self._run("cancel", wkey)))
+            lock.acquire_restore(state)
+        return woken
+
+    def notify(self, n: int) -> None:
+        if n:
+            self._run("notify", n, MESSAGE_TTL_MS)
+
+    def notify_all(self) -> None:
+        self._run("notify", -1, MESSAGE_TTL_MS)
+
+
+class RedisBarrier(_Kernel):
+    script_name = "barrier"
+    suffixes = ("k", "b", "q")
+
+    def __init__(self, backend: RedisBackend, base: str, anonymous: bool, parties: int):
+        super().__init__(backend, base, anonymous)
+        self.parties = parties
+
+    def wait(self, timeout: float | None, action: Callable[[], object] | None) -> int:
+        wkey = self._waiter_key()
+        result = self._run("arrive", wkey, self.parties)
+        status = int(result[0])
+        if status < 0:
+            raise BrokenBarrierError("the barrier is broken")
+        index = int(result[1])
+        if status == 2:
+            try:
+                if action is not None:
+                    action()
+            except BaseException:
+                self._run("break", MESSAGE_TTL_MS)
+                raise
+            self._run("trip", MESSAGE_TTL_MS)
+            return index
+        message: str | None = None
+        try:
+            message = self._pop(wkey, timeout)
+        finally:
+            if message is None:
+                message = text(self._run("cancel", wkey, MESSAGE_TTL_MS))
+        if message == "ok":
+            return index
+        if message == "timeout":
+            raise BrokenBarrierError("the barrier timed out and is now broken")
+        raise BrokenBarrierError("the barrier was aborted or reset")
+
+    def reset(self) -> None:
+        self._run("reset", MESSAGE_TTL_MS)
+
+    def abort(self) -> None:
+        self._run("break", MESSAGE_TTL_MS)
+
+    def n_waiting(self) -> int:
+        count, broken = self._run("status")
+        return 0 if int(broken) else int(count)
+
+    def broken(self) -> bool:
+        return bool(int(self._run("status")[1]))

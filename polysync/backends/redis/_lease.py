@@ -1,0 +1,89 @@
+"""The renewer: one daemon thread per process that keeps leases and anonymous objects alive.
+
+Each registration is a callable run every *interval* seconds that returns whether what
+it keeps is still there. A ``False`` (the key is gone: expired, deleted, or the server
+restarted empty) or failures lasting longer than *give_up* seconds call ``on_lost``
+once and drop the registration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Renewal:
+    renew: Callable[[], bool]
+    interval: float
+    give_up: float
+    on_lost: Callable[[], None]
+    next_due: float = 0.0
+    last_ok: float = field(default_factory=time.monotonic)
+
+
+class Renewer:
+    def __init__(self) -> None:
+        self._items: dict[int, Renewal] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._next_id = 0
+
+    def add(
+        self,
+        renew: Callable[[], bool],
+        interval: float,
+        give_up: float,
+        on_lost: Callable[[], None],
+    ) -> int:
+        now = time.monotonic()
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's thread and items are not ours
+                self._items, self._thread, self._pid = {}, None, os.getpid()
+            self._next_id += 1
+            key = self._next_id
+            self._items[key] = Renewal(renew, interval, give_up, on_lost, now + interval, now)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="polysync-redis-renewer", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+        return key
+
+    def remove(self, key: int) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                items = list(self._items.items())
+            now = time.monotonic()
+            wait = 1.0
+            for key, item in items:
+                if item.next_due <= now:
+                    self._renew(key, item, now)
+                wait = min(wait, max(0.0, item.next_due - time.monotonic()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _renew(self, key: int, item: Renewal, now: float) -> None:
+        item.next_due = now + item.interval
+        try:
+            ok = item.renew()
+        except Exception:  # the server is unreachable: keep trying until give_up
+            ok = now - item.last_ok < item.give_up
+        else:
+            if ok:
+                item.last_ok = now
+        if not ok:
+            self.remove(key)
+            with contextlib.suppress(Exception):  # a user's callback must not stop renewals
+                item.on_lost()

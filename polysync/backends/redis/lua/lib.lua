@@ -1,0 +1,57 @@
+-- Helpers prepended to every polysync script. Every key a script touches shares the
+-- primitive's hash tag, so each script runs on one Redis Cluster node.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Send one message to one parked waiter; the list expires if nobody pops it.
+local function grant(wkey, msg, ttl_ms)
+  redis.call('RPUSH', wkey, msg)
+  redis.call('PEXPIRE', wkey, ttl_ms)
+end
+
+-- Split a queue entry "waiter key|owner id".
+local function split(entry)
+  local sep = string.find(entry, '|', 1, true)
+  return string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1)
+end
+
+-- Take a waiter off a queue. Returns false if it was still queued (nobody sent it
+-- anything), or the message it was sent, which it now consumes.
+local function cancel(queue, entry, wkey)
+  if redis.call('LREM', queue, 1, entry) == 1 then
+    return false
+  end
+  return redis.call('LPOP', wkey)
+end
+
+-- Send msg to every queued waiter (entries are waiter keys, or "key|owner").
+local function wake_all(queue, msg, ttl_ms)
+  local entries = redis.call('LRANGE', queue, 0, -1)
+  for _, entry in ipairs(entries) do
+    local sep = string.find(entry, '|', 1, true)
+    local wkey = sep and string.sub(entry, 1, sep - 1) or entry
+    grant(wkey, msg, ttl_ms)
+  end
+  redis.call('DEL', queue)
+  return #entries
+end
+
+-- Anonymous objects expire once nobody uses them: their meta key (KEYS[1]) records an
+-- idle TTL, and every operation gives any key it created a TTL too, so nothing is left
+-- behind even by a process killed between two keep-alive rounds. Lease keys (":o")
+-- keep their own TTL.
+local function keep_alive()
+  local meta = redis.call('GET', KEYS[1])
+  local ttl = meta and tonumber(string.match(meta, ':(%d+)$')) or 0
+  if ttl == 0 then
+    return
+  end
+  for _, key in ipairs(KEYS) do
+    if string.sub(key, -2) ~= ':o' and redis.call('PTTL', key) == -1 then
+      redis.call('PEXPIRE', key, ttl)
+    end
+  end
+end
