@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import secrets
 import threading
@@ -93,6 +94,7 @@ class RedisBackend(BaseBackend):
         self._script_lock = threading.Lock()
         self.renewer = Renewer()
         self._client_id = secrets.token_hex(6)
+        self._counter = itertools.count()
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -150,7 +152,12 @@ class RedisBackend(BaseBackend):
                 return None
 
     def owner_id(self) -> str:
+        """This (client, process, thread)."""
         return f"{self._client_id}:{os.getpid()}:{threading.get_ident()}"
+
+    def unique_id(self) -> str:
+        """An id no other acquisition or wait anywhere will use (no system call)."""
+        return f"{self._client_id}:{os.getpid()}:{next(self._counter)}"
 
     def keep_alive(self, keys: list[str]) -> int:
         ttl_ms = int(self.anonymous_ttl * 1000)

@@ -10,7 +10,6 @@ never lost and never delivered twice.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import threading
 import time
 import warnings
@@ -55,7 +54,7 @@ class _Kernel:
         return self._backend.run(self.script_name, self.keys, list(args))
 
     def _waiter_key(self) -> str:
-        return f"{self._base}:w:{secrets.token_hex(8)}"
+        return f"{self._base}:w:{self._backend.unique_id()}"
 
     def _pop(self, wkey: str, timeout: float | None) -> str | None:
         return self._backend.pop(wkey, timeout)
@@ -98,7 +97,7 @@ class RedisLock(_Kernel):
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         # One owner id per acquisition: a thread acquiring again must wait like anyone.
-        owner = f"{self._backend.owner_id()}:{secrets.token_hex(4)}"
+        owner = self._backend.unique_id()
         waits = blocking and timeout != 0
         wkey = self._waiter_key() if waits else ""
         result = self._run("acquire", owner, self._lease_ms, wkey)
@@ -150,13 +149,13 @@ class RedisLock(_Kernel):
             self.fencing_token = token
             self.lost = False
             self.owner_died = holder_died
-            lease = self.lease
-            self._renewal = self._backend.renewer.add(
-                lambda: bool(int(self._run("renew", owner, self._lease_ms))),
-                interval=lease / 3,
-                give_up=lease,
-                on_lost=self._on_lease_lost,
-            )
+            if self._renewal is None:
+                # One registration for the handle's life: it renews whatever the handle
+                # holds at each round, so acquire and release cost the renewer nothing.
+                lease = self.lease
+                self._renewal = self._backend.renewer.add(
+                    self._renew, interval=lease / 3, give_up=lease, on_lost=self._on_lease_lost
+                )
         if holder_died:
             warnings.warn(
                 OwnerDiedWarning(
@@ -166,7 +165,17 @@ class RedisLock(_Kernel):
                 stacklevel=4,
             )
 
+    def _renew(self) -> bool:
+        owner = self._owner
+        if owner is None:
+            return True
+        return bool(int(self._run("renew", owner, self._lease_ms)))
+
     def _on_lease_lost(self) -> None:
+        with self._state:
+            self._renewal = None  # the renewer dropped it; the next acquire registers again
+            if self._owner is None:
+                return
         self.lost = True
         callback = self.on_lost
         if callback is not None:
@@ -175,9 +184,6 @@ class RedisLock(_Kernel):
     def _forget(self) -> str | None:
         with self._state:
             owner, self._owner = self._owner, None
-            if self._renewal is not None:
-                self._backend.renewer.remove(self._renewal)
-                self._renewal = None
             self.owner_died = False
             return owner
 
@@ -207,6 +213,10 @@ class RedisLock(_Kernel):
 
     def close(self) -> None:
         self._forget()
+        with self._state:
+            if self._renewal is not None:
+                self._backend.renewer.remove(self._renewal)
+                self._renewal = None
         super().close()
 
 

@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+#: The longest the renewer sleeps between looks at its registrations (seconds).
+TICK = 1.0
+
 
 @dataclass
 class Renewal:
@@ -54,7 +57,10 @@ class Renewer:
                     target=self._run, name="polysync-redis-renewer", daemon=True
                 )
                 self._thread.start()
-        self._wake.set()
+        # The thread looks at its items at least every TICK seconds: waking it (a context
+        # switch on the acquire path) is only needed for a shorter interval.
+        if interval < TICK:
+            self._wake.set()
         return key
 
     def remove(self, key: int) -> None:
@@ -66,7 +72,7 @@ class Renewer:
             with self._lock:
                 items = list(self._items.items())
             now = time.monotonic()
-            wait = 1.0
+            wait = TICK
             for key, item in items:
                 if item.next_due <= now:
                     self._renew(key, item, now)
