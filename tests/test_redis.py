@@ -1,0 +1,369 @@
+"""The redis backend against real, private redis-server processes (see redis_support.py)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+import polysync
+from polysync.testing import (
+    BackendSuite,
+    BarrierTests,
+    ConditionTests,
+    EventTests,
+    LockTests,
+    SemaphoreTests,
+)
+from polysync.testing.suite import Child
+
+from .redis_support import RedisServer
+
+pytestmark = pytest.mark.timeout(120)
+
+redis = pytest.importorskip("redis")
+
+
+def _keys(server: RedisServer, prefix: str) -> list[bytes]:
+    client = redis.Redis.from_url(server.url)
+    try:
+        return sorted(client.scan_iter(match=f"{prefix}:*"))  # tests only: the backend never lists
+    finally:
+        client.close()
+
+
+class TestRedis(BackendSuite):
+    # A short lease: the suite expects a dead owner's lock back within seconds.
+    @pytest.fixture
+    def context(self, redis_server: RedisServer) -> polysync.Context:
+        return polysync.get_context("redis", url=redis_server.url, lease=2.0)
+
+
+class TestRedisCluster(LockTests, SemaphoreTests, EventTests, ConditionTests, BarrierTests):
+    """Every key of a primitive shares one hash slot, so all of it works on a cluster."""
+
+    @pytest.fixture
+    def context(self, redis_cluster: Any) -> polysync.Context:
+        return polysync.get_context("redis", url=redis_cluster.url, cluster=True)
+
+
+@pytest.fixture
+def ctx(redis_server_fresh: RedisServer) -> polysync.Context:
+    return polysync.get_context(
+        "redis", url=redis_server_fresh.url, prefix="t" + uuid.uuid4().hex[:6]
+    )
+
+
+def test_fencing_tokens_increase_across_holders(ctx: polysync.Context) -> None:
+    lock = ctx.Lock(name="fenced")
+    other = ctx.Lock(name="fenced")
+    tokens = []
+    for handle in (lock, other, lock, other):
+        assert handle.acquire(timeout=5)
+        tokens.append(handle.fencing_token)
+        handle.release()
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 4
+    sem = ctx.Semaphore(2)
+    sem.acquire()
+    first = sem.fencing_token
+    sem.acquire()
+    assert sem.fencing_token is not None
+    assert first is not None
+    assert sem.fencing_token > first
+
+
+def _hold_and_die(ctx: polysync.Context, name: str, ready: Any) -> None:
+    lock = ctx.Lock(name=name, lease=1.0)
+    lock.acquire()
+    ready.set()
+    time.sleep(60)
+
+
+def test_killed_holder_is_replaced_within_the_lease(ctx: polysync.Context) -> None:
+    import multiprocessing
+
+    mp = multiprocessing.get_context("spawn")
+    ready = mp.Event()
+    holder = mp.Process(target=_hold_and_die, args=(ctx, "victim", ready))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        lock = ctx.Lock(name="victim")
+        first = ctx.Lock(name="victim")
+        assert first.acquire(False) is False
+        os.kill(holder.pid or 0, signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.warns(polysync.OwnerDiedWarning):
+            assert lock.acquire(timeout=10) is True
+        assert time.monotonic() - start < 1.0 + 0.5  # lease plus a small margin
+        assert lock.owner_died
+        lock.release()
+    finally:
+        holder.kill()
+        holder.join(10)
+
+
+def test_stopped_holder_learns_it_lost_the_lease(ctx: polysync.Context) -> None:
+    code = textwrap.dedent(
+        f"""
+        import os, signal, sys, time, polysync
+        ctx = polysync.get_context("redis", **{ctx.backend.picklable_settings()!r})
+        lock = ctx.Lock(name="stopped", lease=1.0)
+        lock.acquire()
+        first = lock.fencing_token
+        print("held", first, flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)   # frozen past the lease by itself
+        time.sleep(0.5)                          # the renewer notices on its next round
+        print("lost", lock.lost, flush=True)
+        try:
+            lock.release()
+        except polysync.NotHeldError as exc:
+            print("release", type(exc).__name__, flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        held = proc.stdout.readline().split()
+        assert held[0] == "held"
+        other = ctx.Lock(name="stopped")
+        with pytest.warns(polysync.OwnerDiedWarning):  # the frozen holder's lease ran out
+            assert other.acquire(timeout=10) is True
+        assert other.fencing_token is not None
+        assert other.fencing_token > int(held[1])
+        os.kill(proc.pid, signal.SIGCONT)
+        rest = proc.stdout.read()
+        assert "lost True" in rest
+        assert "release LeaseLostError" in rest
+        other.release()
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_server_killed_under_blocked_waiters(redis_server_fresh: RedisServer) -> None:
+    ctx = polysync.get_context("redis", url=redis_server_fresh.url, prefix="kill")
+    lock, event = ctx.Lock(), ctx.Event()
+    lock.acquire()
+    errors: list[BaseException] = []
+
+    def blocked(fn: Any) -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=blocked, args=(lambda: lock.acquire(timeout=20),)),
+        threading.Thread(target=blocked, args=(lambda: event.wait(20),)),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    start = time.monotonic()
+    redis_server_fresh.kill()
+    for t in threads:
+        t.join(25)
+    assert time.monotonic() - start < 20
+    assert len(errors) == 2
+    assert all(isinstance(e, polysync.BackendConnectionError) for e in errors), errors
+    assert all(isinstance(e.__cause__, redis.exceptions.ConnectionError) for e in errors)
+    redis_server_fresh.restart()
+    fresh = polysync.get_context("redis", url=redis_server_fresh.url, prefix="kill2")
+    assert fresh.Lock().acquire(timeout=5)
+
+
+@pytest.mark.parametrize("kind", ["Event", "Condition", "Barrier"])
+def test_fifty_waiters_all_released(ctx: polysync.Context, kind: str) -> None:
+    n = 50
+    results: list[object] = []
+    lock = threading.Lock()
+    if kind == "Event":
+        obj: Any = ctx.Event()
+
+        def wait() -> object:
+            return obj.wait(30)
+    elif kind == "Condition":
+        obj = ctx.Condition()
+        parked = ctx.Semaphore(0)
+
+        def wait() -> object:
+            with obj:
+                parked.release()
+                return obj.wait(30)
+    else:
+        obj = ctx.Barrier(n + 1, timeout=30)
+
+        def wait() -> object:
+            return obj.wait()
+
+    def run() -> None:
+        value = wait()
+        with lock:
+            results.append(value)
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    if kind == "Event":
+        time.sleep(0.5)
+        obj.set()
+    elif kind == "Condition":
+        for _ in range(n):
+            assert parked.acquire(timeout=30)
+        with obj:
+            obj.notify_all()
+    else:
+        obj.wait()
+    for t in threads:
+        t.join(40)
+    assert len(results) == n
+    if kind == "Barrier":  # distinct indexes from range(parties)
+        assert len(set(results)) == n
+        assert all(isinstance(r, int) and 0 <= r <= n for r in results)
+    else:
+        assert all(result is True for result in results)
+
+
+def test_anonymous_objects_expire_when_nobody_uses_them(redis_server_fresh: RedisServer) -> None:
+    ctx = polysync.get_context(
+        "redis", url=redis_server_fresh.url, prefix="anon", anonymous_ttl=0.5
+    )
+    objs = [ctx.Lock(), ctx.Semaphore(2), ctx.Event(), ctx.Condition(), ctx.Barrier(2)]
+    objs[0].acquire()
+    objs[0].release()
+    time.sleep(1.0)  # kept alive while open, past the TTL
+    assert _keys(redis_server_fresh, "anon")
+    assert objs[2].is_set() is False
+    for obj in objs:
+        obj.close()
+    deadline = time.monotonic() + 5
+    while _keys(redis_server_fresh, "anon") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _keys(redis_server_fresh, "anon") == []
+
+
+def test_named_objects_persist_until_unlinked(
+    ctx: polysync.Context, redis_server_fresh: RedisServer
+) -> None:
+    prefix = ctx.backend.settings["prefix"]
+    lock = ctx.Lock(name="keep")
+    lock.acquire()
+    lock.release()
+    lock.close()
+    ev = ctx.Event(name="keep-ev")
+    ev.set()
+    ev.close()
+    assert ctx.Event(name="keep-ev").is_set()  # survives its handles
+    assert ctx.unlink("keep-ev") is True
+    assert ctx.unlink("keep") is True
+    assert ctx.unlink("keep") is False
+    assert _keys(redis_server_fresh, prefix) == []
+
+
+def test_secrets_never_shown(tmp_path: Any) -> None:
+    with RedisServer(password="s3cret-pw", username="alice") as server:
+        url = server.url
+        assert "s3cret-pw" in url
+        ctx = polysync.get_context("redis", url=url)
+        lock = ctx.Lock()
+        assert lock.acquire(timeout=5)
+        for shown in (repr(ctx), repr(lock), ctx.backend.describe()):
+            assert "s3cret-pw" not in shown
+        twin = pickle.loads(pickle.dumps(lock))
+        assert twin.locked()
+        server.kill()
+        with pytest.raises(polysync.BackendConnectionError) as info:
+            lock.locked()
+        assert "s3cret-pw" not in str(info.value)
+
+
+def test_unix_socket_url() -> None:
+    with RedisServer(unixsocket=True) as server:
+        ctx = polysync.get_context("redis", url=server.unix_url)
+        sem = ctx.Semaphore(1)
+        assert sem.acquire(timeout=5)
+        assert Child(_acquire_sem_in_child, sem).result() is False
+        sem.release()
+
+
+def _acquire_sem_in_child(sem: Any) -> bool:
+    return bool(sem.acquire(timeout=0.1))
+
+
+def test_existing_client_is_accepted_and_pickles(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    ctx = polysync.get_context("redis", client=client, prefix="client")
+    lock = ctx.Lock()
+    lock.acquire()
+    assert Child(_acquire_sem_in_child, lock).result() is False
+    lock.release()
+
+
+def test_sentinel(redis_sentinel: Any) -> None:
+    ctx = polysync.get_context(
+        "redis", sentinel=redis_sentinel.sentinels, service_name=redis_sentinel.service_name
+    )
+    event = ctx.Event()
+    threading.Timer(0.1, event.set).start()
+    assert event.wait(5)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({}, TypeError),
+        ({"url": 5}, TypeError),
+        ({"url": "redis://127.0.0.1:1/0", "lease": 0}, ValueError),
+        ({"url": "redis://127.0.0.1:1/0", "lease": "30"}, ValueError),
+        ({"url": "redis://127.0.0.1:1/0", "prefix": ""}, ValueError),
+        ({"url": "redis://127.0.0.1:1/0", "bogus": 1}, TypeError),
+    ],
+)
+def test_bad_options(options: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        polysync.get_context("redis", **options)
+
+
+def test_bad_primitive_options(ctx: polysync.Context) -> None:
+    with pytest.raises(TypeError, match="accepted: lease, on_lost"):
+        ctx.Lock(lease_ms=5)
+    with pytest.raises(ValueError, match="lease must be"):
+        ctx.Lock(lease=-1)
+    with pytest.raises(TypeError, match="for the 'posix' backend; accepted: none"):
+        polysync.get_context("posix").Lock(lease=5)
+
+
+def test_on_lost_callback(ctx: polysync.Context, redis_server_fresh: RedisServer) -> None:
+    lost = threading.Event()
+    lock = ctx.Lock(name="cb", lease=0.6, on_lost=lost.set)
+    lock.acquire()
+    client = redis.Redis.from_url(redis_server_fresh.url)
+    client.flushall()  # the lease key disappears, as after a restart without persistence
+    client.close()
+    assert lost.wait(5)
+    assert lock.lost
+
+
+def test_no_keys_command_anywhere() -> None:
+    import pathlib
+
+    root = pathlib.Path(polysync.__file__).parent / "backends" / "redis"
+    for path in root.rglob("*"):
+        if path.suffix in (".py", ".lua"):
+            text = path.read_text()
+            assert "'KEYS'" not in text, path
+            assert '"KEYS"' not in text, path
+            assert ".keys(" not in text, path
