@@ -56,7 +56,8 @@ def _after_fork() -> None:
     _pid = os.getpid()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def current_pid() -> int:

@@ -1,0 +1,354 @@
+"""The windows backend, for real: the shipped conformance suite plus kernel32-specific checks.
+
+Runs only on Windows (in CI: under Wine, see .ci/windows-tests.sh); on other platforms
+the whole module skips. Timing checks assert lower bounds only: Wine times waits to about
+1 ms, real Windows to its 15.6 ms tick.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import polysync
+from polysync import Capability
+from polysync.testing import BackendSuite
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "win32", reason="the windows backend runs on Windows only (CI: under Wine)"
+)
+
+PROMPT = 10.0
+
+
+def _run(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run *code* in a fresh, unrelated Windows process (not a pickled primitive in sight)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _start(code: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def ctx() -> polysync.Context:
+    return polysync.get_context("windows")
+
+
+@pytest.fixture
+def name(ctx: polysync.Context) -> Iterator[str]:
+    value = f"pswin-{uuid.uuid4().hex[:12]}"
+    yield value
+    for used in (value, f"{value}.lock", f"{value}-ev"):
+        ctx.unlink(used)
+
+
+class TestWindows(BackendSuite):
+    @pytest.fixture
+    def context(self) -> polysync.Context:
+        return polysync.get_context("windows")
+
+
+# -- the backend and its options ----------------------------------------------------------
+
+
+def test_default_backend_on_windows() -> None:
+    assert polysync.get_context().name == "windows"
+
+
+def test_capabilities(ctx: polysync.Context) -> None:
+    assert ctx.capabilities >= {
+        Capability.CROSS_PROCESS,
+        Capability.NAMED,
+        Capability.SHARED_CELLS,
+        Capability.OWNER_DEATH,
+        Capability.READABLE_VALUE,
+    }
+    assert Capability.CROSS_HOST not in ctx.capabilities
+
+
+def test_global_namespace_is_accepted(name: str) -> None:
+    glob = polysync.get_context("windows", namespace="Global")
+    local = polysync.get_context("windows", namespace="Local")
+    assert "Global\\" in repr(glob)
+    lock = glob.Lock(name=name)
+    assert lock.acquire(timeout=1.0)
+    assert glob.Lock(name=name).acquire(False) is False  # same object by name
+    assert local.Lock(name=name).acquire(False) is True  # another namespace, another object
+    lock.release()
+    event = glob.Event(name=name + "-ev")
+    event.set()
+    assert glob.Event(name=name + "-ev").wait(0)
+    glob.unlink(name)
+    glob.unlink(name + "-ev")
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(5, TypeError), (b"Local", TypeError), ("local", ValueError), ("Session", ValueError)],
+)
+def test_bad_namespace_is_named(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="namespace") as info:
+        polysync.get_context("windows", namespace=value)
+    assert repr(value) in str(info.value)
+
+
+def test_unknown_option() -> None:
+    with pytest.raises(TypeError, match="namespace"):
+        polysync.get_context("windows", mode=0o600)
+
+
+# -- names --------------------------------------------------------------------------------
+
+
+def test_names_map_injectively_within_max_path() -> None:
+    from polysync.backends.windows import MAX_PATH, windows_name
+
+    users = [
+        "jobs",
+        "Jobs",
+        "a-b",
+        "a_b",
+        "a.b",
+        "a b",
+        "a/b",
+        "a\\b",
+        "a:b",
+        "a~1",
+        "jobs.c",
+        "jobs.s0",
+        "\u00e9",
+        "e\u0301",
+        "x" * 200,
+        "x" * 201,
+        "x" * 255,
+        "h-" + "0" * 64,
+    ]
+    object_names = [f"n:{u}{suffix}" for u in users for suffix in ("", ".c", ".s0", ".k")]
+    object_names += ["a:1:ab.c", "a:1:ab.k", "a:1-ab.c", "w:1:2:3", "w:1-2:3", "w:1:2-3"]
+    distinct = set(object_names)  # "jobs" + ".c" is "jobs.c" + ""
+    mapped = {windows_name(n) for n in distinct}
+    assert len(mapped) == len(distinct)
+    for full in mapped:
+        assert full.startswith("Local\\polysync-")
+        assert "~" not in full  # generations are appended after a "~"
+        assert len(full) + len("polysync-d-~") + 20 <= MAX_PATH
+    assert windows_name("n:jobs") == "Local\\polysync-n-jobs"
+    assert windows_name("n:a b").startswith("Local\\polysync-h-")
+    assert windows_name("n:jobs", "Global") == "Global\\polysync-n-jobs"
+
+
+def test_names_are_case_sensitive(ctx: polysync.Context, name: str) -> None:
+    upper, lower = ctx.Lock(name=name.upper()), ctx.Lock(name=name)
+    assert upper.acquire(False)
+    assert lower.acquire(False)
+    ctx.unlink(name.upper())
+
+
+# -- lifetime -----------------------------------------------------------------------------
+
+
+def test_anonymous_object_vanishes_with_its_last_handle(
+    ctx: polysync.Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from polysync.backends.windows import WindowsBackend, _exists
+
+    backend = ctx.backend
+    assert isinstance(backend, WindowsBackend)
+    lock = ctx.Lock()
+    kernel_name = backend.windows_name(lock._object_name + ".k")
+    assert _exists(kernel_name)
+    lock.close()
+    assert not _exists(kernel_name)
+    # Without the transfer hold, a pickle outliving every handle reopens nothing.
+    monkeypatch.setattr(WindowsBackend, "hold_for_transfer", lambda self, name: None)
+    event = ctx.Event()
+    data = pickle.dumps(event)
+    event.close()
+    with pytest.raises(polysync.NotFoundError) as info:
+        pickle.loads(data)
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_pickled_anonymous_object_outlives_its_sender(ctx: polysync.Context) -> None:
+    event = ctx.Event()
+    data = pickle.dumps(event)
+    event.set()
+    event.close()  # the sender's last handle: only the transfer hold keeps it now
+    twin = pickle.loads(data)
+    assert twin.is_set()
+
+
+def test_named_object_lives_until_unlinked(ctx: polysync.Context, name: str) -> None:
+    sem = ctx.Semaphore(3, name=name)
+    sem.close()  # no handle of ours left open: the backend keeps it
+    assert ctx.Semaphore(0, name=name).get_value() == 3
+    old = ctx.Semaphore(0, name=name)
+    assert ctx.unlink(name) is True
+    assert old.acquire(False)  # an open handle keeps working on the old object
+    assert ctx.Semaphore(5, name=name).get_value() == 5  # the name opens a fresh one
+    assert ctx.unlink(name) is True
+    assert ctx.unlink(name) is False
+
+
+# -- separate Windows processes -----------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["exits", "is killed"])
+def test_rlock_of_a_dead_owner_reports_wait_abandoned(
+    ctx: polysync.Context, name: str, how: str
+) -> None:
+    child = _start(
+        f"""
+        import sys, time, polysync
+        rlock = polysync.get_context("windows").RLock(name={name!r})
+        rlock.acquire(); rlock.acquire()
+        print("held", flush=True)
+        if {how == "is killed"!r}:
+            time.sleep(60)
+        """
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "held"
+        rlock = ctx.RLock(name=name)
+        assert rlock.locked()
+        if how == "is killed":
+            assert rlock.acquire(timeout=0.2) is False  # alive: never taken over
+            child.kill()
+        with pytest.warns(polysync.OwnerDiedWarning, match="died holding this lock"):
+            assert rlock.acquire(timeout=PROMPT) is True
+        assert rlock.owner_died
+        assert rlock._is_owned()
+        assert rlock._recursion_count() == 1
+        rlock.release()
+        assert not rlock.owner_died
+        assert not rlock.locked()
+        assert rlock.acquire(False)  # no second warning: the abandonment was consumed
+        rlock.release()
+    finally:
+        child.kill()
+        child.communicate(timeout=PROMPT)
+
+
+@pytest.mark.timeout(120)
+def test_semaphore_and_event_shared_by_name(ctx: polysync.Context, name: str) -> None:
+    sem = ctx.Semaphore(0, name=name)
+    event = ctx.Event(name=name + "-ev")
+    child = _start(
+        f"""
+        import polysync
+        ctx = polysync.get_context("windows")
+        sem = ctx.Semaphore(99, name={name!r})
+        event = ctx.Event(name={name + "-ev"!r})
+        print(sem.get_value(), flush=True)
+        sem.release(2)
+        print(event.wait({PROMPT}), flush=True)
+        """
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "0"  # the first value won
+        assert sem.acquire(timeout=PROMPT)
+        assert sem.acquire(timeout=PROMPT)
+        assert sem.get_value() == 0
+        event.set()
+        out, err = child.communicate(timeout=PROMPT * 3)
+        assert out.strip() == "True", err
+        assert child.returncode == 0, err
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=PROMPT)
+
+
+@pytest.mark.timeout(120)
+def test_timeout_observed_by_another_process(ctx: polysync.Context, name: str) -> None:
+    lock = ctx.Lock(name=name)
+    assert lock.acquire()
+    out = _run(
+        f"""
+        import time, polysync
+        lock = polysync.get_context("windows").Lock(name={name!r})
+        start = time.monotonic()
+        got = lock.acquire(timeout=0.3)
+        print(got, time.monotonic() - start)
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    got, waited = out.stdout.split()
+    assert got == "False"
+    assert float(waited) >= 0.25  # a lower bound only: timer ticks differ
+    lock.release()
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_interrupts_blocking_waits_and_changes_nothing() -> None:
+    # In a fresh process: a KeyboardInterrupt must not reach this pytest run.
+    out = _run(
+        """
+        import _thread, threading, time, polysync
+        ctx = polysync.get_context("windows")
+
+        def interrupted(fn):
+            threading.Timer(0.3, _thread.interrupt_main).start()
+            start = time.monotonic()
+            try:
+                fn()
+            except KeyboardInterrupt:
+                return time.monotonic() - start
+            return 999.0
+
+        lock = ctx.Lock(); lock.acquire()
+        sem = ctx.Semaphore(0)
+        event = ctx.Event()
+        rlock, hold, go = ctx.RLock(), ctx.Event(), ctx.Event()
+
+        def holder():
+            with rlock:
+                hold.set()
+                go.wait(30)
+
+        t = threading.Thread(target=holder); t.start(); hold.wait(10)
+        waits = [
+            interrupted(lock.acquire),
+            interrupted(lambda: lock.acquire(timeout=20)),
+            interrupted(sem.acquire),
+            interrupted(lambda: sem.acquire(timeout=20)),
+            interrupted(event.wait),
+            interrupted(rlock.acquire),
+        ]
+        go.set(); t.join(10)
+        checks = [
+            not lock.acquire(False),
+            sem.get_value() == 0,
+            not event.is_set(),
+            rlock.acquire(False) and not rlock.owner_died,
+        ]
+        print(max(waits), all(checks))
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    longest, consistent = out.stdout.split()
+    assert float(longest) < 3.0  # interrupted promptly (0.3 s timer, 50 ms slices)
+    assert consistent == "True"
