@@ -91,7 +91,6 @@ class RedisBackend(BaseBackend):
         self.anonymous_ttl = _positive("anonymous_ttl", s["anonymous_ttl"])
         self.client = _connection.connect(s)
         self._scripts: dict[str, Any] = {}
-        self._script_lock = threading.Lock()
         self.renewer = Renewer()
         self._client_id = secrets.token_hex(6)
         self._counter = itertools.count()
@@ -112,20 +111,19 @@ class RedisBackend(BaseBackend):
 
     def _script(self, name: str) -> Any:
         script = self._scripts.get(name)
-        if script is None:
-            with self._script_lock:
-                lua = resources.files(__package__).joinpath("lua")
-                body = lua.joinpath(f"{name}.lua").read_text()
-                if name not in ("open", "touch"):
-                    # The operation runs as a function so that keep_alive() follows
-                    # whichever branch returned.
-                    body = (
-                        lua.joinpath("lib.lua").read_text()
-                        + "\nlocal function main()\n"
-                        + body
-                        + "\nend\nlocal result = main()\nkeep_alive()\nreturn result\n"
-                    )
-                script = self._scripts[name] = self.client.register_script(body)
+        if script is None:  # two threads may both register it: harmless, and no lock to fork
+            lua = resources.files(__package__).joinpath("lua")
+            body = lua.joinpath(f"{name}.lua").read_text()
+            if name not in ("open", "touch"):
+                # The operation runs as a function so that keep_alive() follows whichever
+                # branch returned.
+                body = (
+                    lua.joinpath("lib.lua").read_text()
+                    + "\nlocal function main()\n"
+                    + body
+                    + "\nend\nlocal result = main()\nkeep_alive()\nreturn result\n"
+                )
+            script = self._scripts[name] = self.client.register_script(body)
         return script
 
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:

@@ -171,11 +171,12 @@ class RedisLock(_Kernel):
             return True
         return bool(int(self._run("renew", owner, self._lease_ms)))
 
+    # Runs in the renewer thread, which takes no kernel lock: a fork while it runs must not
+    # leave a child with a lock held by a thread it does not have.
     def _on_lease_lost(self) -> None:
-        with self._state:
-            self._renewal = None  # the renewer dropped it; the next acquire registers again
-            if self._owner is None:
-                return
+        self._renewal = None  # the renewer dropped it; the next acquire registers again
+        if self._owner is None:
+            return
         self.lost = True
         callback = self.on_lost
         if callback is not None:
@@ -365,16 +366,14 @@ class RedisSemaphore(_Kernel):
                 )
 
     def _renew(self) -> bool:
-        with self._state:
-            permits = list(self._permits)
+        permits = list(self._permits)  # a copy under the GIL; no lock in the renewer thread
         if not permits:
             return True
         held = int(self._run("renew", self._lease_ms, *permits))
         return held == len(permits)
 
     def _on_lease_lost(self) -> None:
-        with self._state:
-            self._renewal = None
+        self._renewal = None
         self.lost = True
         if self.on_lost is not None:
             self.on_lost()

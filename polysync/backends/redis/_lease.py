@@ -12,6 +12,7 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,12 +32,17 @@ class Renewal:
 
 class Renewer:
     def __init__(self) -> None:
+        self._next_id = 0
+        self._reset()
+        _renewers.add(self)
+
+    def _reset(self) -> None:
+        # Also run in a forked child: the parent's thread is gone, and its lock may have
+        # been held at the moment of the fork, so everything starts afresh.
         self._items: dict[int, Renewal] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        self._next_id = 0
 
     def add(
         self,
@@ -47,8 +53,6 @@ class Renewer:
     ) -> int:
         now = time.monotonic()
         with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's thread and items are not ours
-                self._items, self._thread, self._pid = {}, None, os.getpid()
             self._next_id += 1
             key = self._next_id
             self._items[key] = Renewal(renew, interval, give_up, on_lost, now + interval, now)
@@ -93,3 +97,15 @@ class Renewer:
             self.remove(key)
             with contextlib.suppress(Exception):  # a user's callback must not stop renewals
                 item.on_lost()
+
+
+_renewers: weakref.WeakSet[Renewer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for renewer in list(_renewers):
+        renewer._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
