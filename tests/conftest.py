@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
+pytest_plugins = ["tests.redis_support"]
+
 SHM = "/dev/shm"
 
 

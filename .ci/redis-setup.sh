@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Install the Redis binaries the Redis tests and benchmarks need: Debian's redis-server and
+# redis-tools (redis-cli), only when they are missing. Idempotent; prints the versions.
+# It never starts, stops or reconfigures the system's redis-server service: the tests and
+# benchmarks start private servers of their own on free loopback ports.
+set -euo pipefail
+
+say() { printf '[redis-setup] %s\n' "$*"; }
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
+
+missing=()
+have redis-server || missing+=(redis-server)
+have redis-cli || missing+=(redis-tools)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      SUDO=(sudo)
+    else
+      say "need root to apt-get install ${missing[*]}"; exit 1
+    fi
+  else
+    SUDO=()
+  fi
+  say "installing ${missing[*]} (apt)"
+  "${SUDO[@]}" apt-get update -qq
+  # Debian's postinst would start the redis-server service: a temporary policy-rc.d
+  # (exit 101 = "action forbidden") keeps the system service as it was. An existing
+  # policy-rc.d is left alone.
+  policy=/usr/sbin/policy-rc.d
+  ours=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+    "${SUDO[@]}" chmod +x "$policy"
+    ours=1
+    trap '"${SUDO[@]}" rm -f "$policy"' EXIT
+  fi
+  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
+  if [ "$ours" -eq 1 ]; then
+    "${SUDO[@]}" rm -f "$policy"
+    trap - EXIT
+  fi
+else
+  say "redis-server and redis-cli already installed"
+fi
+
+PATH="$PATH:/usr/sbin:/usr/bin"
+say "$(redis-server --version)"
+say "$(redis-cli --version)"
