@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import redis
 import redis.exceptions
 
+from polysync import _derived
 from polysync.backends.redis import _connection, _kernels
 from polysync.backends.redis._lease import Renewer
 from polysync.errors import (
@@ -102,12 +103,15 @@ class RedisBackend(BaseBackend):
         """redis-py's errors as polysync's, with the server named without secrets."""
         try:
             yield
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise BackendConnectionError(
-                f"lost the redis server at {self.describe_where()}: {exc}"
-            ) from exc
         except redis.exceptions.RedisError as exc:
-            raise PolysyncError(f"redis at {self.describe_where()} failed: {exc}") from exc
+            raise self.translate(exc) from exc
+
+    def translate(self, exc: redis.exceptions.RedisError) -> PolysyncError:
+        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            return BackendConnectionError(
+                f"lost the redis server at {self.describe_where()}: {exc}"
+            )
+        return PolysyncError(f"redis at {self.describe_where()} failed: {exc}")
 
     def _script(self, name: str) -> Any:
         script = self._scripts.get(name)
@@ -127,8 +131,11 @@ class RedisBackend(BaseBackend):
         return script
 
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        with self.translated():
+        # Inline try rather than translated(): this is every operation's hot path.
+        try:
             return self._script(script)(keys=keys, args=args)
+        except redis.exceptions.RedisError as exc:
+            raise self.translate(exc) from exc
 
     def pop(self, key: str, timeout: float | None) -> str | None:
         """Block on *key* for at most *timeout* seconds (``None``: forever).
@@ -155,7 +162,7 @@ class RedisBackend(BaseBackend):
 
     def unique_id(self) -> str:
         """An id no other acquisition or wait anywhere will use (no system call)."""
-        return f"{self._client_id}:{os.getpid()}:{next(self._counter)}"
+        return f"{self._client_id}:{_derived.current_pid()}:{next(self._counter)}"
 
     def keep_alive(self, keys: list[str]) -> int:
         ttl_ms = int(self.anonymous_ttl * 1000)
