@@ -352,3 +352,18 @@ def test_ctrl_c_interrupts_blocking_waits_and_changes_nothing() -> None:
     longest, consistent = out.stdout.split()
     assert float(longest) < 3.0  # interrupted promptly (0.3 s timer, 50 ms slices)
     assert consistent == "True"
+
+
+@pytest.mark.timeout(300)
+def test_demo_runs_on_windows() -> None:
+    """The main job (README command 1) on this backend, with real spawned processes."""
+    out = subprocess.run(
+        [sys.executable, "-m", "polysync", "demo", "--backend", "windows", "--workers", "3"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "PASS 6/6" in out.stdout, out.stdout
