@@ -24,6 +24,7 @@ from importlib import resources
 from typing import Any, ClassVar
 
 import redis
+import redis.cluster
 import redis.exceptions
 
 from polysync import _derived
@@ -91,6 +92,7 @@ class RedisBackend(BaseBackend):
         self.lease = _positive("lease", s["lease"])
         self.anonymous_ttl = _positive("anonymous_ttl", s["anonymous_ttl"])
         self.client = _connection.connect(s)
+        self.is_cluster = isinstance(self.client, redis.cluster.RedisCluster)
         self._scripts: dict[str, Any] = {}
         self.renewer = Renewer()
         self._client_id = secrets.token_hex(6)
@@ -136,6 +138,26 @@ class RedisBackend(BaseBackend):
             return self._script(script)(keys=keys, args=args)
         except redis.exceptions.RedisError as exc:
             raise self.translate(exc) from exc
+
+    def run_then_pop(
+        self, script: str, keys: list[str], args: list[Any], key: str, timeout: float | None
+    ) -> tuple[Any, str | None] | None:
+        """Run *script* and a BLPOP on *key* in one round trip (``None``: not possible here).
+
+        The script must push to *key* whenever it would not queue the caller, so the
+        BLPOP never waits for nothing. The BLPOP lasts at most one ``POP_SLICE``.
+        """
+        if self.is_cluster:  # a cluster pipeline does not carry blocking commands
+            return None
+        step = POP_SLICE if timeout is None else min(POP_SLICE, max(0.001, timeout))
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            self._script(script)(keys=keys, args=args, client=pipe)
+            pipe.blpop([key], timeout=step)
+            result, found = pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            raise self.translate(exc) from exc
+        return result, None if found is None else _kernels.text(found[1])
 
     def pop(self, key: str, timeout: float | None) -> str | None:
         """Block on *key* for at most *timeout* seconds (``None``: forever).

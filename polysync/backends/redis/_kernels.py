@@ -87,6 +87,9 @@ class RedisLock(_Kernel):
         self.fencing_token: int | None = None
         self.lost = False
         self.owner_died = False
+        # Whether this handle's last blocking acquire had to wait: then the next one sends
+        # its BLPOP in the same round trip as the acquire script.
+        self._contended = False
 
     @property
     def _lease_ms(self) -> int:
@@ -100,13 +103,41 @@ class RedisLock(_Kernel):
         owner = self._backend.unique_id()
         waits = blocking and timeout != 0
         wkey = self._waiter_key() if waits else ""
+        if waits and self._contended:
+            return self._acquire_pipelined(owner, wkey, timeout)
         result = self._run("acquire", owner, self._lease_ms, wkey)
         if int(result[0]) == 1:
             self._held(owner, int(result[1]), bool(int(result[2])))
             return True
         if not waits:
             return False
+        self._contended = True
         return self._wait(owner, wkey, int(result[1]), timeout)
+
+    def _acquire_pipelined(self, owner: str, wkey: str, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            both = self._backend.run_then_pop(
+                self.script_name,
+                self.keys,
+                ["acquire", owner, self._lease_ms, wkey, 1],
+                wkey,
+                timeout,
+            )
+        except BaseException:
+            self._leave(owner, wkey, keep=False)
+            raise
+        if both is None:  # not on this deployment: the two-step way
+            self._contended = False
+            return self.acquire(True, timeout)
+        result, message = both
+        if int(result[0]) == 1:
+            self._contended = False  # it was free: back to one command per acquire
+        if message is not None:
+            self._granted(owner, message)
+            return True
+        remaining = None if deadline is None else deadline - time.monotonic()
+        return self._wait(owner, wkey, int(result[1]), remaining)
 
     def _wait(self, owner: str, wkey: str, pttl: int, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -418,11 +449,23 @@ class RedisEvent(_Kernel):
 
     def wait(self, timeout: float | None) -> bool:
         wkey = self._waiter_key()
-        if int(self._run("wait", wkey)):
-            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
         woken = False
         try:
-            woken = self._pop(wkey, timeout) is not None
+            both = None
+            if timeout != 0:  # queue and block in one round trip
+                both = self._backend.run_then_pop(
+                    self.script_name, self.keys, ["wait", wkey, 1, MESSAGE_TTL_MS], wkey, timeout
+                )
+            if both is None:
+                woken = bool(int(self._run("wait", wkey, 0, MESSAGE_TTL_MS)))
+            else:
+                woken = both[1] is not None
+            if woken:
+                return True
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if remaining != 0:
+                woken = self._pop(wkey, remaining) is not None
         finally:
             if not woken:
                 woken = bool(int(self._run("cancel", wkey)))

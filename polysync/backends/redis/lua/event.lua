@@ -11,8 +11,12 @@ elseif op == 'clear' then
 elseif op == 'is_set' then
   return redis.call('EXISTS', flag)
 elseif op == 'wait' then
-  -- ARGV: op, waiter key
+  -- ARGV: op, waiter key, push ('1': the caller pipelined a BLPOP on its waiter key),
+  -- message ttl ms
   if redis.call('EXISTS', flag) == 1 then
+    if ARGV[3] == '1' then
+      grant(ARGV[2], '1', ARGV[4])
+    end
     return 1
   end
   redis.call('RPUSH', queue, ARGV[2])

@@ -30,13 +30,17 @@ local function grant_next(lease)
 end
 
 if op == 'acquire' then
-  -- ARGV: op, owner id, lease ms, waiter key ('' = do not queue)
+  -- ARGV: op, owner id, lease ms, waiter key ('' = do not queue), push ('1': the caller
+  -- pipelined a BLPOP on its waiter key, so an immediate grant is sent there too)
   if redis.call('EXISTS', owner_key) == 0 then
     if redis.call('LLEN', queue) == 0 then
       local died = holder_died() and 1 or 0
       local token = redis.call('INCR', fence_key)
       redis.call('SET', owner_key, ARGV[2], 'PX', ARGV[3])
       redis.call('SET', held, '1')
+      if ARGV[5] == '1' then
+        grant(ARGV[4], token .. (died == 1 and '!' or ''), ARGV[3])
+      end
       return {1, token, died}
     end
     grant_next(ARGV[3])  -- the holder's lease ran out: the queue goes first
