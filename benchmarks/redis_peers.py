@@ -186,7 +186,8 @@ class LockSpec:
 def lock_spec(system: str, url: str) -> LockSpec:
     """Make the lock of *system* (call it in the job, before forking the participants)."""
     if system == POLYSYNC:
-        return LockSpec(system, url, shared=polysync_context(url).Lock())
+        # Named, like every peer's lock (a key): the use case the peers serve.
+        return LockSpec(system, url, shared=polysync_context(url).Lock(name=new_key("lock")))
     spec = LockSpec(system, url, new_key("lock"))
     if system == TOKEN:  # one token in the list = the lock is free
         client = redis_client(url)
