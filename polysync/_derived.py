@@ -15,6 +15,7 @@ from nothing but semaphores.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import threading
@@ -504,45 +505,29 @@ def _watches_owner(block: Block) -> bool:
     return Capability.OWNER_DEATH in block.backend.capabilities
 
 
-class RecoverableLock:
+class RecoverableLock(DerivedLock):
     """A Lock whose holder is recorded, so that a holder's death does not wedge it."""
 
-    __slots__ = ("_block", "_sem", "_watch", "acquire")
+    __slots__ = ("_watch",)
 
     def __init__(self, block: Block) -> None:
         assert block.cells is not None
-        self._block = block
-        self._sem = block.sems[0]
+        super().__init__(block)
         self._watch = OwnerWatch(block.sems[0], block.sems[1], block.cells, HEADER)
         self.acquire = self._watch.acquire
+        self.acquire_forever = functools.partial(self._watch.acquire, True, None)
 
     @property
     def owner_died(self) -> bool:
         return self._watch.owner_died
-
-    def acquire_forever(self) -> object:
-        return self._watch.acquire(True, None)
 
     def release(self) -> None:
         if self._sem.get_value() >= 1:
             raise NotHeldError("release of an unlocked lock")
         self._watch.clear_and_post()
 
-    def locked(self) -> bool:
-        return self._sem.get_value() == 0
-
-    def release_save(self) -> object:
-        self.release()
-        return None
-
     def acquire_restore(self, state: object) -> None:
         self._watch.acquire(True, None)
-
-    def is_owned(self) -> bool:
-        return self.locked()
-
-    def close(self) -> None:
-        self._block.close()
 
 
 _OWNER, _OWNER_TID, _COUNT = HEADER, HEADER + 1, HEADER + 2
