@@ -73,7 +73,67 @@ class _Kernel:
                 self._backend.run("touch", self.keys, [int(self._backend.anonymous_ttl * 1000)])
 
 
-class RedisLock(_Kernel):
+class _Leased(_Kernel):
+    """A kernel whose grants are leases: renewal, the lost flag, fencing tokens."""
+
+    def __init__(self, backend: RedisBackend, base: str, anonymous: bool) -> None:
+        super().__init__(backend, base, anonymous)
+        self._renewal: int | None = None
+        self._state = threading.Lock()
+        self.fencing_token: int | None = None
+        self.lost = False
+
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease * 1000))
+
+    def acquire_forever(self) -> object:
+        return self.acquire(True, None)
+
+    def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        raise NotImplementedError
+
+    def _renew(self) -> bool:
+        """Renew what this handle holds; ``False`` if it is no longer held."""
+        raise NotImplementedError
+
+    def _holds(self) -> bool:
+        raise NotImplementedError
+
+    def _granted_lease(self, token: int) -> None:
+        """Record a grant (call with ``_state`` held); one renewal for the handle's life.
+
+        The renewal renews whatever the handle holds at each round, so acquire and release
+        cost the renewer nothing.
+        """
+        self.fencing_token = token
+        self.lost = False
+        if self._renewal is None:
+            lease = self.lease
+            self._renewal = self._backend.renewer.add(
+                self._renew, interval=lease / 3, give_up=lease, on_lost=self._on_lease_lost
+            )
+
+    # Runs in the renewer thread, which takes no kernel lock: a fork while it runs must not
+    # leave a child with a lock held by a thread it does not have.
+    def _on_lease_lost(self) -> None:
+        self._renewal = None  # the renewer dropped it; the next grant registers again
+        if not self._holds():
+            return
+        self.lost = True
+        callback = self.on_lost
+        if callback is not None:
+            callback()
+
+    def close(self) -> None:
+        with self._state:
+            if self._renewal is not None:
+                self._backend.renewer.remove(self._renewal)
+                self._renewal = None
+        super().close()
+
+
+class RedisLock(_Leased):
     """A leased, fenced, FIFO lock (``lock.lua``)."""
 
     script_name = "lock"
@@ -82,21 +142,10 @@ class RedisLock(_Kernel):
     def __init__(self, backend: RedisBackend, base: str, anonymous: bool) -> None:
         super().__init__(backend, base, anonymous)
         self._owner: str | None = None
-        self._renewal: int | None = None
-        self._state = threading.Lock()
-        self.fencing_token: int | None = None
-        self.lost = False
         self.owner_died = False
         # Whether this handle's last blocking acquire had to wait: then the next one sends
         # its BLPOP in the same round trip as the acquire script.
         self._contended = False
-
-    @property
-    def _lease_ms(self) -> int:
-        return max(1, int(self.lease * 1000))
-
-    def acquire_forever(self) -> object:
-        return self.acquire(True, None)
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         # One owner id per acquisition: a thread acquiring again must wait like anyone.
@@ -177,16 +226,8 @@ class RedisLock(_Kernel):
     def _held(self, owner: str, token: int, holder_died: bool) -> None:
         with self._state:
             self._owner = owner
-            self.fencing_token = token
-            self.lost = False
             self.owner_died = holder_died
-            if self._renewal is None:
-                # One registration for the handle's life: it renews whatever the handle
-                # holds at each round, so acquire and release cost the renewer nothing.
-                lease = self.lease
-                self._renewal = self._backend.renewer.add(
-                    self._renew, interval=lease / 3, give_up=lease, on_lost=self._on_lease_lost
-                )
+            self._granted_lease(token)
         if holder_died:
             warnings.warn(
                 OwnerDiedWarning(
@@ -196,22 +237,14 @@ class RedisLock(_Kernel):
                 stacklevel=4,
             )
 
+    def _holds(self) -> bool:
+        return self._owner is not None
+
     def _renew(self) -> bool:
         owner = self._owner
         if owner is None:
             return True
         return bool(int(self._run("renew", owner, self._lease_ms)))
-
-    # Runs in the renewer thread, which takes no kernel lock: a fork while it runs must not
-    # leave a child with a lock held by a thread it does not have.
-    def _on_lease_lost(self) -> None:
-        self._renewal = None  # the renewer dropped it; the next acquire registers again
-        if self._owner is None:
-            return
-        self.lost = True
-        callback = self.on_lost
-        if callback is not None:
-            callback()
 
     def _forget(self) -> str | None:
         with self._state:
@@ -245,10 +278,6 @@ class RedisLock(_Kernel):
 
     def close(self) -> None:
         self._forget()
-        with self._state:
-            if self._renewal is not None:
-                self._backend.renewer.remove(self._renewal)
-                self._renewal = None
         super().close()
 
 
@@ -316,7 +345,7 @@ class RedisRLock:
         self._lock.close()
 
 
-class RedisSemaphore(_Kernel):
+class RedisSemaphore(_Leased):
     """A counting semaphore with leased permits (``semaphore.lua``)."""
 
     script_name = "semaphore"
@@ -328,17 +357,6 @@ class RedisSemaphore(_Kernel):
         super().__init__(backend, base, anonymous)
         self._bound = bound
         self._permits: list[str] = []
-        self._state = threading.Lock()
-        self._renewal: int | None = None
-        self.fencing_token: int | None = None
-        self.lost = False
-
-    @property
-    def _lease_ms(self) -> int:
-        return max(1, int(self.lease * 1000))
-
-    def acquire_forever(self) -> object:
-        return self.acquire(True, None)
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         owner = self._backend.owner_id()
@@ -388,13 +406,10 @@ class RedisSemaphore(_Kernel):
     def _took(self, owner: str, token: int) -> None:
         with self._state:
             self._permits.append(f"{owner}#{token}")
-            self.fencing_token = token
-            self.lost = False
-            if self._renewal is None:
-                lease = self.lease
-                self._renewal = self._backend.renewer.add(
-                    self._renew, interval=lease / 3, give_up=lease, on_lost=self._on_lease_lost
-                )
+            self._granted_lease(token)
+
+    def _holds(self) -> bool:
+        return bool(self._permits)
 
     def _renew(self) -> bool:
         permits = list(self._permits)  # a copy under the GIL; no lock in the renewer thread
@@ -402,12 +417,6 @@ class RedisSemaphore(_Kernel):
             return True
         held = int(self._run("renew", self._lease_ms, *permits))
         return held == len(permits)
-
-    def _on_lease_lost(self) -> None:
-        self._renewal = None
-        self.lost = True
-        if self.on_lost is not None:
-            self.on_lost()
 
     def release(self, n: int = 1) -> None:
         with self._state:
@@ -426,9 +435,6 @@ class RedisSemaphore(_Kernel):
     def close(self) -> None:
         with self._state:
             permits, self._permits = self._permits, []
-            if self._renewal is not None:
-                self._backend.renewer.remove(self._renewal)
-                self._renewal = None
         if permits:
             self._run("forget", *permits)
         super().close()
