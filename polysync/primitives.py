@@ -106,6 +106,16 @@ class _Primitive:
     def _bind(self, kernel: Any) -> None:
         """Cache the kernel's hot-path methods on the instance."""
 
+    def _open(
+        self, ctx: Context | None, name: object, params: tuple[Any, ...], options: dict[str, Any]
+    ) -> Context:
+        """Check the arguments, open (or create) the kernel, attach it; return the context."""
+        context = _context(ctx)
+        user, object_name = self._names(context, name, options)
+        kernel = self._open_kernel(context, object_name, params, True)  # type: ignore[attr-defined]
+        self._attach(context, user, object_name, kernel, options)
+        return context
+
     @classmethod
     def _names(cls, ctx: Context, name: object, options: dict[str, Any]) -> tuple[str | None, str]:
         user = _validate.name(name)
@@ -311,10 +321,7 @@ class Lock(_LockLike):
     def __init__(
         self, *, name: str | None = None, ctx: Context | None = None, **options: Any
     ) -> None:
-        context = _context(ctx)
-        user, object_name = self._names(context, name, options)
-        kernel = self._open_kernel(context, object_name, (), True)
-        self._attach(context, user, object_name, kernel, options)
+        self._open(ctx, name, (), options)
 
     @staticmethod
     def _open_kernel(ctx: Context, object_name: str, params: tuple[Any, ...], create: bool) -> Any:
@@ -338,10 +345,7 @@ class RLock(_LockLike):
     def __init__(
         self, *, name: str | None = None, ctx: Context | None = None, **options: Any
     ) -> None:
-        context = _context(ctx)
-        user, object_name = self._names(context, name, options)
-        kernel = self._open_kernel(context, object_name, (), True)
-        self._attach(context, user, object_name, kernel, options)
+        self._open(ctx, name, (), options)
 
     @staticmethod
     def _open_kernel(ctx: Context, object_name: str, params: tuple[Any, ...], create: bool) -> Any:
@@ -381,10 +385,7 @@ class Semaphore(_Acquirable, _Leased):
         **options: Any,
     ) -> None:
         _validate.count(value, "value", 0)
-        context = _context(ctx)
-        user, object_name = self._names(context, name, options)
-        kernel = self._open_kernel(context, object_name, (value,), True)
-        self._attach(context, user, object_name, kernel, options)
+        self._open(ctx, name, (value,), options)
         self._initial = value
 
     @classmethod
@@ -443,10 +444,7 @@ class Event(_Primitive):
     def __init__(
         self, *, name: str | None = None, ctx: Context | None = None, **options: Any
     ) -> None:
-        context = _context(ctx)
-        user, object_name = self._names(context, name, options)
-        kernel = self._open_kernel(context, object_name, (), True)
-        self._attach(context, user, object_name, kernel, options)
+        self._open(ctx, name, (), options)
 
     @staticmethod
     def _open_kernel(ctx: Context, object_name: str, params: tuple[Any, ...], create: bool) -> Any:
@@ -627,10 +625,7 @@ class Barrier(_Primitive):
         if action is not None and not callable(action):
             raise TypeError(f"action must be callable or None, not {type(action).__name__}")
         seconds = _validate.timeout(timeout)
-        context = _context(ctx)
-        user, object_name = self._names(context, name, options)
-        kernel = self._open_kernel(context, object_name, (parties, action, seconds), True)
-        self._attach(context, user, object_name, kernel, options)
+        self._open(ctx, name, (parties, action, seconds), options)
         self._action = action
         self._timeout = seconds
 
