@@ -367,3 +367,61 @@ def test_no_keys_command_anywhere() -> None:
             assert "'KEYS'" not in text, path
             assert '"KEYS"' not in text, path
             assert ".keys(" not in text, path
+
+
+def test_tls_url(tmp_path: Any) -> None:
+    """rediss:// with the server's CA: the whole path runs over TLS."""
+    from .redis_support import free_port
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    made = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    tls_port = free_port()
+    tls = [
+        "--tls-port",
+        str(tls_port),
+        "--tls-cert-file",
+        str(cert),
+        "--tls-key-file",
+        str(key),
+        "--tls-ca-cert-file",
+        str(cert),
+        "--tls-auth-clients",
+        "no",
+    ]
+    with RedisServer(extra_args=tls):
+        ctx = polysync.get_context(
+            "redis", url=f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}", prefix="tls"
+        )
+        event = ctx.Event()
+        threading.Timer(0.1, event.set).start()
+        assert event.wait(10) is True
+        lock = ctx.Lock()
+        assert lock.acquire(timeout=5)
+        assert Child(_acquire_sem_in_child, lock).result() is False  # reconnects over TLS
+        lock.release()
+        untrusted = polysync.get_context("redis", url=f"rediss://127.0.0.1:{tls_port}/0")
+        with pytest.raises(polysync.BackendConnectionError, match="certificate"):
+            untrusted.Lock()

@@ -111,7 +111,8 @@ class RedisBackend(BaseBackend):
     def translate(self, exc: redis.exceptions.RedisError) -> PolysyncError:
         if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             return BackendConnectionError(
-                f"lost the redis server at {self.describe_where()}: {exc}"
+                f"the redis server at {self.describe_where()} cannot be reached (or went "
+                f"away): {exc}"
             )
         return PolysyncError(f"redis at {self.describe_where()} failed: {exc}")
 
