@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Redis binaries the Redis tests and benchmarks need: Debian's redis-server and
-# redis-tools (redis-cli), only when they are missing. Idempotent; prints the versions.
+# redis-tools (redis-cli), and openssl for the TLS test, only when they are missing. Idempotent; prints the versions.
 # It never starts, stops or reconfigures the system's redis-server service: the tests and
 # benchmarks start private servers of their own on free loopback ports.
 set -euo pipefail
@@ -12,6 +12,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/s
 missing=()
 have redis-server || missing+=(redis-server)
 have redis-cli || missing+=(redis-tools)
+have openssl || missing+=(openssl)  # the TLS test makes a throwaway certificate
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -43,7 +44,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     trap - EXIT
   fi
 else
-  say "redis-server and redis-cli already installed"
+  say "redis-server, redis-cli and openssl already installed"
 fi
 
 PATH="$PATH:/usr/sbin:/usr/bin"
