@@ -19,43 +19,42 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import importlib.metadata
-import json
 import math
-import os
-import platform
 import signal
-import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import _cli
 import _harness
+import _report
 import redis_measure as rm
 import redis_peers as rp
-from redis_peers import LABELS, NOLOCK, PEERS, POLL_INTERVAL, POLYSYNC, PRL, REDIS_PY, TOKEN
-from run import (
-    choose_cpus,
+from _report import (
+    contended_header,
     failure_notes,
-    fmt_rate,
-    fmt_ratio,
     fmt_us,
+    grid_rows,
     median_or_none,
     percentile,
     ratio,
+    ratio_rows,
+    summarize_contended,
     table,
+    target,
 )
+from redis_peers import LABELS, NOLOCK, PEERS, POLL_INTERVAL, POLYSYNC, PRL, REDIS_PY, TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # for tests.redis_support (the private server)
-
-SECTIONS = ("A", "B1", "B2", "C")
 
 #: The peers' distributions (what to pip install) by the module each one imports.
 PEER_MODULES: dict[str, tuple[str, str]] = {
@@ -69,24 +68,10 @@ PEER_MODULES: dict[str, tuple[str, str]] = {
 
 
 @dataclass
-class Config:
-    """How much to measure: a full run or a --quick one."""
+class Config(_cli.Config):
+    """How much to measure: a full run or a --quick one (polling locks: fewer B1 samples)."""
 
-    quick: bool
-    warmup_s: float
-    a_batch_s: float
-    a_trials: int
-    b1_samples: int
     b1_poll_samples: int
-    b1_warmup: int
-    b1_settle_us: float
-    b1_phase_us: float
-    b2_rounds: int
-    b2_warmup: int
-    c_procs: tuple[int, ...]
-    c_iters: int
-    reps: int
-    pin: tuple[int, int] | None
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -107,72 +92,19 @@ def make_config(args: argparse.Namespace) -> Config:
         c_procs=(2, 4, 8),
         c_iters=args.iters or (150 if quick else 600),
         reps=1 if quick else 3,
-        pin=choose_cpus(args.pin),
+        pin=_harness.choose_cpus(args.pin),
     )
 
 
 def pin_text(cfg: Config) -> str:
-    if cfg.pin is None:
-        return "not pinned"
-    return f"pinned to CPUs {cfg.pin[0]} and {cfg.pin[1]}"
+    return _report.pin_text(cfg.pin)
 
 
 # -- running the jobs --------------------------------------------------------------------
 
 
-@dataclass
-class Cells:
-    """Results of one section: per (system, column) the value of every repetition."""
-
-    values: dict[str, dict[str, list[Any]]]
-    failures: dict[str, str]
-    statuses: dict[str, str]
-
-
-def run_cells(
-    section: str,
-    jobs: Sequence[tuple[str, str]],
-    reps: int,
-    fn: Callable[..., Any],
-    deadline_of: Callable[[str, str], float],
-    kwargs_of: Callable[[str, str, int], dict[str, Any]],
-    verbose: bool,
-) -> Cells:
-    """One isolated job per (system, column) and repetition, the systems interleaved.
-
-    A cell that fails once is not run again (its other repetitions would fail the same way).
-    """
-    cells = Cells({}, {}, {})
-    for rep in range(reps):
-        for system, column in jobs:
-            key = f"{LABELS[system]} / {column}"
-            if key in cells.failures:
-                continue
-            if verbose:
-                print(f"  [{section}] {key} #{rep + 1} ...", end="", file=sys.stderr, flush=True)
-            outcome = _harness.run_job(
-                fn, deadline_of(system, column), **kwargs_of(system, column, rep)
-            )
-            if verbose:
-                print(f" {outcome.brief()} ({outcome.seconds:.1f} s)", file=sys.stderr, flush=True)
-            if outcome.ok:
-                cells.values.setdefault(system, {}).setdefault(column, []).append(outcome.value)
-                continue
-            cells.failures[key] = outcome.brief()
-            cells.statuses[key] = outcome.status.upper()
-            cells.values.get(system, {}).pop(column, None)
-            if outcome.status == "error":
-                print(f"\n[{section}] {key} raised:\n{outcome.error}", file=sys.stderr)
-    return cells
-
-
-def pooled(cells: Cells, system: str, column: str, field: str) -> list[float]:
-    """Every repetition's list *field* of one cell, concatenated (empty if it failed)."""
-    return [x for rep in cells.values.get(system, {}).get(column, []) for x in rep[field]]
-
-
-def cell_text(cells: Cells, system: str, column: str, text: str) -> str:
-    return cells.statuses.get(f"{LABELS[system]} / {column}", text)
+#: :func:`_harness.run_cells` with the Redis systems' labels.
+run_cells = functools.partial(_harness.run_cells, labels=LABELS)
 
 
 def vs(peer: str) -> str:
@@ -185,8 +117,7 @@ def ratio_block(
     header: Sequence[str],
     ratios: dict[str, dict[str, float | None]],
 ) -> str:
-    rows = [[name] + [fmt_ratio(r.get(c)) for c in cols] for name, r in ratios.items()]
-    return table(title, ["ratio", *header], rows)
+    return table(title, ["ratio", *header], ratio_rows(ratios, cols))
 
 
 # -- sections ----------------------------------------------------------------------------
@@ -218,7 +149,7 @@ def section_a(cfg: Config, url: str, systems: list[str], verbose: bool) -> dict[
         },
         verbose,
     )
-    us = {s: {c: median_or_none(pooled(cells, s, c, "trials_us")) for c in cols} for s in plan}
+    us = {s: {c: median_or_none(cells.pooled(s, c, "trials_us")) for c in cols} for s in plan}
     header = [
         "Lock acq+rel",
         "Semaphore acq+rel",
@@ -227,11 +158,7 @@ def section_a(cfg: Config, url: str, systems: list[str], verbose: bool) -> dict[
         "Barrier(1).wait",
         "PING",
     ]
-    rows = [
-        [LABELS[s]]
-        + [cell_text(cells, s, c, fmt_us(us[s][c])) if c in plan[s] else "" for c in cols]
-        for s in plan
-    ]
+    rows = grid_rows(cells, plan, cols, us, LABELS)
     title = (
         "A. Uncontended, one process (µs per operation group, median of "
         f"{cfg.a_trials} batches of ~{cfg.a_batch_s:g} s)"
@@ -287,11 +214,11 @@ def section_b1(cfg: Config, url: str, systems: list[str], verbose: bool) -> dict
         verbose,
     )
     fields = ("median", "p99")
-    lat = {s: pooled(cells, s, "Lock", "latencies_us") for s in systems}
+    lat = {s: cells.pooled(s, "Lock", "latencies_us") for s in systems}
     us = {s: {"median": median_or_none(lat[s]), "p99": percentile(lat[s], 0.99)} for s in systems}
     rows = [
         [LABELS[s]]
-        + [cell_text(cells, s, "Lock", fmt_us(us[s][f])) for f in fields]
+        + [cells.text(s, "Lock", fmt_us(us[s][f])) for f in fields]
         + [
             str(len(lat[s])),
             f"{cfg.b1_settle_us / 1e3:g} + 0-{b1_phase_us(cfg, s) / 1e3:g}",
@@ -342,13 +269,9 @@ def section_b2(cfg: Config, url: str, systems: list[str], verbose: bool) -> dict
         },
         verbose,
     )
-    us = {s: {c: median_or_none(pooled(cells, s, c, "us")) for c in cols} for s in plan}
+    us = {s: {c: median_or_none(cells.pooled(s, c, "us")) for c in cols} for s in plan}
     labels = {POLYSYNC: "polysync redis", TOKEN: "bare LPUSH/BLPOP pair (redis-py)"}
-    rows = [
-        [labels[s]]
-        + [cell_text(cells, s, c, fmt_us(us[s][c])) if c in plan[s] else "" for c in cols]
-        for s in plan
-    ]
+    rows = grid_rows(cells, plan, cols, us, labels)
     header = ["system", "Event", "Semaphore", "Condition", "Barrier(2) cycle"]
     title = (
         "B2. Ping-pong between two busy processes (µs one-way = round trip / 2; Barrier: µs "
@@ -386,62 +309,17 @@ def section_c(
         },
         verbose,
     )
-    runs = {s: {c: cells.values.get(s, {}).get(c, []) for c in cols} for s in systems}
-    rate = {
-        s: {c: median_or_none([r["acq_per_s"] for r in runs[s][c]]) for c in cols} for s in systems
-    }
-    owner = {
-        s: {
-            c: statistics.fmean([r["changed_owner"] for r in runs[s][c]]) if runs[s][c] else None
-            for c in cols
-        }
-        for s in systems
-    }
-    exact = {
-        s: {c: all(r["exact"] for r in runs[s][c]) if runs[s][c] else None for c in cols}
-        for s in systems
-    }
-    fails: list[str] = []
-    rows: list[list[str]] = []
-    for s in systems:
-        lost_counts = []
-        for c in cols:
-            for r in runs[s][c]:
-                lost = r["expected"] - r["counter"]
-                if s == NOLOCK:
-                    lost_counts.append(lost)
-                elif lost:
-                    fails.append(
-                        f"FAIL: {LABELS[s]} {c}: counter ended at {r['counter']:,}, "
-                        f"expected {r['expected']:,}"
-                    )
-        if s == NOLOCK:
-            counter = (
-                f"lost {min(lost_counts):,}-{max(lost_counts):,} (no lock)" if lost_counts else "-"
-            )
-        elif any(exact[s][c] is False for c in cols):
-            counter = "FAIL"
-        else:
-            counter = "exact" if any(runs[s].values()) else "-"
-        shares = "/".join(
-            "?" if owner[s][c] is None else f"{owner[s][c]:.2f}".lstrip("0") for c in cols
-        )
-        rows.append(
-            [LABELS[s]]
-            + [cell_text(cells, s, c, fmt_rate(rate[s][c])) for c in cols]
-            + [shares, counter]
-        )
+    summary = summarize_contended(cells, systems, cols, NOLOCK)
     title = (
         f"C. Contended: N processes x {cfg.c_iters:,} locked read-modify-writes of a "
         f"shared-memory counter (acquisitions/s, median of {cfg.reps} run(s))"
     )
-    header = ["system", *cols, "changed owner " + "/".join(str(n) for n in cfg.c_procs), "counter"]
-    print(table(title, header, rows) + failure_notes(cells.failures))
-    print("".join(f"{f}\n" for f in fails))
+    print(table(title, contended_header(cfg.c_procs), summary.rows) + failure_notes(cells.failures))
+    print("".join(f"{f}\n" for f in summary.fails))
     ratios: dict[str, dict[str, float | None]] = {}
     if POLYSYNC in systems:
         ratios = {
-            vs(p): {c: ratio(rate[POLYSYNC][c], rate[p][c]) for c in cols}
+            vs(p): {c: ratio(summary.rate[POLYSYNC][c], summary.rate[p][c]) for c in cols}
             for p in systems
             if p not in (POLYSYNC, NOLOCK)
         }
@@ -451,16 +329,7 @@ def section_c(
             )
             + "\n"
         )
-    data = {
-        "acq_per_s": rate,
-        "changed_owner": owner,
-        "counter_exact": exact,
-        "ratios": ratios,
-        "failures": cells.failures,
-        "counter_failures": fails,
-        "runs": runs,
-    }
-    return data, fails
+    return summary.data(ratios, cells), summary.fails
 
 
 # -- targets -----------------------------------------------------------------------------
@@ -470,12 +339,6 @@ def targets(results: dict[str, Any], polysync_ok: bool) -> list[dict[str, Any]]:
     """The project's Redis targets, each with its measured ratio and whether it is met."""
     out: list[dict[str, Any]] = []
 
-    def add(name: str, value: float | None, limit: float, at_most: bool, extra: bool) -> None:
-        met: bool | None = None
-        if value is not None:
-            met = (value <= limit if at_most else value >= limit) and extra
-        out.append({"target": name, "ratio": value, "limit": limit, "met": met})
-
     def get(section: str, row: str, col: str) -> float | None:
         if not polysync_ok or section not in results:
             return None
@@ -483,81 +346,35 @@ def targets(results: dict[str, Any], polysync_ok: bool) -> list[dict[str, Any]]:
         return value
 
     if "B1" in results:
-        add(
-            "hand-off median <= 0.75x python-redis-lock",
-            get("B1", vs(PRL), "median"),
-            0.75,
-            True,
-            True,
-        )
+        median = get("B1", vs(PRL), "median")
+        out.append(target("hand-off median <= 0.75x python-redis-lock", median, 0.75, True))
     if "A" in results:
-        add(
-            "uncontended Lock <= 1.0x redis-py Lock",
-            get("A", vs(REDIS_PY), "Lock"),
-            1.0,
-            True,
-            True,
-        )
+        lock = get("A", vs(REDIS_PY), "Lock")
+        out.append(target("uncontended Lock <= 1.0x redis-py Lock", lock, 1.0, True))
     if "C" in results:
         c = results["C"]
         share = c["changed_owner"].get(POLYSYNC, {}).get("N=8")
         exact = bool(c["counter_exact"].get(POLYSYNC, {}).get("N=8"))
-        add(
-            "8-process contended >= 1.5x python-redis-lock acq/s, >= 90% changed owner, exact",
-            get("C", vs(PRL), "N=8"),
-            1.5,
-            False,
-            share is not None and share >= 0.9 and exact,
-        )
+        name = "8-process contended >= 1.5x python-redis-lock acq/s, >= 90% changed owner, exact"
+        ok = share is not None and share >= 0.9 and exact
+        out.append(target(name, get("C", vs(PRL), "N=8"), 1.5, False, ok))
         out[-1]["changed_owner"] = share
     return out
-
-
-def print_targets(found: list[dict[str, Any]], polysync_ok: bool) -> None:
-    rows = []
-    for t in found:
-        if t["met"] is None:
-            verdict = "UNKNOWN (no figure)" if polysync_ok else "UNKNOWN (polysync redis absent)"
-        else:
-            verdict = "met" if t["met"] else "NOT MET"
-        extra = ""
-        if t.get("changed_owner") is not None:
-            extra = f" (changed owner {t['changed_owner']:.2f})"
-        rows.append([t["target"], fmt_ratio(t["ratio"]) + extra, verdict])
-    print(table("targets (reported, not asserted)", ["target", "polysync/peer", "verdict"], rows))
-    print(
-        "  note: per peer-numbers.md, hand-off and throughput differences under ~1.5x are "
-        "within this machine's run-to-run noise.\n"
-    )
 
 
 # -- main --------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="smaller samples, no warm-up")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
-    parser.add_argument(
-        "--only", metavar="LIST", default=",".join(SECTIONS), help="sections, e.g. A,B1"
-    )
-    parser.add_argument(
-        "--samples", type=int, metavar="N", help="B1 hand-off samples (default 300; quick 60)"
-    )
-    parser.add_argument(
-        "--iters", type=int, metavar="K", help="C iterations per process (default 600; quick 150)"
+    parser = _cli.parser(
+        __doc__,
+        "B1 hand-off samples (default 300; quick 60)",
+        "C iterations per process (default 600; quick 150)",
     )
     parser.add_argument(
         "--pin", action="store_true", help="B1/B2: pin the two processes to two CPUs"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="one line per job")
-    args = parser.parse_args(argv)
-    wanted = [s.strip().upper() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in wanted if s not in SECTIONS]
-    if unknown:
-        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {','.join(SECTIONS)}")
-    args.sections = [s for s in SECTIONS if s in wanted]
-    return args
+    return _cli.parse(parser, argv)
 
 
 def available_peers() -> tuple[list[str], list[str]]:
@@ -618,9 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tests.redis_support import RedisServer, RedisSupportError, redis_version
 
     print(
-        f"polysync Redis benchmarks ({'quick' if cfg.quick else 'full'} run): Python "
-        f"{platform.python_version()}, {platform.system()} {platform.release()}, "
-        f"{os.cpu_count()} CPUs, redis-server {redis_version() or '(not installed)'}; "
+        f"{_report.banner('polysync Redis benchmarks', cfg.quick)}, "
+        f"redis-server {redis_version() or '(not installed)'}; "
         f"sections {','.join(args.sections)}"
     )
     peers, notes = available_peers()
@@ -663,45 +479,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results["C"], counter_fails = section_c(cfg, url, systems, args.verbose)
         found = targets(results, polysync_ok)
         if found:
-            print_targets(found, polysync_ok)
+            unknown = _report.NO_FIGURE if polysync_ok else "UNKNOWN (polysync redis absent)"
+            _report.print_targets(found, unknown)
         keys_left = leftover_keys(server)
     finally:
         server.stop()
-    failures = {k: v for r in results.values() for k, v in r["failures"].items()}
+    failures = _report.job_failures(results)
     elapsed = time.perf_counter() - started
     status = 1 if counter_fails or failures else 0
     print(
-        f"done in {elapsed:.1f} s: {len(failures)} hung/failed job(s), "
-        f"{len(counter_fails)} counter FAIL(s); keys left in the private server (now "
-        f"stopped): {keys_left['peers']} of the peers; {keys_left['expiring']} other with a "
-        f"TTL; {len(keys_left['persistent'])} other without a TTL"
+        f"{_report.done_line(elapsed, failures, counter_fails)}; keys left in the private "
+        f"server (now stopped): {keys_left['peers']} of the peers; {keys_left['expiring']} "
+        f"other with a TTL; {len(keys_left['persistent'])} other without a TTL"
     )
     for key in keys_left["persistent"][:20]:
         print(f"  key without a TTL (not a peer's; a leak?): {key}")
     if args.json:
-        document = {
-            "meta": {
-                "quick": cfg.quick,
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
+        _report.write_json(
+            args.json,
+            quick=cfg.quick,
+            meta={
                 "redis_server": redis_version(),
                 "peers": versions,
                 "polysync_redis": {"available": polysync_ok, "detail": detail},
-                "sections": args.sections,
-                "config": cfg.__dict__,
-                "seconds": elapsed,
-                "unix_time": time.time(),
             },
-            "results": results,
-            "targets": found,
-            "keys_left": keys_left,
-            "exit_status": status,
-        }
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=2, default=str)
-            fh.write("\n")
-        print(f"JSON written to {args.json}")
+            sections=args.sections,
+            config=cfg.__dict__,
+            elapsed=elapsed,
+            results=results,
+            found=found,
+            extra={"keys_left": keys_left},
+            status=status,
+        )
     return status
 
 

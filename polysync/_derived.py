@@ -25,7 +25,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from polysync import _liveness
 from polysync.errors import (
@@ -386,16 +386,23 @@ def park_and_wait(
 # -- the primitives ----------------------------------------------------------------------
 
 
+def _timed_fast_path(kernel: Any, sem: SemaphoreKernel) -> None:
+    """Pass on the semaphore's optional raw timed acquire (see ``SemaphoreKernel``)."""
+    kernel.acquire_within = getattr(sem, "acquire_within", None)
+    kernel.acquire_failed = getattr(sem, "acquire_failed", None)
+
+
 class DerivedLock:
     """A binary semaphore; releasing it while unlocked raises."""
 
-    __slots__ = ("_block", "_sem", "acquire", "acquire_forever")
+    __slots__ = ("_block", "_sem", "acquire", "acquire_failed", "acquire_forever", "acquire_within")
 
     def __init__(self, block: Block) -> None:
         self._block = block
         self._sem = block.sems[0]
         self.acquire = self._sem.acquire
         self.acquire_forever = self._sem.acquire_forever
+        _timed_fast_path(self, self._sem)
 
     def release(self) -> None:
         if self._sem.get_value() >= 1:
@@ -516,6 +523,7 @@ class RecoverableLock(DerivedLock):
         self._watch = OwnerWatch(block.sems[0], block.sems[1], block.cells, HEADER)
         self.acquire = self._watch.acquire
         self.acquire_forever = functools.partial(self._watch.acquire, True, None)
+        self.acquire_within = None  # every acquire must record the holder
 
     @property
     def owner_died(self) -> bool:
@@ -628,7 +636,16 @@ class DerivedRLock:
 
 
 class DerivedSemaphore:
-    __slots__ = ("_block", "_max", "_sem", "acquire", "acquire_forever", "release")
+    __slots__ = (
+        "_block",
+        "_max",
+        "_sem",
+        "acquire",
+        "acquire_failed",
+        "acquire_forever",
+        "acquire_within",
+        "release",
+    )
 
     def __init__(self, block: Block, maxvalue: int | None) -> None:
         self._block = block
@@ -636,6 +653,7 @@ class DerivedSemaphore:
         self._max = maxvalue
         self.acquire = self._sem.acquire
         self.acquire_forever = self._sem.acquire_forever
+        _timed_fast_path(self, self._sem)
         # Unbounded: nothing to check, so release goes straight to the kernel.
         self.release = self._sem.release if maxvalue is None else self._release_bounded
 

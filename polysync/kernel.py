@@ -101,6 +101,12 @@ class SemaphoreKernel(Protocol):
         May raise any ``Exception``; the caller then retries through :meth:`acquire`.
         """
 
+    # Optional, for a backend whose raw timed wait is one cheap call (posix has it):
+    #   acquire_within(timeout) -> object: acquire within *timeout* seconds, raising any
+    #       Exception when it does not (expiry included);
+    #   acquire_failed(exc, timeout) -> bool: what that exception means (False: expired),
+    #       retrying if the wait was cut short. The derived kernels pass them on.
+
     def release(self, n: int = 1) -> None:
         """Increment by *n*, waking up to *n* waiters."""
 

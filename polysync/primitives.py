@@ -207,11 +207,15 @@ def _rebuild(
 class _Acquirable(_Primitive):
     """The shared acquire() of locks and semaphores, with its allocation-free fast path."""
 
-    __slots__ = ("_acquire", "_acquire_forever", "_release")
+    __slots__ = ("_acquire", "_acquire_failed", "_acquire_forever", "_acquire_within", "_release")
+    _acquire_failed: Any
+    _acquire_within: Any
 
     def _bind(self, kernel: Any) -> None:
         self._acquire = kernel.acquire
         self._acquire_forever = kernel.acquire_forever
+        self._acquire_within = getattr(kernel, "acquire_within", None)
+        self._acquire_failed = getattr(kernel, "acquire_failed", None)
         self._release = kernel.release
 
     def acquire(
@@ -229,8 +233,17 @@ class _Acquirable(_Primitive):
                 # the full path retries and raises polysync's own error if it must.
                 self._acquire(True, None)
             return True
-        # The common timed call, checked without the general path.
+        # The common timed call, checked without the general path, and straight to the
+        # backend's raw timed wait where it has one.
         if block is True and blocking is None and type(timeout) is float and 0 <= timeout < _INF:
+            within = self._acquire_within
+            if within is not None:
+                try:
+                    within(timeout)
+                except Exception as exc:
+                    failed: bool = self._acquire_failed(exc, timeout)
+                    return failed
+                return True
             got: bool = self._acquire(True, timeout)
             return got
         flag, seconds = _validate.block_and_timeout(block, timeout, blocking)

@@ -49,13 +49,22 @@ def posix_name(object_name: str) -> str:
 class PosixSemaphore:
     """A posix_ipc semaphore as a :class:`~polysync.kernel.SemaphoreKernel`."""
 
-    __slots__ = ("_on_close", "_raw", "acquire_forever", "release_one")
+    __slots__ = ("_on_close", "_raw", "acquire_forever", "acquire_within", "release_one")
 
     def __init__(self, raw: posix_ipc.Semaphore, on_close: Any = None) -> None:
         self._raw = raw
         self._on_close = on_close
         self.acquire_forever = raw.acquire
+        self.acquire_within = raw.acquire  # called with a timeout; raises BusyError on expiry
         self.release_one = raw.release
+
+    def acquire_failed(self, exc: Exception, timeout: float) -> bool:
+        """What a failed ``acquire_within(timeout)`` means: expired, or cut by a signal."""
+        if isinstance(exc, posix_ipc.BusyError):
+            return False
+        if isinstance(exc, posix_ipc.SignalError):
+            return self._acquire_after_signal(timeout)
+        raise exc
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         if not blocking:
