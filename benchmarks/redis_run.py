@@ -366,15 +366,8 @@ def targets(results: dict[str, Any], polysync_ok: bool) -> list[dict[str, Any]]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _cli.parser(
-        __doc__,
-        "B1 hand-off samples (default 300; quick 60)",
-        "C iterations per process (default 600; quick 150)",
-    )
-    parser.add_argument(
-        "--pin", action="store_true", help="B1/B2: pin the two processes to two CPUs"
-    )
-    return _cli.parse(parser, argv)
+    pin = ("--pin", "B1/B2: pin the two processes to two CPUs")
+    return _cli.parse_args(argv, __doc__, (300, 60), (600, 150), pin)
 
 
 def available_peers() -> tuple[list[str], list[str]]:

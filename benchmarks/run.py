@@ -291,15 +291,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _cli.parser(
-        __doc__,
-        "B1 hand-off samples (default 900; quick 200)",
-        "C iterations per process (default 50000; quick 15000)",
-    )
-    parser.add_argument(
-        "--no-pin", action="store_true", help="B1/B2: let the scheduler place the two processes"
-    )
-    return _cli.parse(parser, argv)
+    pin = ("--no-pin", "B1/B2: let the scheduler place the two processes")
+    return _cli.parse_args(argv, __doc__, (900, 200), (50000, 15000), pin)
 
 
 def wait_for_cleanup(before: set[str], tracker_id: str | None, seconds: float) -> list[str]:
