@@ -10,26 +10,18 @@ primitive under test. Every blocking call has a timeout of :data:`TIMEOUT` secon
 from __future__ import annotations
 
 import functools
-import mmap
-import os
-import random
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import _peers
+import _timing as t
+from _timing import C_COUNTER, C_OWNER, pin
 
 #: Seconds any single blocking call may wait before the measurement fails.
-TIMEOUT = 5.0
+TIMEOUT = t.TIMEOUT
 
 _ns = time.perf_counter_ns
-
-
-def _shared(cells: int) -> tuple[mmap.mmap, memoryview]:
-    """*cells* zeroed int64 cells in anonymous shared memory (kept by forked children)."""
-    segment = mmap.mmap(-1, 8 * cells)
-    return segment, memoryview(segment).cast("q")
 
 
 def _wait_cell(view: memoryview, index: int, value: int, timeout: float = TIMEOUT) -> None:
@@ -47,12 +39,6 @@ def _sleep_until_cell(view: memoryview, index: int, value: int, timeout: float) 
         if time.perf_counter() > end:
             raise TimeoutError(f"cell {index} did not reach {value} within {timeout} s")
         time.sleep(0.0002)
-
-
-def pin(cpu: int | None) -> None:
-    """Bind the calling process to *cpu* (``None``: leave the scheduler free)."""
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
 
 
 def _join_all(procs: list[Any], timeout: float) -> None:
@@ -84,90 +70,49 @@ A_SYSTEMS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _loop1(a: Callable[[], object], n: int) -> int:
-    t0 = _ns()
-    for _ in range(n):
-        a()
-    return _ns() - t0
-
-
-def _loop2(a: Callable[[], object], b: Callable[[], object], n: int) -> int:
-    t0 = _ns()
-    for _ in range(n):
-        a()
-        b()
-    return _ns() - t0
-
-
-def _loop3(
-    a: Callable[[], object], b: Callable[[], object], c: Callable[[], object], n: int
-) -> int:
-    t0 = _ns()
-    for _ in range(n):
-        a()
-        b()
-        c()
-    return _ns() - t0
-
-
 def _a_batch(system: str, column: str) -> tuple[Callable[[int], int], list[Any]]:
     """The batch runner ``n -> ns`` of one cell, and the objects to keep alive meanwhile."""
     if column in ("Lock", "Lock timeout="):
         lock = _peers.make_lock(system)
         if column == "Lock":
-            return functools.partial(_loop2, lock.acquire, lock.release), [lock]
+            return functools.partial(t.loop2, lock.acquire, lock.release), [lock]
         if system == _peers.RAW:
             timed = functools.partial(lock.acquire, TIMEOUT)
         else:
             timed = functools.partial(lock.acquire, True, TIMEOUT)
-        return functools.partial(_loop2, timed, lock.release), [lock]
+        return functools.partial(t.loop2, timed, lock.release), [lock]
     if column == "Semaphore":
         sem = _peers.make_semaphore(system, 1)
-        return functools.partial(_loop2, sem.acquire, sem.release), [sem]
+        return functools.partial(t.loop2, sem.acquire, sem.release), [sem]
     if column == "Event":
         ev = _peers.make_event(system)
-        return functools.partial(_loop3, ev.set, ev.clear, ev.is_set), [ev]
+        return functools.partial(t.loop3, ev.set, ev.clear, ev.is_set), [ev]
     if column == "Condition":
         cond = _peers.make_condition(system)
-        return functools.partial(_loop3, cond.acquire, cond.notify, cond.release), [cond]
+        return functools.partial(t.loop3, cond.acquire, cond.notify, cond.release), [cond]
     if column == "Barrier(1)":
         barrier = _peers.make_barrier(system, 1)
-        return functools.partial(_loop1, functools.partial(barrier.wait, TIMEOUT)), [barrier]
+        return functools.partial(t.loop1, functools.partial(barrier.wait, TIMEOUT)), [barrier]
     raise ValueError(column)
 
 
 def uncontended(system: str, column: str, batch_seconds: float, trials: int) -> dict[str, Any]:
     """A: µs per operation group, median of *trials* self-calibrated batches."""
     run, keep = _a_batch(system, column)
-    n = 16
-    while True:  # grow the batch until it is long enough to scale from
-        took = run(n)
-        if took >= batch_seconds * 1e9 / 4 or n >= 1 << 26:
-            break
-        n *= 4
-    n = max(1, int(n * batch_seconds * 1e9 / max(took, 1)))
-    per_op = [run(n) / n / 1e3 for _ in range(trials)]
+    figures = t.calibrated(run, batch_seconds, trials, 16, 1 << 26)
     del keep
-    return {"us": statistics.median(per_op), "trials_us": per_op, "batch": n}
+    return figures
 
 
 # -- B1. hand-off to a parked waiter -----------------------------------------------------
 
 B1_SYSTEMS = (_peers.MP, _peers.RAW, _peers.POLYSYNC)
-_B1_POSTED, _B1_PARKING, _B1_DONE, _B1_STAMPS = 0, 1, 2, 8
 
 
 def _b1_waiter(system: str, lock: Any, view: memoryview, rounds: int, cpu: int | None) -> None:
     pin(cpu)
     acquire = _peers.timed_acquire(system, lock, TIMEOUT)
-    release = lock.release
-    for i in range(1, rounds + 1):
-        _wait_cell(view, _B1_POSTED, i)  # A holds the lock for round i
-        view[_B1_PARKING] = i
-        acquire()  # parks: A releases only after the settle time
-        view[_B1_STAMPS + i] = _ns()
-        release()
-        view[_B1_DONE] = i
+    t.b1_waiter(view, rounds, acquire, lock.release, _wait_cell)
 
 
 def handoff(
@@ -185,30 +130,19 @@ def handoff(
     B has announced it is calling ``acquire()``, spinning meanwhile; *cpus* pins A and B.
     """
     rounds = warmup + samples
-    segment, view = _shared(_B1_STAMPS + rounds + 1)
+    segment, view = t.shared(t.b1_cells(rounds))
     lock = _peers.make_lock(system)
     acquire = _peers.timed_acquire(system, lock, TIMEOUT)
-    release = lock.release
-    rng = random.Random(seed)
-    released = [0] * (rounds + 1)
     waiter = _peers.fork_process(
         _b1_waiter, system, lock, view, rounds, None if cpus is None else cpus[1]
     )
     pin(None if cpus is None else cpus[0])
     try:
-        for i in range(1, rounds + 1):
-            acquire()
-            view[_B1_POSTED] = i
-            _wait_cell(view, _B1_PARKING, i)
-            hold_ns = int((settle_us + rng.random() * phase_us) * 1e3)
-            until = _ns() + hold_ns
-            while _ns() < until:  # spin: A stays on its CPU, B is parked on the other
-                pass
-            released[i] = _ns()
-            release()
-            _wait_cell(view, _B1_DONE, i)
+        # The hold spins: A stays on its CPU, B is parked on the other.
+        hold_us = (settle_us, phase_us, seed)
+        released = t.b1_holder(view, rounds, acquire, lock.release, _wait_cell, t.spin, hold_us)
         _join_all([waiter], TIMEOUT)
-        lat = [(view[_B1_STAMPS + i] - released[i]) / 1e3 for i in range(warmup + 1, rounds + 1)]
+        lat = t.b1_latencies(view, released, warmup)
     finally:
         if waiter.is_alive():
             waiter.kill()
@@ -226,20 +160,11 @@ B2_SYSTEMS: dict[str, tuple[str, ...]] = {
     _peers.RAW: ("Semaphore",),
     _peers.POLYSYNC: B2_COLUMNS,
 }
-_TURN = 0
-
-
-def _check(ok: bool, what: str) -> None:
-    if not ok:
-        raise TimeoutError(f"{what} timed out after {TIMEOUT} s")
 
 
 def _pp_event_pong(ping: Any, pong: Any, rounds: int, cpu: int | None) -> None:
     pin(cpu)
-    for _ in range(rounds):
-        _check(ping.wait(TIMEOUT), "Event.wait")
-        ping.clear()
-        pong.set()
+    t.event_pong(ping, pong, rounds)
 
 
 def _pp_semaphore_pong(system: str, ping: Any, pong: Any, rounds: int, cpu: int | None) -> None:
@@ -254,17 +179,12 @@ def _pp_semaphore_pong(system: str, ping: Any, pong: Any, rounds: int, cpu: int 
 def _pp_condition_pong(cond: Any, view: memoryview, rounds: int, cpu: int | None) -> None:
     pin(cpu)
     with cond:
-        for _ in range(rounds):
-            while view[_TURN] != 1:
-                _check(cond.wait(TIMEOUT), "Condition.wait")
-            view[_TURN] = 0
-            cond.notify()
+        t.condition_pong(cond, view, rounds)
 
 
 def _pp_barrier_pong(barrier: Any, rounds: int, cpu: int | None) -> None:
     pin(cpu)
-    for _ in range(rounds):
-        barrier.wait(TIMEOUT)
+    t.barrier_rounds(barrier, rounds)
 
 
 def pingpong(
@@ -277,7 +197,7 @@ def pingpong(
     """
     total = warmup + rounds
     mine, theirs = (None, None) if cpus is None else cpus
-    segment, view = _shared(8)
+    segment, view = t.shared(8)
     stamps = [0] * (total + 1)
     keep: list[Any] = []
     other: Any = None
@@ -287,46 +207,26 @@ def pingpong(
             keep += [ping, pong]
             other = _peers.fork_process(_pp_event_pong, ping, pong, total, theirs)
             pin(mine)
-            stamps[0] = _ns()
-            for i in range(1, total + 1):
-                ping.set()
-                _check(pong.wait(TIMEOUT), "Event.wait")
-                pong.clear()
-                stamps[i] = _ns()
+            t.event_ping(ping, pong, stamps)
         elif column == "Semaphore":
             ping, pong = _peers.make_semaphore(system, 0), _peers.make_semaphore(system, 0)
             keep += [ping, pong]
             other = _peers.fork_process(_pp_semaphore_pong, system, ping, pong, total, theirs)
             pin(mine)
-            release, acquire = ping.release, _peers.timed_acquire(system, pong, TIMEOUT)
-            stamps[0] = _ns()
-            for i in range(1, total + 1):
-                release()
-                acquire()
-                stamps[i] = _ns()
+            t.signal_ping(ping.release, _peers.timed_acquire(system, pong, TIMEOUT), stamps)
         elif column == "Condition":
             cond = _peers.make_condition(system)
             keep.append(cond)
             other = _peers.fork_process(_pp_condition_pong, cond, view, total, theirs)
             pin(mine)
             with cond:
-                stamps[0] = _ns()
-                for i in range(1, total + 1):
-                    view[_TURN] = 1
-                    cond.notify()
-                    while view[_TURN] != 0:
-                        _check(cond.wait(TIMEOUT), "Condition.wait")
-                    stamps[i] = _ns()
+                t.condition_ping(cond, view, stamps)
         elif column == "Barrier(2)":
             barrier = _peers.make_barrier(system, 2)
             keep.append(barrier)
             other = _peers.fork_process(_pp_barrier_pong, barrier, total, theirs)
             pin(mine)
-            wait = barrier.wait
-            stamps[0] = _ns()
-            for i in range(1, total + 1):
-                wait(TIMEOUT)
-                stamps[i] = _ns()
+            t.barrier_ping(barrier, stamps)
         else:
             raise ValueError(column)
         _join_all([other], TIMEOUT)
@@ -336,41 +236,35 @@ def pingpong(
             other.join(2.0)
         view.release()
         segment.close()
-    scale = 1e3 if column == "Barrier(2)" else 2e3  # one way = round trip / 2
-    return {"us": [(stamps[i] - stamps[i - 1]) / scale for i in range(warmup + 1, total + 1)]}
+    return t.one_way_us(stamps, warmup, column)
 
 
 # -- C. contended ------------------------------------------------------------------------
 
 C_SYSTEMS = (_peers.MP, _peers.RAW, _peers.POLYSYNC, _peers.NOLOCK)
-_C_COUNTER, _C_OWNER, _C_GO, _C_SLOTS = 0, 1, 2, 8  # then per worker: ready, start, end, changes
-
-
-def _noop() -> None:
-    pass
 
 
 def _c_worker(
     system: str, lock: Any, view: memoryview, me: int, iters: int, timeout: float
 ) -> None:
     if lock is None:
-        acquire: Callable[[], None] = _noop
-        release: Callable[[], object] = _noop
+        acquire: Callable[[], None] = t.noop
+        release: Callable[[], object] = t.noop
     else:
         acquire = _peers.timed_acquire(system, lock, TIMEOUT)
         release = lock.release
-    slot = _C_SLOTS + 4 * me
+    slot = t.c_slot(me)
     view[slot] = 1
-    _sleep_until_cell(view, _C_GO, 1, timeout)
+    _sleep_until_cell(view, t.C_GO, 1, timeout)
     changes = 0
     start = _ns()
     for _ in range(iters):
         acquire()
-        value = view[_C_COUNTER]  # non-atomic read-modify-write: only the lock protects it
-        view[_C_COUNTER] = value + 1
-        if view[_C_OWNER] != me:
+        value = view[C_COUNTER]  # non-atomic read-modify-write: only the lock protects it
+        view[C_COUNTER] = value + 1
+        if view[C_OWNER] != me:
             changes += 1
-            view[_C_OWNER] = me
+            view[C_OWNER] = me
         release()
     end = _ns()
     view[slot + 1], view[slot + 2], view[slot + 3] = start, end, changes
@@ -378,21 +272,17 @@ def _c_worker(
 
 def contended(system: str, procs: int, iters: int, timeout: float) -> dict[str, Any]:
     """C: *procs* processes x *iters* locked increments; throughput, exactness, owner changes."""
-    segment, view = _shared(_C_SLOTS + 4 * (procs + 1))
+    segment, view = t.shared(t.c_cells(procs))
     lock = None if system == _peers.NOLOCK else _peers.make_lock(system)
     workers: list[Any] = []
     try:
         for me in range(1, procs + 1):
             workers.append(_peers.fork_process(_c_worker, system, lock, view, me, iters, timeout))
         for me in range(1, procs + 1):
-            _sleep_until_cell(view, _C_SLOTS + 4 * me, 1, TIMEOUT)
-        view[_C_GO] = 1
+            _sleep_until_cell(view, t.c_slot(me), 1, TIMEOUT)
+        view[t.C_GO] = 1
         _join_all(workers, timeout)
-        slots = [_C_SLOTS + 4 * me for me in range(1, procs + 1)]
-        start = min(view[s + 1] for s in slots)
-        end = max(view[s + 2] for s in slots)
-        changes = sum(view[s + 3] for s in slots)
-        counter = view[_C_COUNTER]
+        figures = t.c_figures(view, procs, iters)
     finally:
         for w in workers:
             if w.is_alive():
@@ -400,12 +290,4 @@ def contended(system: str, procs: int, iters: int, timeout: float) -> dict[str, 
                 w.join(2.0)
         view.release()
         segment.close()
-    total = procs * iters
-    return {
-        "acq_per_s": total / ((end - start) / 1e9),
-        "seconds": (end - start) / 1e9,
-        "counter": counter,
-        "expected": total,
-        "exact": counter == total,
-        "changed_owner": changes / total,
-    }
+    return figures

@@ -53,8 +53,8 @@ def backend_infos() -> tuple[str, list[BackendInfo]]:
         capabilities = None
         try:
             available, reason = registry.availability(spec.name)
-            if available:
-                caps = registry.load(spec.name).capabilities
+            caps = registry.declared_capabilities(spec.name)
+            if caps is not None:
                 capabilities = [c.value for c in Capability if c in caps]
         except Exception as exc:  # a broken plugin must not hide the others
             available, reason = (

@@ -22,7 +22,7 @@ from polysync.errors import BackendUnavailableError, UnknownBackendError
 if TYPE_CHECKING:
     import pluggy
 
-    from polysync.kernel import BaseBackend
+    from polysync.kernel import BaseBackend, Capability
 
 __all__ = ["BackendRegistry", "BackendSpec", "get_registry"]
 
@@ -115,23 +115,38 @@ class BackendRegistry:
             raise BackendUnavailableError(
                 f"the {name!r} backend runs on {', '.join(spec.platforms)}, not on {sys.platform}"
             )
+        loaded = self._import(spec)
+        with self._lock:
+            self._classes[name] = loaded
+        return loaded
+
+    def _import(self, spec: BackendSpec) -> type[BaseBackend]:
         module_name, _, attr = spec.target.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             hint = f": {spec.install_hint}" if spec.install_hint else ""
             raise BackendUnavailableError(
-                f"the {name!r} backend cannot be imported here ({exc}){hint}"
+                f"the {spec.name!r} backend cannot be imported here ({exc}){hint}"
             ) from exc
         loaded = getattr(module, attr, None)
         if loaded is None:
             raise BackendUnavailableError(
-                f"the {name!r} backend's target {spec.target} names nothing in {module_name}"
+                f"the {spec.name!r} backend's target {spec.target} names nothing in {module_name}"
             )
-        with self._lock:
-            self._classes[name] = loaded
         result: type[BaseBackend] = loaded
         return result
+
+    def declared_capabilities(self, name: str) -> frozenset[Capability] | None:
+        """What *name* declares, even on a platform it does not run on (``None``: unknown).
+
+        Backend modules import cleanly everywhere (their platform's libraries load on
+        first use), so this works for documentation and ``polysync backends``.
+        """
+        try:
+            return self._import(self.get(name)).capabilities
+        except Exception:  # not importable here: a missing dependency or a broken plugin
+            return None
 
     def availability(self, name: str) -> tuple[bool, str]:
         """Whether *name* can be used here, and why not."""
