@@ -15,27 +15,19 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import functools
-import mmap
 import os
-import random
 import signal
-import statistics
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+import _timing as t
 import redis_peers as rp
-from _measure import pin
+from _timing import C_COUNTER, C_OWNER, check, pin
 from redis_peers import POLYSYNC, TIMEOUT
 
 _ns = time.perf_counter_ns
-
-
-def _shared(cells: int) -> tuple[mmap.mmap, memoryview]:
-    """*cells* zeroed int64 cells in anonymous shared memory (kept by forked children)."""
-    segment = mmap.mmap(-1, 8 * cells)
-    return segment, memoryview(segment).cast("q")
 
 
 def _await(view: memoryview, index: int, value: int, timeout: float = TIMEOUT) -> None:
@@ -112,32 +104,6 @@ def _join_all(procs: list[Any], timeout: float) -> None:
 A_COLUMNS = ("Lock", "Semaphore", "Event", "Condition", "Barrier(1)", "PING")
 
 
-def _loop1(a: Callable[[], object], n: int) -> int:
-    t0 = _ns()
-    for _ in range(n):
-        a()
-    return _ns() - t0
-
-
-def _loop2(a: Callable[[], object], b: Callable[[], object], n: int) -> int:
-    t0 = _ns()
-    for _ in range(n):
-        a()
-        b()
-    return _ns() - t0
-
-
-def _loop3(
-    a: Callable[[], object], b: Callable[[], object], c: Callable[[], object], n: int
-) -> int:
-    t0 = _ns()
-    for _ in range(n):
-        a()
-        b()
-        c()
-    return _ns() - t0
-
-
 def _checked(call: Callable[[], object], what: str) -> Callable[[], None]:
     def run() -> None:
         if not call():
@@ -151,30 +117,30 @@ def _a_batch(system: str, column: str, url: str) -> tuple[Callable[[int], int], 
     if column == "PING":
         if system == rp.PING_RAW:
             raw = rp.RawPing(url)
-            return functools.partial(_loop1, raw.ping), [raw]
+            return functools.partial(t.loop1, raw.ping), [raw]
         client = rp.redis_client(url)
-        return functools.partial(_loop1, client.ping), [client]
+        return functools.partial(t.loop1, client.ping), [client]
     if column == "Lock":
         spec = rp.lock_spec(system, url)
         lock = spec.open()
-        return functools.partial(_loop2, lock.acquire, lock.release), [spec, *lock.keep]
+        return functools.partial(t.loop2, lock.acquire, lock.release), [spec, *lock.keep]
     if system != POLYSYNC:
         raise ValueError(f"{system} has no {column}")
     ctx = rp.polysync_context(url)
     if column == "Semaphore":
         sem = ctx.Semaphore(1)
         acquire = _checked(functools.partial(sem.acquire, True, TIMEOUT), "Semaphore.acquire")
-        return functools.partial(_loop2, acquire, sem.release), [sem]
+        return functools.partial(t.loop2, acquire, sem.release), [sem]
     if column == "Event":
         ev = ctx.Event()
-        return functools.partial(_loop3, ev.set, ev.clear, ev.is_set), [ev]
+        return functools.partial(t.loop3, ev.set, ev.clear, ev.is_set), [ev]
     if column == "Condition":
         cond = ctx.Condition()
         acquire = _checked(functools.partial(cond.acquire, True, TIMEOUT), "Condition.acquire")
-        return functools.partial(_loop3, acquire, cond.notify, cond.release), [cond]
+        return functools.partial(t.loop3, acquire, cond.notify, cond.release), [cond]
     if column == "Barrier(1)":
         barrier = ctx.Barrier(1)
-        return functools.partial(_loop1, functools.partial(barrier.wait, TIMEOUT)), [barrier]
+        return functools.partial(t.loop1, functools.partial(barrier.wait, TIMEOUT)), [barrier]
     raise ValueError(column)
 
 
@@ -185,37 +151,20 @@ def uncontended(
     run, keep = _a_batch(system, column, url)
     try:
         run(8)  # connect, load scripts: not part of the figure
-        n = 8
-        while True:  # grow the batch until it is long enough to scale from
-            took = run(n)
-            if took >= batch_seconds * 1e9 / 4 or n >= 1 << 20:
-                break
-            n *= 4
-        n = max(1, int(n * batch_seconds * 1e9 / max(took, 1)))
-        per_op = [run(n) / n / 1e3 for _ in range(trials)]
+        return t.calibrated(run, batch_seconds, trials, 8, 1 << 20)
     finally:
         for obj in keep:
             rp.close_quietly(obj)
-    return {"us": statistics.median(per_op), "trials_us": per_op, "batch": n}
 
 
 # -- B1. hand-off to a parked waiter -----------------------------------------------------
-
-_B1_POSTED, _B1_PARKING, _B1_DONE, _B1_STAMPS = 0, 1, 2, 8
 
 
 def _b1_waiter(spec: rp.LockSpec, view: memoryview, rounds: int, cpu: int | None) -> None:
     diagnosable()
     pin(cpu)
     lock = spec.open()
-    acquire, release = lock.acquire, lock.release
-    for i in range(1, rounds + 1):
-        _await(view, _B1_POSTED, i)  # A holds the lock for round i
-        view[_B1_PARKING] = i
-        acquire()  # parks: A releases only after the settle time
-        view[_B1_STAMPS + i] = _ns()
-        release()
-        view[_B1_DONE] = i
+    t.b1_waiter(view, rounds, lock.acquire, lock.release, _await)
 
 
 def _hold(ns: int) -> None:
@@ -244,25 +193,16 @@ def handoff(
     B has announced it is calling ``acquire()``; *cpus* pins A and B.
     """
     rounds = warmup + samples
-    segment, view = _shared(_B1_STAMPS + rounds + 1)
+    segment, view = t.shared(t.b1_cells(rounds))
     spec = rp.lock_spec(system, url)
-    rng = random.Random(seed)
-    released = [0] * (rounds + 1)
     waiter = _fork(_b1_waiter, spec, view, rounds, None if cpus is None else cpus[1])
     pin(None if cpus is None else cpus[0])
     try:
         lock = spec.open()
-        acquire, release = lock.acquire, lock.release
-        for i in range(1, rounds + 1):
-            acquire()
-            view[_B1_POSTED] = i
-            _await(view, _B1_PARKING, i)
-            _hold(int((settle_us + rng.random() * phase_us) * 1e3))
-            released[i] = _ns()
-            release()
-            _await(view, _B1_DONE, i)
+        hold_us = (settle_us, phase_us, seed)
+        released = t.b1_holder(view, rounds, lock.acquire, lock.release, _await, _hold, hold_us)
         _join_all([waiter], TIMEOUT)
-        lat = [(view[_B1_STAMPS + i] - released[i]) / 1e3 for i in range(warmup + 1, rounds + 1)]
+        lat = t.b1_latencies(view, released, warmup)
     finally:
         _kill_all([waiter], dump=True)
         spec.close()
@@ -274,28 +214,19 @@ def handoff(
 # -- B2. ping-pong -----------------------------------------------------------------------
 
 B2_COLUMNS = ("Event", "Semaphore", "Condition", "Barrier(2)")
-_TURN = 0
-
-
-def _check(ok: object, what: str) -> None:
-    if not ok:
-        raise TimeoutError(f"{what} timed out after {TIMEOUT} s")
 
 
 def _pp_event_pong(ping: Any, pong: Any, rounds: int, cpu: int | None) -> None:
     diagnosable()
     pin(cpu)
-    for _ in range(rounds):
-        _check(ping.wait(TIMEOUT), "Event.wait")
-        ping.clear()
-        pong.set()
+    t.event_pong(ping, pong, rounds)
 
 
 def _pp_semaphore_pong(ping: Any, pong: Any, rounds: int, cpu: int | None) -> None:
     diagnosable()
     pin(cpu)
     for _ in range(rounds):
-        _check(ping.acquire(True, TIMEOUT), "Semaphore.acquire")
+        check(ping.acquire(True, TIMEOUT), "Semaphore.acquire")
         pong.release()
 
 
@@ -311,13 +242,9 @@ def _pp_token_pong(ping: rp.TokenQueue, pong: rp.TokenQueue, rounds: int, cpu: i
 def _pp_condition_pong(cond: Any, view: memoryview, rounds: int, cpu: int | None) -> None:
     diagnosable()
     pin(cpu)
-    _check(cond.acquire(True, TIMEOUT), "Condition.acquire")
+    check(cond.acquire(True, TIMEOUT), "Condition.acquire")
     try:
-        for _ in range(rounds):
-            while view[_TURN] != 1:
-                _check(cond.wait(TIMEOUT), "Condition.wait")
-            view[_TURN] = 0
-            cond.notify()
+        t.condition_pong(cond, view, rounds)
     finally:
         cond.release()
 
@@ -325,8 +252,7 @@ def _pp_condition_pong(cond: Any, view: memoryview, rounds: int, cpu: int | None
 def _pp_barrier_pong(barrier: Any, rounds: int, cpu: int | None) -> None:
     diagnosable()
     pin(cpu)
-    for _ in range(rounds):
-        barrier.wait(TIMEOUT)
+    t.barrier_rounds(barrier, rounds)
 
 
 def pingpong(
@@ -339,7 +265,7 @@ def pingpong(
     """
     total = warmup + rounds
     mine, theirs = (None, None) if cpus is None else cpus
-    segment, view = _shared(8)
+    segment, view = t.shared(8)
     stamps = [0] * (total + 1)
     keep: list[Any] = []
     other: Any = None
@@ -351,50 +277,34 @@ def pingpong(
             q_pong = rp.TokenQueue(url, rp.new_key("pong"))
             other = _fork(_pp_token_pong, q_ping, q_pong, total, theirs)
             pin(mine)
-            give, take = q_ping.open().release, q_pong.open().acquire
-            stamps[0] = _ns()
-            for i in range(1, total + 1):
-                give()
-                take()
-                stamps[i] = _ns()
+            t.signal_ping(q_ping.open().release, q_pong.open().acquire, stamps)
         elif column == "Event":
             ctx = rp.polysync_context(url)
             ping, pong = ctx.Event(), ctx.Event()
             keep += [ping, pong]
             other = _fork(_pp_event_pong, ping, pong, total, theirs)
             pin(mine)
-            stamps[0] = _ns()
-            for i in range(1, total + 1):
-                ping.set()
-                _check(pong.wait(TIMEOUT), "Event.wait")
-                pong.clear()
-                stamps[i] = _ns()
+            t.event_ping(ping, pong, stamps)
         elif column == "Semaphore":
             ctx = rp.polysync_context(url)
             s_ping, s_pong = ctx.Semaphore(0), ctx.Semaphore(0)
             keep += [s_ping, s_pong]
             other = _fork(_pp_semaphore_pong, s_ping, s_pong, total, theirs)
             pin(mine)
-            release, acquire = s_ping.release, s_pong.acquire
-            stamps[0] = _ns()
-            for i in range(1, total + 1):
-                release()
-                _check(acquire(True, TIMEOUT), "Semaphore.acquire")
-                stamps[i] = _ns()
+            acquire = s_pong.acquire
+
+            def take() -> None:
+                check(acquire(True, TIMEOUT), "Semaphore.acquire")
+
+            t.signal_ping(s_ping.release, take, stamps)
         elif column == "Condition":
             cond = rp.polysync_context(url).Condition()
             keep.append(cond)
             other = _fork(_pp_condition_pong, cond, view, total, theirs)
             pin(mine)
-            _check(cond.acquire(True, TIMEOUT), "Condition.acquire")
+            check(cond.acquire(True, TIMEOUT), "Condition.acquire")
             try:
-                stamps[0] = _ns()
-                for i in range(1, total + 1):
-                    view[_TURN] = 1
-                    cond.notify()
-                    while view[_TURN] != 0:
-                        _check(cond.wait(TIMEOUT), "Condition.wait")
-                    stamps[i] = _ns()
+                t.condition_ping(cond, view, stamps)
             finally:
                 cond.release()
         elif column == "Barrier(2)":
@@ -402,11 +312,7 @@ def pingpong(
             keep.append(barrier)
             other = _fork(_pp_barrier_pong, barrier, total, theirs)
             pin(mine)
-            wait = barrier.wait
-            stamps[0] = _ns()
-            for i in range(1, total + 1):
-                wait(TIMEOUT)
-                stamps[i] = _ns()
+            t.barrier_ping(barrier, stamps)
         else:
             raise ValueError(column)
         _join_all([other], TIMEOUT)
@@ -417,17 +323,10 @@ def pingpong(
             rp.close_quietly(obj)
         view.release()
         segment.close()
-    scale = 1e3 if column == "Barrier(2)" else 2e3  # one way = round trip / 2
-    return {"us": [(stamps[i] - stamps[i - 1]) / scale for i in range(warmup + 1, total + 1)]}
+    return t.one_way_us(stamps, warmup, column)
 
 
 # -- C. contended ------------------------------------------------------------------------
-
-_C_COUNTER, _C_OWNER, _C_GO, _C_SLOTS = 0, 1, 2, 8  # then per worker: ready, start, end, changes
-
-
-def _noop() -> None:
-    pass
 
 
 def _c_worker(
@@ -435,25 +334,25 @@ def _c_worker(
 ) -> None:
     diagnosable()
     if spec is None:
-        acquire: Callable[[], None] = _noop
-        release: Callable[[], object] = _noop
+        acquire: Callable[[], None] = t.noop
+        release: Callable[[], object] = t.noop
     else:
         lock = spec.open()
         acquire, release = lock.acquire, lock.release
-    slot = _C_SLOTS + 4 * me
+    slot = t.c_slot(me)
     view[slot] = 1
-    _await(view, _C_GO, 1, timeout)
+    _await(view, t.C_GO, 1, timeout)
     changes = 0
     start = _ns()
     for _ in range(iters):
         acquire()
-        value = view[_C_COUNTER]  # non-atomic read-modify-write: only the lock protects it
+        value = view[C_COUNTER]  # non-atomic read-modify-write: only the lock protects it
         if spec is None:
             time.sleep(0)  # the control: give the race a chance, as a network call would
-        view[_C_COUNTER] = value + 1
-        if view[_C_OWNER] != me:
+        view[C_COUNTER] = value + 1
+        if view[C_OWNER] != me:
             changes += 1
-            view[_C_OWNER] = me
+            view[C_OWNER] = me
         release()
     end = _ns()
     view[slot + 1], view[slot + 2], view[slot + 3] = start, end, changes
@@ -461,33 +360,21 @@ def _c_worker(
 
 def contended(system: str, url: str, procs: int, iters: int, timeout: float) -> dict[str, Any]:
     """C: *procs* processes x *iters* locked increments; throughput, exactness, owner changes."""
-    segment, view = _shared(_C_SLOTS + 4 * (procs + 1))
+    segment, view = t.shared(t.c_cells(procs))
     spec = None if system == rp.NOLOCK else rp.lock_spec(system, url)
     workers: list[Any] = []
     try:
         for me in range(1, procs + 1):
             workers.append(_fork(_c_worker, spec, view, me, iters, timeout))
         for me in range(1, procs + 1):
-            _await(view, _C_SLOTS + 4 * me, 1, 4 * TIMEOUT)  # 8 imports + connects on 2 CPUs
-        view[_C_GO] = 1
+            _await(view, t.c_slot(me), 1, 4 * TIMEOUT)  # 8 imports + connects on 2 CPUs
+        view[t.C_GO] = 1
         _join_all(workers, timeout)
-        slots = [_C_SLOTS + 4 * me for me in range(1, procs + 1)]
-        start = min(view[s + 1] for s in slots)
-        end = max(view[s + 2] for s in slots)
-        changes = sum(view[s + 3] for s in slots)
-        counter = view[_C_COUNTER]
+        figures = t.c_figures(view, procs, iters)
     finally:
         _kill_all(workers, dump=True)
         if spec is not None:
             spec.close()
         view.release()
         segment.close()
-    total = procs * iters
-    return {
-        "acq_per_s": total / ((end - start) / 1e9),
-        "seconds": (end - start) / 1e9,
-        "counter": counter,
-        "expected": total,
-        "exact": counter == total,
-        "changed_owner": changes / total,
-    }
+    return figures

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import _timing
+
 #: Seconds any single blocking call may wait before the measurement fails.
-TIMEOUT = 5.0
+TIMEOUT = _timing.TIMEOUT
 
 POLYSYNC = "polysync"
 REDIS_PY = "redis-py"

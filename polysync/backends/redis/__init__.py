@@ -134,9 +134,15 @@ class RedisBackend(BaseBackend):
         return script
 
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        # Inline try rather than translated(): this is every operation's hot path.
+        # Every operation's hot path: EVALSHA straight through the client (redis-py's
+        # Script wrapper costs about a tenth of a round trip more), an inline try rather
+        # than translated(), and the script loaded only when the server lacks it.
+        registered = self._script(script)
         try:
-            return self._script(script)(keys=keys, args=args)
+            try:
+                return self.client.evalsha(registered.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                return registered(keys=keys, args=args)  # loads it, then runs it
         except redis.exceptions.RedisError as exc:
             raise self.translate(exc) from exc
 
