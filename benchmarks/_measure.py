@@ -16,7 +16,7 @@ from typing import Any
 
 import _peers
 import _timing as t
-from _timing import C_COUNTER, C_OWNER, pin
+from _timing import pin
 
 #: Seconds any single blocking call may wait before the measurement fails.
 TIMEOUT = t.TIMEOUT
@@ -247,27 +247,8 @@ C_SYSTEMS = (_peers.MP, _peers.RAW, _peers.POLYSYNC, _peers.NOLOCK)
 def _c_worker(
     system: str, lock: Any, view: memoryview, me: int, iters: int, timeout: float
 ) -> None:
-    if lock is None:
-        acquire: Callable[[], None] = t.noop
-        release: Callable[[], object] = t.noop
-    else:
-        acquire = _peers.timed_acquire(system, lock, TIMEOUT)
-        release = lock.release
-    slot = t.c_slot(me)
-    view[slot] = 1
-    _sleep_until_cell(view, t.C_GO, 1, timeout)
-    changes = 0
-    start = _ns()
-    for _ in range(iters):
-        acquire()
-        value = view[C_COUNTER]  # non-atomic read-modify-write: only the lock protects it
-        view[C_COUNTER] = value + 1
-        if view[C_OWNER] != me:
-            changes += 1
-            view[C_OWNER] = me
-        release()
-    end = _ns()
-    view[slot + 1], view[slot + 2], view[slot + 3] = start, end, changes
+    calls = None if lock is None else (_peers.timed_acquire(system, lock, TIMEOUT), lock.release)
+    t.c_worker(view, me, iters, calls, lambda: _sleep_until_cell(view, t.C_GO, 1, timeout))
 
 
 def contended(system: str, procs: int, iters: int, timeout: float) -> dict[str, Any]:

@@ -19,12 +19,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import _timing as t
 import redis_peers as rp
-from _timing import C_COUNTER, C_OWNER, check, pin
+from _timing import check, pin
 from redis_peers import POLYSYNC, TIMEOUT
 
 _ns = time.perf_counter_ns
@@ -187,10 +187,9 @@ def handoff(
     cpus: tuple[int, int] | None,
     seed: int,
 ) -> dict[str, Any]:
-    """B1: latencies (µs) from A's ``release()`` call to B's ``acquire()`` return.
+    """B1 through the server at *url*, as :func:`_measure.handoff`: latencies in µs.
 
-    A (this process) holds the lock for *settle_us* plus a random ``[0, phase_us)`` after
-    B has announced it is calling ``acquire()``; *cpus* pins A and B.
+    A sleeps through the bulk of its hold (see :func:`_hold`) instead of spinning.
     """
     rounds = warmup + samples
     segment, view = t.shared(t.b1_cells(rounds))
@@ -214,6 +213,16 @@ def handoff(
 # -- B2. ping-pong -----------------------------------------------------------------------
 
 B2_COLUMNS = ("Event", "Semaphore", "Condition", "Barrier(2)")
+
+
+@contextlib.contextmanager
+def _held(cond: Any) -> Iterator[None]:
+    """Hold *cond* (acquired with the timeout) for the block."""
+    check(cond.acquire(True, TIMEOUT), "Condition.acquire")
+    try:
+        yield
+    finally:
+        cond.release()
 
 
 def _pp_event_pong(ping: Any, pong: Any, rounds: int, cpu: int | None) -> None:
@@ -242,11 +251,8 @@ def _pp_token_pong(ping: rp.TokenQueue, pong: rp.TokenQueue, rounds: int, cpu: i
 def _pp_condition_pong(cond: Any, view: memoryview, rounds: int, cpu: int | None) -> None:
     diagnosable()
     pin(cpu)
-    check(cond.acquire(True, TIMEOUT), "Condition.acquire")
-    try:
+    with _held(cond):
         t.condition_pong(cond, view, rounds)
-    finally:
-        cond.release()
 
 
 def _pp_barrier_pong(barrier: Any, rounds: int, cpu: int | None) -> None:
@@ -302,11 +308,8 @@ def pingpong(
             keep.append(cond)
             other = _fork(_pp_condition_pong, cond, view, total, theirs)
             pin(mine)
-            check(cond.acquire(True, TIMEOUT), "Condition.acquire")
-            try:
+            with _held(cond):
                 t.condition_ping(cond, view, stamps)
-            finally:
-                cond.release()
         elif column == "Barrier(2)":
             barrier = rp.polysync_context(url).Barrier(2)
             keep.append(barrier)
@@ -333,29 +336,9 @@ def _c_worker(
     spec: rp.LockSpec | None, view: memoryview, me: int, iters: int, timeout: float
 ) -> None:
     diagnosable()
-    if spec is None:
-        acquire: Callable[[], None] = t.noop
-        release: Callable[[], object] = t.noop
-    else:
-        lock = spec.open()
-        acquire, release = lock.acquire, lock.release
-    slot = t.c_slot(me)
-    view[slot] = 1
-    _await(view, t.C_GO, 1, timeout)
-    changes = 0
-    start = _ns()
-    for _ in range(iters):
-        acquire()
-        value = view[C_COUNTER]  # non-atomic read-modify-write: only the lock protects it
-        if spec is None:
-            time.sleep(0)  # the control: give the race a chance, as a network call would
-        view[C_COUNTER] = value + 1
-        if view[C_OWNER] != me:
-            changes += 1
-            view[C_OWNER] = me
-        release()
-    end = _ns()
-    view[slot + 1], view[slot + 2], view[slot + 3] = start, end, changes
+    lock = None if spec is None else spec.open()
+    calls = None if lock is None else (lock.acquire, lock.release)
+    t.c_worker(view, me, iters, calls, lambda: _await(view, t.C_GO, 1, timeout), gap=True)
 
 
 def contended(system: str, url: str, procs: int, iters: int, timeout: float) -> dict[str, Any]:

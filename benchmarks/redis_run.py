@@ -37,19 +37,6 @@ import _harness
 import _report
 import redis_measure as rm
 import redis_peers as rp
-from _report import (
-    contended_header,
-    failure_notes,
-    fmt_us,
-    grid_rows,
-    median_or_none,
-    percentile,
-    ratio,
-    ratio_rows,
-    summarize_contended,
-    table,
-    target,
-)
 from redis_peers import LABELS, NOLOCK, PEERS, POLL_INTERVAL, POLYSYNC, PRL, REDIS_PY, TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +104,7 @@ def ratio_block(
     header: Sequence[str],
     ratios: dict[str, dict[str, float | None]],
 ) -> str:
-    return table(title, ["ratio", *header], ratio_rows(ratios, cols))
+    return _report.table(title, ["ratio", *header], _report.ratio_rows(ratios, cols))
 
 
 # -- sections ----------------------------------------------------------------------------
@@ -140,16 +127,12 @@ def section_a(cfg: Config, url: str, systems: list[str], verbose: bool) -> dict[
         cfg.a_trials,  # one trial per job, the trials of all cells interleaved
         rm.uncontended,
         lambda s, c: 60.0,
-        lambda s, c, rep: {
-            "system": s,
-            "column": c,
-            "url": url,
-            "batch_seconds": cfg.a_batch_s,
-            "trials": 1,
-        },
+        lambda s, c, rep: {"system": s, "url": url, **cfg.uncontended_job(c)},
         verbose,
     )
-    us = {s: {c: median_or_none(cells.pooled(s, c, "trials_us")) for c in cols} for s in plan}
+    us = {
+        s: {c: _report.median_or_none(cells.pooled(s, c, "trials_us")) for c in cols} for s in plan
+    }
     header = [
         "Lock acq+rel",
         "Semaphore acq+rel",
@@ -158,21 +141,25 @@ def section_a(cfg: Config, url: str, systems: list[str], verbose: bool) -> dict[
         "Barrier(1).wait",
         "PING",
     ]
-    rows = grid_rows(cells, plan, cols, us, LABELS)
+    rows = _report.grid_rows(cells, plan, cols, us, LABELS)
     title = (
         "A. Uncontended, one process (µs per operation group, median of "
         f"{cfg.a_trials} batches of ~{cfg.a_batch_s:g} s)"
     )
-    print(table(title, ["system", *header], rows) + failure_notes(cells.failures) + "\n")
+    print(
+        _report.table(title, ["system", *header], rows)
+        + _report.failure_notes(cells.failures)
+        + "\n"
+    )
     ratios: dict[str, dict[str, float | None]] = {}
     if POLYSYNC in plan:
         for s in plan:
             if s not in (POLYSYNC, rp.PING_PY, rp.PING_RAW):
-                ratios[vs(s)] = {"Lock": ratio(us[POLYSYNC]["Lock"], us[s]["Lock"])}
+                ratios[vs(s)] = {"Lock": _report.ratio(us[POLYSYNC]["Lock"], us[s]["Lock"])}
         for s in (rp.PING_PY, rp.PING_RAW):
             if s in plan:
                 ratios[f"polysync Lock / {LABELS[s]}"] = {
-                    "Lock": ratio(us[POLYSYNC]["Lock"], us[s]["PING"])
+                    "Lock": _report.ratio(us[POLYSYNC]["Lock"], us[s]["PING"])
                 }
         print(ratio_block("A. ratios (Lock)", ["Lock"], ["Lock acq+rel"], ratios) + "\n")
     return {"us": us, "ratios": ratios, "failures": cells.failures}
@@ -204,21 +191,15 @@ def section_b1(cfg: Config, url: str, systems: list[str], verbose: bool) -> dict
         lambda s, c, rep: {
             "system": s,
             "url": url,
-            "samples": per_rep[s],
-            "warmup": cfg.b1_warmup,
-            "settle_us": cfg.b1_settle_us,
-            "phase_us": b1_phase_us(cfg, s),
-            "cpus": cfg.pin,
-            "seed": 1000 + rep,
+            **cfg.handoff_job(per_rep[s], b1_phase_us(cfg, s), rep),
         },
         verbose,
     )
     fields = ("median", "p99")
-    lat = {s: cells.pooled(s, "Lock", "latencies_us") for s in systems}
-    us = {s: {"median": median_or_none(lat[s]), "p99": percentile(lat[s], 0.99)} for s in systems}
+    lat, us = _report.handoff_figures(cells, systems)
     rows = [
         [LABELS[s]]
-        + [cells.text(s, "Lock", fmt_us(us[s][f])) for f in fields]
+        + [cells.text(s, "Lock", _report.fmt_us(us[s][f])) for f in fields]
         + [
             str(len(lat[s])),
             f"{cfg.b1_settle_us / 1e3:g} + 0-{b1_phase_us(cfg, s) / 1e3:g}",
@@ -230,11 +211,11 @@ def section_b1(cfg: Config, url: str, systems: list[str], verbose: bool) -> dict
         f"return; {pin_text(cfg)})"
     )
     header = ["system", "median", "p99", "samples", "hold ms"]
-    print(table(title, header, rows) + failure_notes(cells.failures) + "\n")
+    print(_report.table(title, header, rows) + _report.failure_notes(cells.failures) + "\n")
     ratios: dict[str, dict[str, float | None]] = {}
     if POLYSYNC in systems:
         ratios = {
-            vs(p): {f: ratio(us[POLYSYNC][f], us[p][f]) for f in fields}
+            vs(p): {f: _report.ratio(us[POLYSYNC][f], us[p][f]) for f in fields}
             for p in systems
             if p != POLYSYNC
         }
@@ -259,30 +240,25 @@ def section_b2(cfg: Config, url: str, systems: list[str], verbose: bool) -> dict
         cfg.reps,
         rm.pingpong,
         lambda s, c: 60.0,
-        lambda s, c, rep: {
-            "system": s,
-            "column": c,
-            "url": url,
-            "rounds": per_rep,
-            "warmup": cfg.b2_warmup,
-            "cpus": cfg.pin,
-        },
+        lambda s, c, rep: {"system": s, "url": url, **cfg.pingpong_job(c, per_rep)},
         verbose,
     )
-    us = {s: {c: median_or_none(cells.pooled(s, c, "us")) for c in cols} for s in plan}
+    us = {s: {c: _report.median_or_none(cells.pooled(s, c, "us")) for c in cols} for s in plan}
     labels = {POLYSYNC: "polysync redis", TOKEN: "bare LPUSH/BLPOP pair (redis-py)"}
-    rows = grid_rows(cells, plan, cols, us, labels)
+    rows = _report.grid_rows(cells, plan, cols, us, labels)
     header = ["system", "Event", "Semaphore", "Condition", "Barrier(2) cycle"]
     title = (
         "B2. Ping-pong between two busy processes (µs one-way = round trip / 2; Barrier: µs "
         f"per cycle; median of {per_rep * cfg.reps} rounds; {pin_text(cfg)})"
     )
-    print(table(title, header, rows) + failure_notes(cells.failures) + "\n")
+    print(_report.table(title, header, rows) + _report.failure_notes(cells.failures) + "\n")
     ratios: dict[str, dict[str, float | None]] = {}
     if POLYSYNC in plan and TOKEN in plan:
         floor = us[TOKEN]["Semaphore"]
         ratios = {
-            "polysync / LPUSH/BLPOP pair one-way": {c: ratio(us[POLYSYNC][c], floor) for c in cols}
+            "polysync / LPUSH/BLPOP pair one-way": {
+                c: _report.ratio(us[POLYSYNC][c], floor) for c in cols
+            }
         }
         print(ratio_block("B2. ratios", cols, header[1:], ratios) + "\n")
     return {"us": us, "ratios": ratios, "failures": cells.failures}
@@ -300,26 +276,23 @@ def section_c(
         cfg.reps,
         rm.contended,
         lambda s, c: worker_timeout + 30.0,
-        lambda s, c, rep: {
-            "system": s,
-            "url": url,
-            "procs": int(c[2:]),
-            "iters": cfg.c_iters,
-            "timeout": worker_timeout,
-        },
+        lambda s, c, rep: {"system": s, "url": url, **cfg.contended_job(c, worker_timeout)},
         verbose,
     )
-    summary = summarize_contended(cells, systems, cols, NOLOCK)
+    summary = _report.summarize_contended(cells, systems, cols, NOLOCK)
     title = (
         f"C. Contended: N processes x {cfg.c_iters:,} locked read-modify-writes of a "
         f"shared-memory counter (acquisitions/s, median of {cfg.reps} run(s))"
     )
-    print(table(title, contended_header(cfg.c_procs), summary.rows) + failure_notes(cells.failures))
+    print(
+        _report.table(title, _report.contended_header(cfg.c_procs), summary.rows)
+        + _report.failure_notes(cells.failures)
+    )
     print("".join(f"{f}\n" for f in summary.fails))
     ratios: dict[str, dict[str, float | None]] = {}
     if POLYSYNC in systems:
         ratios = {
-            vs(p): {c: ratio(summary.rate[POLYSYNC][c], summary.rate[p][c]) for c in cols}
+            vs(p): {c: _report.ratio(summary.rate[POLYSYNC][c], summary.rate[p][c]) for c in cols}
             for p in systems
             if p not in (POLYSYNC, NOLOCK)
         }
@@ -347,17 +320,17 @@ def targets(results: dict[str, Any], polysync_ok: bool) -> list[dict[str, Any]]:
 
     if "B1" in results:
         median = get("B1", vs(PRL), "median")
-        out.append(target("hand-off median <= 0.75x python-redis-lock", median, 0.75, True))
+        out.append(_report.target("hand-off median <= 0.75x python-redis-lock", median, 0.75, True))
     if "A" in results:
         lock = get("A", vs(REDIS_PY), "Lock")
-        out.append(target("uncontended Lock <= 1.0x redis-py Lock", lock, 1.0, True))
+        out.append(_report.target("uncontended Lock <= 1.0x redis-py Lock", lock, 1.0, True))
     if "C" in results:
         c = results["C"]
         share = c["changed_owner"].get(POLYSYNC, {}).get("N=8")
         exact = bool(c["counter_exact"].get(POLYSYNC, {}).get("N=8"))
         name = "8-process contended >= 1.5x python-redis-lock acq/s, >= 90% changed owner, exact"
         ok = share is not None and share >= 0.9 and exact
-        out.append(target(name, get("C", vs(PRL), "N=8"), 1.5, False, ok))
+        out.append(_report.target(name, get("C", vs(PRL), "N=8"), 1.5, False, ok))
         out[-1]["changed_owner"] = share
     return out
 
@@ -488,22 +461,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in keys_left["persistent"][:20]:
         print(f"  key without a TTL (not a peer's; a leak?): {key}")
     if args.json:
-        _report.write_json(
-            args.json,
-            quick=cfg.quick,
-            meta={
-                "redis_server": redis_version(),
-                "peers": versions,
-                "polysync_redis": {"available": polysync_ok, "detail": detail},
-            },
-            sections=args.sections,
-            config=cfg.__dict__,
-            elapsed=elapsed,
-            results=results,
-            found=found,
-            extra={"keys_left": keys_left},
-            status=status,
-        )
+        meta = {
+            "redis_server": redis_version(),
+            "peers": versions,
+            "polysync_redis": {"available": polysync_ok, "detail": detail},
+        }
+        tail = {"keys_left": keys_left, "exit_status": status}
+        _report.write_json(args.json, cfg, args.sections, elapsed, results, found, tail, meta)
     return status
 
 

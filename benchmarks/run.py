@@ -26,20 +26,6 @@ import _measure
 import _peers
 import _report
 from _cli import SECTIONS, Config
-from _report import (
-    Contended,
-    contended_header,
-    failure_notes,
-    fmt_us,
-    grid_rows,
-    median_or_none,
-    percentile,
-    ratio,
-    ratio_rows,
-    summarize_contended,
-    table,
-    target,
-)
 from _report import pin_text as _pin_text
 
 POLY, MP, RAW, NOLOCK = _peers.POLYSYNC, _peers.MP, _peers.RAW, _peers.NOLOCK
@@ -108,8 +94,8 @@ run_cells = functools.partial(_harness.run_cells, labels=_peers.LABELS, unwrap=_
 def vs_peers(us: dict[str, dict[str, float | None]], cols: Sequence[str]) -> dict[str, Any]:
     """The ratios ``polysync / multiprocessing`` and ``polysync / raw posix_ipc`` per column."""
     return {
-        VS_MP: {c: ratio(us[POLY][c], us[MP][c]) for c in cols},
-        VS_RAW: {c: ratio(us[POLY][c], us[RAW][c]) for c in cols},
+        VS_MP: {c: _report.ratio(us[POLY][c], us[MP][c]) for c in cols},
+        VS_RAW: {c: _report.ratio(us[POLY][c], us[RAW][c]) for c in cols},
     }
 
 
@@ -123,16 +109,11 @@ def section_a(cfg: Config, verbose: bool) -> dict[str, Any]:
         cfg.a_trials,
         with_pids(_measure.uncontended),
         lambda s, c: 60.0,
-        lambda s, c, rep: {
-            "system": s,
-            "column": c,
-            "batch_seconds": cfg.a_batch_s,
-            "trials": 1,
-        },
+        lambda s, c, rep: {"system": s, **cfg.uncontended_job(c)},
         verbose,
     )
     us = {
-        s: {c: median_or_none(cells.pooled(s, c, "trials_us")) for c in cols}
+        s: {c: _report.median_or_none(cells.pooled(s, c, "trials_us")) for c in cols}
         for s in _measure.A_SYSTEMS
     }
     ratios = vs_peers(us, cols)
@@ -145,12 +126,15 @@ def section_a(cfg: Config, verbose: bool) -> dict[str, Any]:
         "Condition acq+notify+rel",
         "Barrier(1).wait",
     ]
-    rows = grid_rows(cells, _measure.A_SYSTEMS, cols, us, _peers.LABELS)
+    rows = _report.grid_rows(cells, _measure.A_SYSTEMS, cols, us, _peers.LABELS)
     title = (
         f"A. Uncontended, one process (µs per pair, median of {cfg.a_trials} trials "
         f"of ~{cfg.a_batch_s:g} s batches)"
     )
-    print(table(title, header, rows + ratio_rows(ratios, cols)) + failure_notes(cells.failures))
+    print(
+        _report.table(title, header, rows + _report.ratio_rows(ratios, cols))
+        + _report.failure_notes(cells.failures)
+    )
     print()
     return {"us": us, "ratios": ratios, "failures": cells.failures, "runs": cells.values}
 
@@ -166,34 +150,27 @@ def section_b1(cfg: Config, verbose: bool) -> dict[str, Any]:
         cfg.reps,
         with_pids(_measure.handoff),
         lambda s, c: deadline,
-        lambda s, c, rep: {
-            "system": s,
-            "samples": per_rep,
-            "warmup": cfg.b1_warmup,
-            "settle_us": cfg.b1_settle_us,
-            "phase_us": cfg.b1_phase_us,
-            "cpus": cfg.pin,
-            "seed": 1000 + rep,
-        },
+        lambda s, c, rep: {"system": s, **cfg.handoff_job(per_rep, cfg.b1_phase_us, rep)},
         verbose,
     )
     fields = ("median", "p99")
-    lat = {s: cells.pooled(s, "Lock", "latencies_us") for s in systems}
-    us = {s: {"median": median_or_none(lat[s]), "p99": percentile(lat[s], 0.99)} for s in systems}
+    lat, us = _report.handoff_figures(cells, systems)
     ratios = vs_peers(us, fields)
     names = {MP: "multiprocessing Lock", RAW: "raw posix_ipc semaphore", POLY: "polysync Lock"}
     rows = [
-        [names[s]] + [cells.text(s, "Lock", fmt_us(us[s][f])) for f in fields] + [str(len(lat[s]))]
+        [names[s]]
+        + [cells.text(s, "Lock", _report.fmt_us(us[s][f])) for f in fields]
+        + [str(len(lat[s]))]
         for s in systems
     ]
-    rows += [[*row, ""] for row in ratio_rows(ratios, fields)]
+    rows += [[*row, ""] for row in _report.ratio_rows(ratios, fields)]
     title = (
         "B1. Hand-off to a parked waiter (µs from A's release() call to B's acquire() "
         f"return; hold {cfg.b1_settle_us / 1e3:g} ms + random 0-{cfg.b1_phase_us / 1e3:g} ms; "
         f"{pin_text(cfg)})"
     )
     header = ["system", "median", "p99", "samples"]
-    print(table(title, header, rows) + failure_notes(cells.failures) + "\n")
+    print(_report.table(title, header, rows) + _report.failure_notes(cells.failures) + "\n")
     return {"us": us, "ratios": ratios, "failures": cells.failures, "samples": lat}
 
 
@@ -207,26 +184,24 @@ def section_b2(cfg: Config, verbose: bool) -> dict[str, Any]:
         cfg.reps,
         with_pids(_measure.pingpong),
         lambda s, c: 30.0,
-        lambda s, c, rep: {
-            "system": s,
-            "column": c,
-            "rounds": per_rep,
-            "warmup": cfg.b2_warmup,
-            "cpus": cfg.pin,
-        },
+        lambda s, c, rep: {"system": s, **cfg.pingpong_job(c, per_rep)},
         verbose,
     )
     us = {
-        s: {c: median_or_none(cells.pooled(s, c, "us")) for c in cols} for s in _measure.B2_SYSTEMS
+        s: {c: _report.median_or_none(cells.pooled(s, c, "us")) for c in cols}
+        for s in _measure.B2_SYSTEMS
     }
     ratios = vs_peers(us, cols)
     header = ["system", "Event", "Semaphore", "Condition", "Barrier(2) cycle"]
-    rows = grid_rows(cells, _measure.B2_SYSTEMS, cols, us, _peers.LABELS)
+    rows = _report.grid_rows(cells, _measure.B2_SYSTEMS, cols, us, _peers.LABELS)
     title = (
         "B2. Ping-pong between two busy processes (µs one-way = round trip / 2; Barrier: µs "
         f"per cycle; median of {per_rep * cfg.reps} rounds; {pin_text(cfg)})"
     )
-    print(table(title, header, rows + ratio_rows(ratios, cols)) + failure_notes(cells.failures))
+    print(
+        _report.table(title, header, rows + _report.ratio_rows(ratios, cols))
+        + _report.failure_notes(cells.failures)
+    )
     print()
     return {"us": us, "ratios": ratios, "failures": cells.failures}
 
@@ -242,22 +217,18 @@ def section_c(cfg: Config, verbose: bool) -> tuple[dict[str, Any], list[str]]:
         cfg.reps,
         with_pids(_measure.contended),
         lambda s, c: worker_timeout + 15.0,
-        lambda s, c, rep: {
-            "system": s,
-            "procs": int(c[2:]),
-            "iters": cfg.c_iters,
-            "timeout": worker_timeout,
-        },
+        lambda s, c, rep: {"system": s, **cfg.contended_job(c, worker_timeout)},
         verbose,
     )
-    summary: Contended = summarize_contended(cells, systems, cols, NOLOCK)
+    summary = _report.summarize_contended(cells, systems, cols, NOLOCK)
     ratios = vs_peers(summary.rate, cols)
-    rows = summary.rows + [[*row, "", ""] for row in ratio_rows(ratios, cols)]
+    rows = summary.rows + [[*row, "", ""] for row in _report.ratio_rows(ratios, cols)]
     title = (
         f"C. Contended: N processes x {cfg.c_iters:,} locked read-modify-writes of a "
         f"shared-memory counter (acquisitions/s, median of {cfg.reps} runs)"
     )
-    out = table(title, contended_header(cfg.c_procs), rows) + failure_notes(cells.failures)
+    out = _report.table(title, _report.contended_header(cfg.c_procs), rows)
+    out += _report.failure_notes(cells.failures)
     print(out + "".join(f"\n{f}" for f in summary.fails) + "\n")
     return summary.data(ratios, cells), summary.fails
 
@@ -271,19 +242,23 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     a, b1, b2, c = (results.get(s) for s in SECTIONS)
     if a is not None:
         out.append(
-            target("Lock uncontended <= 2.5x raw posix_ipc", a["ratios"][VS_RAW]["Lock"], 2.5, True)
+            _report.target(
+                "Lock uncontended <= 2.5x raw posix_ipc", a["ratios"][VS_RAW]["Lock"], 2.5, True
+            )
         )
     if b1 is not None:
         median = b1["ratios"][VS_MP]["median"]
-        out.append(target("hand-off median <= 1.0x multiprocessing Lock", median, 1.0, True))
+        out.append(
+            _report.target("hand-off median <= 1.0x multiprocessing Lock", median, 1.0, True)
+        )
     if b2 is not None:
         for column in ("Event", "Condition"):
             name = f"{column} ping-pong <= 0.5x multiprocessing"
-            out.append(target(name, b2["ratios"][VS_MP][column], 0.5, True))
+            out.append(_report.target(name, b2["ratios"][VS_MP][column], 0.5, True))
     if c is not None and "N=8" in c["ratios"][VS_MP]:
         exact = bool(c["counter_exact"][POLY]["N=8"])
         name = "8-process contended >= 0.7x multiprocessing acq/s, counter exact"
-        out.append(target(name, c["ratios"][VS_MP]["N=8"], 0.7, False, exact))
+        out.append(_report.target(name, c["ratios"][VS_MP]["N=8"], 0.7, False, exact))
     return out
 
 
@@ -349,18 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(leftovers)} /dev/shm leftover(s)"
     )
     if args.json:
-        _report.write_json(
-            args.json,
-            quick=cfg.quick,
-            meta={},
-            sections=args.sections,
-            config=cfg.__dict__,
-            elapsed=elapsed,
-            results=results,
-            found=found,
-            extra={"shm_leftovers": leftovers},
-            status=status,
-        )
+        tail = {"shm_leftovers": leftovers, "exit_status": status}
+        _report.write_json(args.json, cfg, args.sections, elapsed, results, found, tail)
     return status
 
 
