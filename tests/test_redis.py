@@ -183,6 +183,10 @@ def test_server_killed_under_blocked_waiters(redis_server_fresh: RedisServer) ->
     redis_server_fresh.restart()
     fresh = polysync.get_context("redis", url=redis_server_fresh.url, prefix="kill2")
     assert fresh.Lock().acquire(timeout=5)
+    # The old context reconnects too: its idle connections were closed by the restart.
+    again = ctx.Lock(name="again")
+    assert again.acquire(timeout=5)
+    again.release()
 
 
 @pytest.mark.parametrize("kind", ["Event", "Condition", "Barrier"])

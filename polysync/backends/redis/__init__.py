@@ -24,11 +24,11 @@ from importlib import resources
 from typing import Any, ClassVar
 
 import redis
-import redis.cluster
 import redis.exceptions
 
 from polysync import _derived
 from polysync.backends.redis import _connection, _kernels
+from polysync.backends.redis._lanes import Lanes
 from polysync.backends.redis._lease import Renewer
 from polysync.errors import (
     BackendConnectionError,
@@ -92,7 +92,7 @@ class RedisBackend(BaseBackend):
         self.lease = _positive("lease", s["lease"])
         self.anonymous_ttl = _positive("anonymous_ttl", s["anonymous_ttl"])
         self.client = _connection.connect(s)
-        self.is_cluster = isinstance(self.client, redis.cluster.RedisCluster)
+        self._lanes = Lanes(self.client)
         self._scripts: dict[str, Any] = {}
         self.renewer = Renewer()
         self._client_id = secrets.token_hex(6)
@@ -134,15 +134,18 @@ class RedisBackend(BaseBackend):
         return script
 
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        # Every operation's hot path: EVALSHA straight through the client (redis-py's
-        # Script wrapper costs about a tenth of a round trip more), an inline try rather
-        # than translated(), and the script loaded only when the server lacks it.
+        # Every operation's hot path: EVALSHA on this thread's own connection (see
+        # _lanes), an inline try rather than translated(), and the script loaded only when
+        # the server lacks it.
         registered = self._script(script)
         try:
-            try:
-                return self.client.evalsha(registered.sha, len(keys), *keys, *args)
-            except redis.exceptions.NoScriptError:
-                return registered(keys=keys, args=args)  # loads it, then runs it
+            if self._lanes.available:
+                (reply,) = self._lanes.execute(("EVALSHA", registered.sha, len(keys), *keys, *args))
+                if not isinstance(reply, redis.exceptions.ResponseError):
+                    return reply
+                if not isinstance(reply, redis.exceptions.NoScriptError):
+                    raise reply
+            return registered(keys=keys, args=args)  # through the client: loads it if need be
         except redis.exceptions.RedisError as exc:
             raise self.translate(exc) from exc
 
@@ -154,16 +157,22 @@ class RedisBackend(BaseBackend):
         The script must push to *key* whenever it would not queue the caller, so the
         BLPOP never waits for nothing. The BLPOP lasts at most one ``POP_SLICE``.
         """
-        if self.is_cluster:  # a cluster pipeline does not carry blocking commands
+        if not self._lanes.available:  # Cluster: its pipelines carry no blocking commands
             return None
         step = POP_SLICE if timeout is None else min(POP_SLICE, max(0.001, timeout))
+        sha = self._script(script).sha
         try:
-            pipe = self.client.pipeline(transaction=False)
-            self._script(script)(keys=keys, args=args, client=pipe)
-            pipe.blpop([key], timeout=step)
-            result, found = pipe.execute()
+            result, found = self._lanes.execute(
+                ("EVALSHA", sha, len(keys), *keys, *args), ("BLPOP", key, step)
+            )
         except redis.exceptions.RedisError as exc:
             raise self.translate(exc) from exc
+        if isinstance(result, redis.exceptions.NoScriptError):
+            return None  # the script did not run (a restarted server): the two-step way
+        if isinstance(result, redis.exceptions.ResponseError):
+            raise self.translate(result) from result
+        if isinstance(found, redis.exceptions.ResponseError):
+            raise self.translate(found) from found
         return result, None if found is None else _kernels.text(found[1])
 
     def pop(self, key: str, timeout: float | None) -> str | None:
@@ -179,7 +188,12 @@ class RedisBackend(BaseBackend):
             if deadline is not None:
                 step = min(step, max(0.001, deadline - time.monotonic()))  # 0 = forever
             with self.translated():
-                found = self.client.blpop([key], timeout=step)
+                if self._lanes.available:
+                    (found,) = self._lanes.execute(("BLPOP", key, step))
+                    if isinstance(found, redis.exceptions.ResponseError):
+                        raise found
+                else:
+                    found = self.client.blpop([key], timeout=step)
             if found is not None:
                 return _kernels.text(found[1])
             if deadline is not None and time.monotonic() >= deadline:
