@@ -429,3 +429,19 @@ def test_tls_url(tmp_path: Any) -> None:
         untrusted = polysync.get_context("redis", url=f"rediss://127.0.0.1:{tls_port}/0")
         with pytest.raises(polysync.BackendConnectionError, match="certificate"):
             untrusted.Lock()
+
+
+def test_unreachable_cluster_is_a_clear_error() -> None:
+    from .redis_support import free_port
+
+    with pytest.raises(polysync.BackendConnectionError, match="cannot be reached"):
+        polysync.get_context("redis", url=f"redis://127.0.0.1:{free_port()}/0", cluster=True)
+
+
+def test_handles_close_quietly_once_the_server_is_gone() -> None:
+    with RedisServer() as server:
+        ctx = polysync.get_context("redis", url=server.url, prefix="gone")
+        objs = [ctx.Lock(), ctx.Semaphore(2), ctx.Event()]
+        objs[1].acquire()
+    for obj in objs:  # the server stopped: closing is best effort and never raises
+        obj.close()

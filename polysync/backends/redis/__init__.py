@@ -40,6 +40,13 @@ from polysync.kernel import BaseBackend, Capability, Kind
 
 __all__ = ["RedisBackend"]
 
+# RedisClusterException (no reachable node, ...) is not a RedisError.
+_REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+_CONNECTION_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.RedisClusterException,
+)
 #: Longest single BLPOP (seconds); see RedisBackend.pop.
 POP_SLICE = 2.0
 _SCRIPTS = ("open", "touch", "lock", "semaphore", "event", "condition", "barrier")
@@ -91,7 +98,8 @@ class RedisBackend(BaseBackend):
             raise ValueError(f"prefix must be a non-empty str without braces, not {s['prefix']!r}")
         self.lease = _positive("lease", s["lease"])
         self.anonymous_ttl = _positive("anonymous_ttl", s["anonymous_ttl"])
-        self.client = _connection.connect(s)
+        with self.translated():  # a cluster client connects at once
+            self.client = _connection.connect(s)
         self._lanes = Lanes(self.client)
         self._scripts: dict[str, Any] = {}
         self.renewer = Renewer()
@@ -105,11 +113,11 @@ class RedisBackend(BaseBackend):
         """redis-py's errors as polysync's, with the server named without secrets."""
         try:
             yield
-        except redis.exceptions.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise self.translate(exc) from exc
 
-    def translate(self, exc: redis.exceptions.RedisError) -> PolysyncError:
-        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+    def translate(self, exc: Exception) -> PolysyncError:
+        if isinstance(exc, _CONNECTION_ERRORS):
             return BackendConnectionError(
                 f"the redis server at {self.describe_where()} cannot be reached (or went "
                 f"away): {exc}"
@@ -146,7 +154,7 @@ class RedisBackend(BaseBackend):
                 if not isinstance(reply, redis.exceptions.NoScriptError):
                     raise reply
             return registered(keys=keys, args=args)  # through the client: loads it if need be
-        except redis.exceptions.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise self.translate(exc) from exc
 
     def run_then_pop(
@@ -165,7 +173,7 @@ class RedisBackend(BaseBackend):
             result, found = self._lanes.execute(
                 ("EVALSHA", sha, len(keys), *keys, *args), ("BLPOP", key, step)
             )
-        except redis.exceptions.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise self.translate(exc) from exc
         if isinstance(result, redis.exceptions.NoScriptError):
             return None  # the script did not run (a restarted server): the two-step way

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from polysync.errors import BrokenBarrierError, NotHeldError, OwnerDiedWarning, PolysyncError
+from polysync.errors import BrokenBarrierError, NotHeldError, OwnerDiedWarning
 
 if TYPE_CHECKING:
     from polysync.backends.redis import RedisBackend
@@ -69,7 +69,7 @@ class _Kernel:
         if self._touch is not None:
             self._backend.renewer.remove(self._touch)
             self._touch = None
-            with contextlib.suppress(PolysyncError):  # a last touch: the idle TTL starts now
+            with contextlib.suppress(Exception):  # a last touch: the idle TTL starts now
                 self._backend.run("touch", self.keys, [int(self._backend.anonymous_ttl * 1000)])
 
 
@@ -436,7 +436,7 @@ class RedisSemaphore(_Leased):
         with self._state:
             permits, self._permits = self._permits, []
         if permits:
-            with contextlib.suppress(PolysyncError):  # closing never fails: best effort
+            with contextlib.suppress(Exception):  # closing never fails: best effort (at exit too)
                 self._run("forget", *permits)
         super().close()
 
