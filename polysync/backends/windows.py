@@ -537,30 +537,23 @@ class WinCells:
         self._obj.close()
 
 
-class WinLock:
-    """Lock: a kernel semaphore of maximum 1, so any thread or process may release it."""
+class WinLock(_derived.DerivedLock):
+    """Lock: a kernel semaphore of maximum 1, so any thread or process may release it.
 
-    __slots__ = ("_block", "_sem", "acquire", "acquire_forever", "release")
+    The derived Lock's logic over a native semaphore: the block only holds the header.
+    """
+
+    __slots__ = ()
 
     def __init__(self, block: _derived.Block, sem: WinSemaphore) -> None:
         self._block = block
         self._sem = sem
         self.acquire = sem.acquire
         self.acquire_forever = sem.acquire_forever
-        self.release = sem.release  # ERROR_TOO_MANY_POSTS: "release of an unlocked lock"
+        self.acquire_within = self.acquire_failed = None
 
-    def locked(self) -> bool:
-        return self._sem.get_value() == 0
-
-    def release_save(self) -> object:
-        self._sem.release()
-        return None
-
-    def acquire_restore(self, state: object) -> None:
-        self._sem.acquire(True, None)
-
-    def is_owned(self) -> bool:
-        return self.locked()
+    def release(self) -> None:
+        self._sem.release()  # ERROR_TOO_MANY_POSTS: "release of an unlocked lock"
 
     def close(self) -> None:
         self._sem.close()
