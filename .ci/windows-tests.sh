@@ -41,6 +41,6 @@ rc=$?
 set -e
 # Wait for (and so end with) this prefix's wineserver: nothing is left running.
 timeout 60 wineserver -w || wineserver -k || true
-for _ in $(seq 50); do pgrep -x wineserver >/dev/null || break; sleep 0.2; done
+for _ in $(seq 50); do pgrep wineserver >/dev/null || break; sleep 0.2; done  # wineserver64 too
 echo "windows-tests: pytest exit code $rc after $(( $(date +%s) - start )) s"
 exit "$rc"
