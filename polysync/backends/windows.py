@@ -653,13 +653,19 @@ class WinRLock:
         self._cells[_OWNER] = os.getpid()
         if rc == WAIT_ABANDONED:
             self.owner_died = True
-            warnings.warn(
-                OwnerDiedWarning(
-                    "a thread or process died holding this lock (WAIT_ABANDONED); this "
-                    "handle took it over: check the state it protects"
-                ),
-                stacklevel=4,
-            )
+            try:
+                warnings.warn(
+                    OwnerDiedWarning(
+                        "a thread or process died holding this lock (WAIT_ABANDONED); this "
+                        "handle took it over: check the state it protects"
+                    ),
+                    stacklevel=4,
+                )
+            except BaseException:
+                # The warning was made an error: the acquire fails, so the lock goes back
+                # rather than stay held by a caller who does not know it holds it.
+                self._give_up()
+                raise
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         local = self._local

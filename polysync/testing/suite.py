@@ -758,6 +758,24 @@ class CrossProcessTests(_Base):
         assert not rlock.locked()
 
     @_cross_process_test
+    def test_takeover_warning_as_error_leaves_the_lock_free(
+        self, context: polysync.Context
+    ) -> None:
+        require(context, Capability.OWNER_DEATH)
+        import warnings
+
+        rlock = context.RLock()
+        assert Child(_children.acquire_and_exit, rlock).result() is True
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", polysync.OwnerDiedWarning)
+            with pytest.raises(polysync.OwnerDiedWarning):
+                rlock.acquire(timeout=PROMPT)
+        assert not rlock._is_owned()  # the failed acquire gave the lock back
+        assert rlock.acquire(timeout=PROMPT) is True
+        assert not rlock.owner_died
+        rlock.release()
+
+    @_cross_process_test
     def test_live_owner_is_never_taken_over(self, context: polysync.Context) -> None:
         require(context, Capability.OWNER_DEATH)
         rlock, held, go = context.RLock(), context.Event(), context.Event()

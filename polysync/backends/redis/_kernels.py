@@ -229,13 +229,19 @@ class RedisLock(_Leased):
             self.owner_died = holder_died
             self._granted_lease(token)
         if holder_died:
-            warnings.warn(
-                OwnerDiedWarning(
-                    "the previous holder died holding this lock (its lease ran out): this "
-                    "handle took it over; check the state it protects"
-                ),
-                stacklevel=4,
-            )
+            try:
+                warnings.warn(
+                    OwnerDiedWarning(
+                        "the previous holder died holding this lock (its lease ran out): "
+                        "this handle took it over; check the state it protects"
+                    ),
+                    stacklevel=4,
+                )
+            except BaseException:
+                # The warning was made an error: the acquire fails, so give the lock back.
+                with contextlib.suppress(Exception):
+                    self.release()
+                raise
 
     def _holds(self) -> bool:
         return self._owner is not None
