@@ -21,7 +21,7 @@ import enum
 import os
 import secrets
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol
 
 __all__ = [
     "BarrierKernel",
@@ -200,11 +200,6 @@ class BarrierKernel(Protocol):
 
     def broken(self) -> bool: ...
 
-    def close(self) -> None: ...
-
-
-@runtime_checkable
-class _Closeable(Protocol):
     def close(self) -> None: ...
 
 

@@ -49,7 +49,6 @@ _CONNECTION_ERRORS = (
 )
 #: Longest single BLPOP (seconds); see RedisBackend.pop.
 POP_SLICE = 2.0
-_SCRIPTS = ("open", "touch", "lock", "semaphore", "event", "condition", "barrier")
 _ALL_SUFFIXES = ("k", "o", "f", "q", "h", "v", "e", "b")
 
 

@@ -100,6 +100,49 @@ class _Leased(_Kernel):
     def _holds(self) -> bool:
         raise NotImplementedError
 
+    def _granted(self, owner: str, message: Any) -> None:
+        """Record what a grant message (or a cancel's reply) gave *owner*."""
+        raise NotImplementedError
+
+    def _give_back(self) -> None:
+        """Undo one grant (a wait that was interrupted after it was granted)."""
+        raise NotImplementedError
+
+    def _wait_for_grant(self, owner: str, wkey: str, expiry_ms: int, timeout: float | None) -> bool:
+        """Wait, queued, until a grant is pushed to *wkey*, or *timeout*.
+
+        A release wakes the waiter at once. Between wake-ups it sleeps until a lease could
+        have run out (*expiry_ms*, as the scripts report it), then asks the script to check
+        ("poke"): only a dead holder costs a lease.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                step = (expiry_ms / 1000 if expiry_ms > 0 else 0) + LEASE_MARGIN
+                if deadline is not None:
+                    step = min(step, deadline - time.monotonic())
+                    if step <= 0:
+                        break
+                message = self._pop(wkey, step)
+                if message is not None:
+                    self._granted(owner, message)
+                    return True
+                expiry_ms = int(self._run("poke", self._lease_ms))
+        except BaseException:
+            self._leave(owner, wkey, keep=False)
+            raise
+        return self._leave(owner, wkey, keep=True)
+
+    def _leave(self, owner: str, wkey: str, *, keep: bool) -> bool:
+        """Cancel a wait; if it was granted meanwhile, keep the grant (or give it back)."""
+        result = self._run("cancel", owner, wkey)
+        if int(result[0]) != 1:
+            return False
+        self._granted(owner, result[1])
+        if not keep:
+            self._give_back()
+        return True
+
     def _granted_lease(self, token: int) -> None:
         """Record a grant (call with ``_state`` held); one renewal for the handle's life.
 
@@ -161,7 +204,7 @@ class RedisLock(_Leased):
         if not waits:
             return False
         self._contended = True
-        return self._wait(owner, wkey, int(result[1]), timeout)
+        return self._wait_for_grant(owner, wkey, int(result[1]), timeout)
 
     def _acquire_pipelined(self, owner: str, wkey: str, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -186,42 +229,14 @@ class RedisLock(_Leased):
             self._granted(owner, message)
             return True
         remaining = None if deadline is None else deadline - time.monotonic()
-        return self._wait(owner, wkey, int(result[1]), remaining)
-
-    def _wait(self, owner: str, wkey: str, pttl: int, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                # Sleep until the holder's lease could have run out, then check on it: a
-                # release wakes us at once; only a dead holder costs a lease.
-                step = (pttl / 1000 if pttl > 0 else 0) + LEASE_MARGIN
-                if deadline is not None:
-                    step = min(step, deadline - time.monotonic())
-                    if step <= 0:
-                        break
-                message = self._pop(wkey, step)
-                if message is not None:
-                    self._granted(owner, message)
-                    return True
-                pttl = int(self._run("poke", self._lease_ms))
-        except BaseException:
-            self._leave(owner, wkey, keep=False)
-            raise
-        return self._leave(owner, wkey, keep=True)
-
-    def _leave(self, owner: str, wkey: str, *, keep: bool) -> bool:
-        """Cancel a wait; if the lock was granted meanwhile, keep it (or give it back)."""
-        result = self._run("cancel", owner, wkey)
-        if int(result[0]) != 1:
-            return False
-        self._granted(owner, result[1])
-        if not keep:
-            self.release()
-        return True
+        return self._wait_for_grant(owner, wkey, int(result[1]), remaining)
 
     def _granted(self, owner: str, message: Any) -> None:
         token = text(message)
         self._held(owner, int(token.rstrip("!")), token.endswith("!"))
+
+    def _give_back(self) -> None:
+        self.release()
 
     def _held(self, owner: str, token: int, holder_died: bool) -> None:
         with self._state:
@@ -374,40 +389,13 @@ class RedisSemaphore(_Leased):
             return True
         if not waits:
             return False
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                expiry = int(result[1])
-                step = (expiry / 1000 + LEASE_MARGIN) if expiry >= 0 else 3600.0
-                if deadline is not None:
-                    step = min(step, deadline - time.monotonic())
-                    if step <= 0:
-                        break
-                message = self._pop(wkey, step)
-                if message is not None:
-                    self._took(owner, int(text(message)))
-                    return True
-                result = self._run("acquire", owner, self._lease_ms, "")  # purge expired
-                if int(result[0]) == 1:  # nobody else queued: take it, leave the queue
-                    self._took(owner, int(result[1]))
-                    self._cancel_after_take(owner, wkey)
-                    return True
-        except BaseException:
-            if self._cancel(owner, wkey):
-                self.release(1)
-            raise
-        return self._cancel(owner, wkey)
+        return self._wait_for_grant(owner, wkey, int(result[1]), timeout)
 
-    def _cancel(self, owner: str, wkey: str) -> bool:
-        result = self._run("cancel", owner, wkey)
-        if int(result[0]) == 1:
-            self._took(owner, int(text(result[1])))
-            return True
-        return False
+    def _granted(self, owner: str, message: Any) -> None:
+        self._took(owner, int(text(message)))
 
-    def _cancel_after_take(self, owner: str, wkey: str) -> None:
-        if self._cancel(owner, wkey):  # granted a second permit meanwhile: hand it back
-            self.release(1)
+    def _give_back(self) -> None:
+        self.release(1)
 
     def _took(self, owner: str, token: int) -> None:
         with self._state:

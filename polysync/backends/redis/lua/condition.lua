@@ -20,9 +20,6 @@ elseif op == 'notify' then
   return woken
 elseif op == 'cancel' then
   -- ARGV: op, waiter key
-  if cancel(queue, ARGV[2], ARGV[2]) then
-    return 1
-  end
-  return 0
+  return cancel_waiter(queue, ARGV[2])
 end
 return redis.error_reply('unknown condition operation ' .. op)

@@ -27,6 +27,14 @@ local function cancel(queue, entry, wkey)
   return redis.call('LPOP', wkey)
 end
 
+-- cancel() for queues of plain waiter keys: 1 if the waiter had been woken, else 0.
+local function cancel_waiter(queue, wkey)
+  if cancel(queue, wkey, wkey) then
+    return 1
+  end
+  return 0
+end
+
 -- Send msg to every queued waiter (entries are waiter keys, or "key|owner").
 local function wake_all(queue, msg, ttl_ms)
   local entries = redis.call('LRANGE', queue, 0, -1)

@@ -31,10 +31,11 @@ local function give(lease, now)
   end
 end
 
+-- Milliseconds until the first lease could run out (an hour when nobody holds a permit).
 local function next_expiry(now)
   local first = redis.call('ZRANGE', holders, 0, 0, 'WITHSCORES')
   if #first == 0 then
-    return -1
+    return 3600000
   end
   return math.max(0, tonumber(first[2]) - now)
 end
@@ -63,6 +64,10 @@ elseif op == 'release' then
   redis.call('INCRBY', value_key, n)
   give(ARGV[4], now)
   return 1
+elseif op == 'poke' then
+  -- ARGV: op, lease ms. A waiter checks on holders whose leases may have run out.
+  give(ARGV[2], now)
+  return next_expiry(now)
 elseif op == 'cancel' then
   -- ARGV: op, owner id, waiter key
   local got = cancel(queue, ARGV[3] .. '|' .. ARGV[2], ARGV[3])
