@@ -189,6 +189,39 @@ def test_server_killed_under_blocked_waiters(redis_server_fresh: RedisServer) ->
     again.release()
 
 
+def test_threads_that_come_and_go_neither_exhaust_the_pool_nor_leave_connections(
+    redis_server_fresh: RedisServer,
+) -> None:
+    # redis-py 8 caps a pool at 100 connections; each thread's own connection is made
+    # outside that quota and closed when its thread ends.
+    ctx = polysync.get_context("redis", url=redis_server_fresh.url, prefix="churn")
+    lock = ctx.Lock()
+    failures: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            with lock:
+                pass
+        except BaseException as exc:
+            failures.append(exc)
+
+    def clients() -> int:
+        listing = redis_server_fresh.command("CLIENT", "LIST")
+        return len(_text(listing).splitlines())
+
+    before = clients()
+    for _ in range(150):
+        thread = threading.Thread(target=use)
+        thread.start()
+        thread.join(10)
+    assert failures == []
+    assert clients() <= before + 3  # the main thread's lane and the pool's, not 150
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 @pytest.mark.parametrize("kind", ["Event", "Condition", "Barrier"])
 def test_fifty_waiters_all_released(ctx: polysync.Context, kind: str) -> None:
     n = 50

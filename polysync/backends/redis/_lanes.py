@@ -1,11 +1,13 @@
 """One connection per thread for the hot commands, bypassing redis-py's per-command layers.
 
-Each thread that runs an operation gets a connection of its own from the client's pool
-(made, not borrowed, so it never competes with the pool's users) and keeps it: commands
-are packed, sent and read directly, and a script plus a BLPOP go out together. Any error
-other than a server reply drops the connection (it may be half-way through a reply) and
-the next command makes a fresh one. Redis Cluster clients have no single pool: there the
-backend goes through the client as usual.
+Each thread that runs an operation gets a connection of its own, built from the client's
+pool settings but kept outside the pool: not borrowed, so it never competes with the
+pool's users, and not counted, so threads that come and go never exhaust the pool's
+``max_connections`` (redis-py 8 defaults it to 100). It is closed when its thread ends.
+Commands are packed, sent and read directly, and a script plus a BLPOP go out together.
+Any error other than a server reply drops the connection (it may be half-way through a
+reply) and the next command makes a fresh one. Redis Cluster clients have no single
+pool: there the backend goes through the client as usual.
 """
 
 from __future__ import annotations
@@ -26,15 +28,39 @@ def _stale(conn: Any) -> bool:
     if sock is None:
         return False
     try:
+        if hasattr(select, "poll"):  # select() cannot watch descriptors past FD_SETSIZE
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
 
 
+class _Lane:
+    """One thread's connection; closed as soon as its thread ends, not when the GC runs."""
+
+    __slots__ = ("conn", "pid")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pid = _derived.current_pid()
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: nothing more to release
+                conn.disconnect()  # redis-py shuts the socket down only in the process that made it
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class Lanes:
     def __init__(self, client: Any) -> None:
         pool = getattr(client, "connection_pool", None)
-        self._pool = pool if hasattr(pool, "make_connection") else None
+        usable = hasattr(pool, "connection_class") and hasattr(pool, "connection_kwargs")
+        self._pool = pool if usable else None
         self._local = threading.local()
 
     @property
@@ -42,22 +68,19 @@ class Lanes:
         return self._pool is not None
 
     def _connection(self) -> Any:
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is not None and (local.pid != _derived.current_pid() or _stale(conn)):
-            self._drop()  # a forked child's copy, or closed by the server (a restart) while idle
-            conn = None
-        if conn is None:
-            assert self._pool is not None
-            conn = local.conn = self._pool.make_connection()
-            local.pid = _derived.current_pid()
-        return conn
+        lane: _Lane | None = getattr(self._local, "lane", None)
+        if lane is not None and lane.conn is not None:
+            if lane.pid == _derived.current_pid() and not _stale(lane.conn):
+                return lane.conn
+            lane.close()  # a forked child's copy, or closed by the server (a restart) while idle
+        assert self._pool is not None
+        lane = self._local.lane = _Lane(self._pool.connection_class(**self._pool.connection_kwargs))
+        return lane.conn
 
     def _drop(self) -> None:
-        conn, self._local.conn = getattr(self._local, "conn", None), None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # already broken: nothing more to release
-                conn.disconnect()
+        lane: _Lane | None = getattr(self._local, "lane", None)
+        if lane is not None:
+            lane.close()
 
     def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send *commands* in one write and read their replies; a server error is returned
