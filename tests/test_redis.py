@@ -56,6 +56,30 @@ class TestRedisCluster(LockTests, SemaphoreTests, EventTests, ConditionTests, Ba
         return polysync.get_context("redis", url=redis_cluster.url, cluster=True)
 
 
+class TestRedisResp3Client(LockTests, SemaphoreTests, EventTests, ConditionTests, BarrierTests):
+    """A client passed in keeps its protocol: RESP3 works as well as polysync's RESP2."""
+
+    @pytest.fixture
+    def context(self, redis_server: RedisServer) -> polysync.Context:
+        client = redis.Redis.from_url(redis_server.url, protocol=3)
+        return polysync.get_context("redis", client=client, prefix="resp3", lease=2.0)
+
+
+def test_protocol_is_resp2_unless_the_url_or_client_says_otherwise(
+    redis_server: RedisServer,
+) -> None:
+    def protocol(ctx: polysync.Context) -> int:
+        backend: Any = ctx.backend
+        return int(backend.client.connection_pool.connection_kwargs["protocol"])
+
+    assert protocol(polysync.get_context("redis", url=redis_server.url)) == 2
+    assert protocol(polysync.get_context("redis", url=redis_server.url + "?protocol=3")) == 3
+    client = redis.Redis.from_url(redis_server.url, protocol=3)
+    ctx = polysync.get_context("redis", client=client)
+    assert protocol(ctx) == 3
+    assert ctx.backend.picklable_settings()["connection_kwargs"]["protocol"] == 3
+
+
 @pytest.fixture
 def ctx(redis_server_fresh: RedisServer) -> polysync.Context:
     return polysync.get_context(

@@ -30,6 +30,7 @@ _PORTABLE = (
     "socket_connect_timeout",
     "socket_keepalive",
     "client_name",
+    "protocol",
     "ssl_cert_reqs",
     "ssl_ca_certs",
     "ssl_certfile",
@@ -42,6 +43,12 @@ def mask(url: str) -> str:
     return re.sub(r"(?<=://)([^:@/]*):[^@/]*@", r"\1:***@", url)
 
 
+#: The protocol of the clients polysync builds. The scripts' replies are plain RESP2
+#: values, and RESP2 needs no HELLO round trip on each new connection; redis-py 8 made
+#: RESP3 its default. A client passed in keeps whatever protocol it was given.
+PROTOCOL = 2
+
+
 def connect(settings: Mapping[str, Any]) -> Any:
     """A redis-py client (``Redis`` or ``RedisCluster``) for the backend's *settings*."""
     client = settings.get("client")
@@ -49,6 +56,7 @@ def connect(settings: Mapping[str, Any]) -> Any:
         return client
     kwargs = settings.get("connection_kwargs")
     if kwargs:
+        kwargs = {"protocol": PROTOCOL, **kwargs}
         if settings.get("cluster"):
             return redis.cluster.RedisCluster(**kwargs)
         return redis.Redis(**kwargs)
@@ -59,7 +67,8 @@ def connect(settings: Mapping[str, Any]) -> Any:
             raise TypeError("the redis backend's sentinel option needs service_name as well")
         extra = {k: settings[k] for k in ("username", "password") if settings.get(k)}
         sentinel_cls: Any = redis.sentinel.Sentinel  # partly untyped in redis-py
-        return sentinel_cls([tuple(s) for s in sentinels], **extra).master_for(service, **extra)
+        sentinel = sentinel_cls([tuple(s) for s in sentinels], protocol=PROTOCOL, **extra)
+        return sentinel.master_for(service, **extra)
     url = settings.get("url")
     if not url:
         raise TypeError(
@@ -67,8 +76,8 @@ def connect(settings: Mapping[str, Any]) -> Any:
             "sentinel= with service_name="
         )
     if settings.get("cluster"):
-        return redis.cluster.RedisCluster.from_url(url)
-    return redis.Redis.from_url(url)
+        return redis.cluster.RedisCluster.from_url(url, protocol=PROTOCOL)
+    return redis.Redis.from_url(url, protocol=PROTOCOL)
 
 
 def picklable(settings: Mapping[str, Any]) -> dict[str, Any]:
