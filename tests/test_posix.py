@@ -308,3 +308,49 @@ def test_waker_exiting_does_not_take_the_waiters_semaphore(
             proc.wait(30)
         event.clear()
         time.sleep(0.5)  # the setter's tracker has cleaned up after it by now
+
+
+def test_tracker_listener_is_not_inherited_by_processes_started_meanwhile() -> None:
+    # Another thread may start a process while the tracker is being spawned; that process
+    # must not get the tracker's listening socket (it would keep the address alive after
+    # the tracker ends). The stand-in starts one just before the tracker's posix_spawn.
+    code = textwrap.dedent(
+        """
+        import os, subprocess, sys
+        import polysync
+        real_spawn = os.posix_spawn
+        found, spawned = [], []
+
+        def sockets(pid):
+            out = set()
+            for entry in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{entry}")
+                except OSError:
+                    continue
+                if target.startswith("socket:"):
+                    out.add(target)
+            return out
+
+        def spawn(path, argv, env, **kw):
+            spawned.append(path)
+            other = subprocess.Popen(["sleep", "30"], close_fds=False)
+            try:
+                found.extend(sockets(other.pid) & sockets(os.getpid()))
+            finally:
+                other.kill()
+                other.wait()
+            return real_spawn(path, argv, env, **kw)
+
+        os.posix_spawn = spawn
+        os.environ.pop("POLYSYNC_POSIX_TRACKER", None)
+        lock = polysync.get_context("posix").Lock()  # anonymous: starts this process's tracker
+        assert lock.acquire(timeout=5)
+        lock.release()
+        print("spawned:", len(spawned), "inherited:", found)
+        sys.exit(1 if found or not spawned else 0)
+        """
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "spawned: 1 inherited: []" in result.stdout

@@ -194,14 +194,17 @@ def _start() -> str:
         f"import sys; sys.path.insert(0, {package_root!r}); "
         "from polysync.backends._tracker import main; main()"
     )
+    # The listener reaches the tracker as a dup2() made in the child: it is never
+    # inheritable here, so a process another thread starts meanwhile cannot keep it open.
     fd = listener.fileno()
+    target = 3 if fd != 3 else 4
     try:
-        os.set_inheritable(fd, True)
         pid = os.posix_spawn(
             sys.executable,
-            [sys.executable, "-c", code, str(fd)],
+            [sys.executable, "-c", code, str(target)],
             os.environ,
             file_actions=[
+                (os.POSIX_SPAWN_DUP2, fd, target),  # first: fd may be 0 or 1
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
             ],
