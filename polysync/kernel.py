@@ -102,8 +102,8 @@ class SemaphoreKernel(Protocol):
         """
 
     # Optional, for a backend whose raw timed wait is one cheap call (posix has it):
-    #   acquire_within(timeout) -> object: acquire within *timeout* seconds, raising any
-    #       Exception when it does not (expiry included);
+    #   acquire_within(timeout) -> object: acquire within *timeout* seconds; on expiry
+    #       return False or raise an Exception (anything else returned means acquired);
     #   acquire_failed(exc, timeout) -> bool: what that exception means (False: expired),
     #       retrying if the wait was cut short. The derived kernels pass them on.
 

@@ -239,11 +239,11 @@ class _Acquirable(_Primitive):
             within = self._acquire_within
             if within is not None:
                 try:
-                    within(timeout)
+                    got_it = within(timeout)
                 except Exception as exc:
                     failed: bool = self._acquire_failed(exc, timeout)
                     return failed
-                return True
+                return got_it is not False
             got: bool = self._acquire(True, timeout)
             return got
         flag, seconds = _validate.block_and_timeout(block, timeout, blocking)

@@ -14,6 +14,19 @@ class TestPosix(BackendSuite):
         return polysync.get_context("posix")
 
 
+class TestPosixWithoutSemLock(BackendSuite):
+    """The posix backend where CPython's SemLock is missing: posix_ipc does the waits too."""
+
+    @pytest.fixture
+    def context(self, monkeypatch: pytest.MonkeyPatch) -> polysync.Context:
+        from polysync.backends import posix
+
+        monkeypatch.setattr(posix, "_SemLock", None)
+        ctx = polysync.get_context("posix")
+        assert type(ctx.Lock()._kernel) is posix.PosixLock  # type: ignore[attr-defined]
+        return ctx
+
+
 class TestThread(BackendSuite):
     @pytest.fixture
     def context(self) -> polysync.Context:

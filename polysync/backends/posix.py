@@ -6,11 +6,19 @@ is kept readable (``/polysync-n-jobs.s0``); any other name is hashed
 Objects are created with mode 0600. Named objects persist until ``unlink()``; anonymous
 ones and per-thread waiter semaphores are reference-counted by the cleanup tracker
 (:mod:`polysync.backends._tracker`) and unlinked when the last process using them exits.
+
+posix_ipc creates, opens and unlinks every object. The waits, and a Lock's checked
+release, go through CPython's own semaphore type (``_multiprocessing.SemLock``, what
+multiprocessing's locks are made of) opened on the same POSIX name where the interpreter
+has it: it tries the semaphore before giving up the GIL and keeps a timed wait's deadline
+across signals, which makes a timed acquire about half again as fast as posix_ipc's.
+Without it, posix_ipc does the waits as well.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import mmap
 import re
@@ -26,7 +34,14 @@ from polysync.backends import _tracker
 from polysync.errors import KindMismatchError, NotFoundError, NotHeldError, PolysyncError
 from polysync.kernel import BaseBackend, Capability, Cells, Kind, LockKernel
 
+try:
+    from _multiprocessing import SemLock as _SemLock
+except ImportError:  # an interpreter without it: posix_ipc does the waits too
+    _SemLock = None
+
 _MODE = 0o600
+#: multiprocessing.synchronize.SEMAPHORE: a plain counting semaphore, no owner.
+_SEMLOCK_SEMAPHORE = 1
 _SAFE = re.compile(r"[A-Za-z0-9_.-]+")
 # Linux allows 255 bytes less "sem."; macOS allows 31 (PSHMNAMLEN).
 _MAX_POSIX_NAME = 31 if sys.platform == "darwin" else 240
@@ -46,17 +61,39 @@ def posix_name(object_name: str) -> str:
     return f"{_PREFIX}-h-{digest[:_HASH_CHARS]}"
 
 
+def _semlock(pname: str) -> Any:
+    """The semaphore *pname* opened again as a ``SemLock`` (``None`` where that fails).
+
+    Its maximum is 1, which only its release checks: only a Lock's release uses it.
+    """
+    if _SemLock is None:
+        return None
+    try:
+        return _SemLock._rebuild(0, _SEMLOCK_SEMAPHORE, 1, pname)
+    except (AttributeError, TypeError, ValueError, OSError):  # a changed private API
+        return None
+
+
 class PosixSemaphore:
     """A posix_ipc semaphore as a :class:`~polysync.kernel.SemaphoreKernel`."""
 
-    __slots__ = ("_on_close", "_raw", "acquire_forever", "acquire_within", "release_one")
+    __slots__ = ("_fast", "_on_close", "_raw", "acquire_forever", "acquire_within", "release_one")
 
-    def __init__(self, raw: posix_ipc.Semaphore, on_close: Any = None) -> None:
+    def __init__(self, raw: posix_ipc.Semaphore, on_close: Any = None, fast: Any = None) -> None:
         self._raw = raw
         self._on_close = on_close
-        self.acquire_forever = raw.acquire
-        self.acquire_within = raw.acquire  # called with a timeout; raises BusyError on expiry
+        self._fast = fast
         self.release_one = raw.release
+        self._bind_waits()
+
+    def _bind_waits(self) -> None:
+        fast, raw = self._fast, self._raw
+        if fast is not None:
+            self.acquire_forever = fast.acquire
+            self.acquire_within = functools.partial(fast.acquire, True)  # False on expiry
+        else:
+            self.acquire_forever = raw.acquire
+            self.acquire_within = raw.acquire  # raises BusyError on expiry
 
     def acquire_failed(self, exc: Exception, timeout: float) -> bool:
         """What a failed ``acquire_within(timeout)`` means: expired, or cut by a signal."""
@@ -67,6 +104,8 @@ class PosixSemaphore:
         raise exc
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        if self._fast is not None:  # retries a wait cut by a signal itself, same deadline
+            return bool(self._fast.acquire(blocking, timeout))
         if not blocking:
             timeout = 0.0
         try:
@@ -105,6 +144,8 @@ class PosixSemaphore:
         return value
 
     def close(self) -> None:
+        self._fast = None  # its handle closes with it; waits now fail on the closed raw one
+        self._bind_waits()
         with contextlib.suppress(posix_ipc.ExistentialError):
             self._raw.close()
         if self._on_close is not None:
@@ -153,6 +194,22 @@ class PosixLock(_derived.DerivedLock):
         if self._raw.value:
             raise NotHeldError("release of an unlocked lock")
         self._post()
+
+
+class SemLockPosixLock(PosixLock):
+    """The Lock whose release is SemLock's: the value check and the post in one C call."""
+
+    __slots__ = ("_checked_release",)
+
+    def __init__(self, block: _derived.Block, fast: Any) -> None:
+        super().__init__(block)
+        self._checked_release = fast.release  # ValueError when the value is already 1
+
+    def release(self) -> None:
+        try:
+            self._checked_release()
+        except ValueError:
+            raise NotHeldError("release of an unlocked lock") from None
 
 
 class PosixBackend(BaseBackend):
@@ -224,7 +281,7 @@ class PosixBackend(BaseBackend):
         except BaseException:
             raw.close()
             raise
-        return PosixSemaphore(raw, hook)
+        return PosixSemaphore(raw, hook, _semlock(pname))
 
     def cells_kernel(self, name: str, size: int, *, create: bool) -> tuple[Cells, bool]:
         pname = posix_name(name)
@@ -287,7 +344,8 @@ class PosixBackend(BaseBackend):
             param_must_match=True,
             param_label=_derived.lock_label,
         )
-        return PosixLock(block)
+        fast = block.sems[0]._fast  # type: ignore[attr-defined]
+        return PosixLock(block) if fast is None else SemLockPosixLock(block, fast)
 
     def describe(self) -> str:
         extra = ", recover_locks=True" if self.recover_locks else ""
