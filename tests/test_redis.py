@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 import uuid
+import warnings
 from typing import Any
 
 import pytest
@@ -175,6 +176,87 @@ def test_stopped_holder_learns_it_lost_the_lease(ctx: polysync.Context) -> None:
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("kind", ["Lock", "Semaphore"])
+def test_waiter_killed_while_queued_holds_up_the_next_for_the_claim_only(
+    ctx: polysync.Context, redis_server_fresh: RedisServer, kind: str
+) -> None:
+    from polysync.backends.redis._kernels import CLAIM
+
+    lease = 60.0  # far longer than the claim window: only the claim may delay the next
+    make = getattr(ctx, kind)
+    args = () if kind == "Lock" else (1,)
+    mine = make(*args, name="q", lease=lease)
+    assert mine.acquire(timeout=5)
+    queue = next(key for key in mine._kernel.keys if key.endswith(":q"))
+    code = textwrap.dedent(
+        f"""
+        import polysync
+        ctx = polysync.get_context("redis", **{ctx.backend.picklable_settings()!r})
+        obj = ctx.{kind}(*{args!r}, name="q", lease={lease})
+        print("waiting", flush=True)
+        obj.acquire(timeout=60)
+        """
+    )
+    doomed = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert doomed.stdout is not None
+        assert doomed.stdout.readline().strip() == "waiting"
+        deadline = time.monotonic() + 10
+        while int(redis_server_fresh.command("LLEN", queue)) < 1:
+            assert time.monotonic() < deadline, "the doomed waiter never queued"
+            time.sleep(0.01)
+        doomed.kill()  # dies queued: the release below grants it the object
+        doomed.wait(10)
+        nxt = make(*args, name="q", lease=lease)
+        got: list[bool] = []
+        waiter = threading.Thread(target=lambda: got.append(nxt.acquire(timeout=CLAIM + 5)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", polysync.OwnerDiedWarning)
+            waiter.start()
+            while int(redis_server_fresh.command("LLEN", queue)) < 2:
+                assert waiter.is_alive()
+                assert time.monotonic() < deadline + 10
+                time.sleep(0.01)
+            mine.release()
+            waiter.join(CLAIM + 10)
+        assert got == [True]  # within the claim window, not the 60 s lease
+        nxt.release()
+    finally:
+        doomed.kill()
+        doomed.wait(10)
+        if doomed.stdout is not None:
+            doomed.stdout.close()
+
+
+@pytest.mark.parametrize("kind", ["Lock", "Semaphore"])
+def test_handed_off_holder_keeps_it_past_the_claim_window(
+    ctx: polysync.Context, redis_server_fresh: RedisServer, kind: str
+) -> None:
+    from polysync.backends.redis._kernels import CLAIM
+
+    make = getattr(ctx, kind)
+    args = () if kind == "Lock" else (1,)
+    first, second, third = (make(*args, name="held", lease=60.0) for _ in range(3))
+    assert first.acquire(timeout=5)
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(second.acquire(timeout=10)))
+    waiter.start()
+    queue = next(key for key in first._kernel.keys if key.endswith(":q"))
+    deadline = time.monotonic() + 10
+    while int(redis_server_fresh.command("LLEN", queue)) < 1:  # queued behind the holder
+        assert time.monotonic() < deadline, "the waiter never queued"
+        time.sleep(0.01)
+    first.release()  # handed to the waiter, leased for the claim window until confirmed
+    waiter.join(10)
+    assert got == [True]
+    time.sleep(CLAIM + 1.5)  # past the claim window: the renewer has confirmed the grant
+    assert not second.lost
+    assert third.acquire(False) is False
+    second.release()
+    assert third.acquire(False) is True
+    third.release()
 
 
 def test_server_killed_under_blocked_waiters(redis_server_fresh: RedisServer) -> None:

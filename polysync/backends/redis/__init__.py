@@ -132,7 +132,8 @@ class RedisBackend(BaseBackend):
                 # The operation runs as a function so that keep_alive() follows whichever
                 # branch returned.
                 body = (
-                    lua.joinpath("lib.lua").read_text()
+                    f"local CLAIM_MS = {int(_kernels.CLAIM * 1000)}\n"
+                    + lua.joinpath("lib.lua").read_text()
                     + "\nlocal function main()\n"
                     + body
                     + "\nend\nlocal result = main()\nkeep_alive()\nreturn result\n"

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 LEASE_MARGIN = 0.05
 #: Lifetime (ms) of a message sent to a waiter that has not popped it.
 MESSAGE_TTL_MS = 60_000
+#: Seconds a grant pushed to a queued waiter is leased for (at most the lease) until the
+#: new holder's renewer confirms it: a waiter that died while queued delays the next one
+#: by this much, not by a whole lease. The scripts get it as CLAIM_MS.
+CLAIM = 6.0
 
 
 def text(value: Any) -> str:
@@ -143,19 +147,23 @@ class _Leased(_Kernel):
             self._give_back()
         return True
 
-    def _granted_lease(self, token: int) -> None:
+    def _granted_lease(self, token: int, *, claimed: bool = False) -> None:
         """Record a grant (call with ``_state`` held); one renewal for the handle's life.
 
         The renewal renews whatever the handle holds at each round, so acquire and release
-        cost the renewer nothing.
+        cost the renewer nothing. A *claimed* grant (one pushed to this waiter) is leased
+        only for the claim window: the renewer confirms it within a third of that, and a
+        holder whose confirmation fails learns it is lost when the window closes.
         """
         self.fencing_token = token
         self.lost = False
+        lease = self.lease
         if self._renewal is None:
-            lease = self.lease
             self._renewal = self._backend.renewer.add(
                 self._renew, interval=lease / 3, give_up=lease, on_lost=self._on_lease_lost
             )
+        if claimed and lease > CLAIM:
+            self._backend.renewer.due_within(self._renewal, CLAIM)
 
     # Runs in the renewer thread, which takes no kernel lock: a fork while it runs must not
     # leave a child with a lock held by a thread it does not have.
@@ -233,16 +241,16 @@ class RedisLock(_Leased):
 
     def _granted(self, owner: str, message: Any) -> None:
         token = text(message)
-        self._held(owner, int(token.rstrip("!")), token.endswith("!"))
+        self._held(owner, int(token.rstrip("!")), token.endswith("!"), claimed=True)
 
     def _give_back(self) -> None:
         self.release()
 
-    def _held(self, owner: str, token: int, holder_died: bool) -> None:
+    def _held(self, owner: str, token: int, holder_died: bool, *, claimed: bool = False) -> None:
         with self._state:
             self._owner = owner
             self.owner_died = holder_died
-            self._granted_lease(token)
+            self._granted_lease(token, claimed=claimed)
         if holder_died:
             try:
                 warnings.warn(
@@ -392,15 +400,15 @@ class RedisSemaphore(_Leased):
         return self._wait_for_grant(owner, wkey, int(result[1]), timeout)
 
     def _granted(self, owner: str, message: Any) -> None:
-        self._took(owner, int(text(message)))
+        self._took(owner, int(text(message)), claimed=True)
 
     def _give_back(self) -> None:
         self.release(1)
 
-    def _took(self, owner: str, token: int) -> None:
+    def _took(self, owner: str, token: int, *, claimed: bool = False) -> None:
         with self._state:
             self._permits.append(f"{owner}#{token}")
-            self._granted_lease(token)
+            self._granted_lease(token, claimed=claimed)
 
     def _holds(self) -> bool:
         return bool(self._permits)

@@ -67,6 +67,19 @@ class Renewer:
             self._wake.set()
         return key
 
+    def due_within(self, key: int, seconds: float) -> None:
+        """What *key* keeps runs out in *seconds* unless renewed: renew it within a third
+        of that, and count it lost once *seconds* pass without a successful renewal."""
+        now = time.monotonic()
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return
+            item.next_due = min(item.next_due, now + seconds / 3)
+            item.last_ok = min(item.last_ok, now - (item.give_up - seconds))
+        if seconds / 3 < TICK:
+            self._wake.set()
+
     def remove(self, key: int) -> None:
         with self._lock:
             self._items.pop(key, None)

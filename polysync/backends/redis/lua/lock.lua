@@ -23,7 +23,9 @@ local function grant_next(lease)
   local died = holder_died() and '!' or ''
   local wkey, owner = split(entry)
   local token = redis.call('INCR', fence_key)
-  redis.call('SET', owner_key, owner, 'PX', lease)
+  -- Leased for the claim window until the new holder's renewer confirms it, so a waiter
+  -- that died while queued holds up the next one for that long, not a whole lease.
+  redis.call('SET', owner_key, owner, 'PX', math.min(tonumber(lease), CLAIM_MS))
   redis.call('SET', held, '1')
   grant(wkey, token .. died, lease)
   return true

@@ -27,7 +27,8 @@ local function give(lease, now)
       return
     end
     local wkey, owner = split(entry)
-    grant(wkey, take(owner, tonumber(lease), now), lease)
+    -- Leased for the claim window until the new holder confirms it (see lock.lua).
+    grant(wkey, take(owner, math.min(tonumber(lease), CLAIM_MS), now), lease)
   end
 end
 
