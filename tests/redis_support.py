@@ -11,9 +11,11 @@ temporary directory. Nothing it starts outlives the Python process that started 
   kills it when the thread that started it dies, even by ``SIGKILL``.
 
 Classes: :class:`RedisServer` (one server; ACL and unix socket options), :class:`RedisCluster`
-(three masters, no replicas), :class:`RedisSentinel` (one master and one sentinel).
+(three masters, no replicas), :class:`RedisSentinel` (one master and one sentinel, and
+optionally a replica to fail over to).
 Fixtures: ``redis_server`` and ``redis_cluster`` and ``redis_sentinel`` (session scope),
-``redis_server_fresh`` (function scope, for kill/restart/pause tests).
+``redis_server_fresh`` and ``redis_sentinel_with_replica`` (function scope, for
+kill/restart/pause/failover tests).
 
 It talks to the servers through a small RESP client of its own (:class:`RespConnection`),
 so it needs no Redis client library. When ``redis-server`` is missing the fixtures skip,
@@ -750,12 +752,23 @@ class _SentinelProcess(_Managed):
 
 
 class RedisSentinel:
-    """One master and one sentinel monitoring it as :attr:`service_name` (quorum 1)."""
+    """One master and one sentinel monitoring it as :attr:`service_name` (quorum 1).
 
-    def __init__(self, service_name: str = "mymaster") -> None:
+    ``RedisSentinel(replica=True)`` adds a replica of the master, so that
+    :meth:`failover` can promote it.
+    """
+
+    def __init__(self, service_name: str = "mymaster", *, replica: bool = False) -> None:
         self.service_name = service_name
         self.master = RedisServer(name="sentinel-master")
         self.sentinel = _SentinelProcess(self.master.port, service_name)
+        self.replica = (
+            RedisServer(
+                name="sentinel-replica", extra_args=["--replicaof", HOST, str(self.master.port)]
+            )
+            if replica
+            else None
+        )
 
     @property
     def sentinels(self) -> list[tuple[str, int]]:
@@ -790,18 +803,51 @@ class RedisSentinel:
                 )
 
             wait_for(knows_master, timeout, "sentinel reports the master", interval=0.05)
+            if self.replica is not None:
+                self.replica.start()
+                replica = self.replica
+
+                def replica_ready() -> bool:
+                    link = replica.info("replication").get("master_link_status")
+                    known = self.sentinel.command("SENTINEL", "REPLICAS", self.service_name)
+                    return link == "up" and len(known) > 0
+
+                wait_for(replica_ready, timeout, "the replica is in sync and known", interval=0.05)
         except BaseException:
             self.stop()
             raise
         return self
 
+    def failover(self, timeout: float = 30.0) -> None:
+        """Promote the replica (``SENTINEL FAILOVER``) and wait until it is the master."""
+        replica = self.replica
+        if replica is None:
+            raise RedisSupportError("failover needs RedisSentinel(replica=True)")
+        self.sentinel.command("SENTINEL", "FAILOVER", self.service_name)
+
+        def promoted() -> bool:
+            addr = self.sentinel.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service_name)
+            role = replica.info("replication").get("role")
+            old = self.master.info("replication")
+            return (
+                addr == [HOST, str(replica.port)]
+                and role == "master"
+                and old.get("role") == "slave"
+                and old.get("master_link_status") == "up"
+            )
+
+        wait_for(promoted, timeout, "the replica is promoted", interval=0.05)
+
     def stop(self) -> None:
         self.sentinel.stop()
+        if self.replica is not None:
+            self.replica.stop()
         self.master.stop()
 
     @property
     def pids(self) -> list[int]:
-        return [p for p in (self.master.pid, self.sentinel.pid) if p is not None]
+        servers = (self.master, self.sentinel, self.replica)
+        return [s.pid for s in servers if s is not None and s.pid is not None]
 
     def __enter__(self) -> RedisSentinel:
         return self.start()
@@ -865,6 +911,18 @@ def redis_sentinel() -> Iterator[RedisSentinel]:
     """A master and one sentinel that reports it as ``mymaster``."""
     require_redis()
     sentinel = RedisSentinel()
+    try:
+        sentinel.start()
+        yield sentinel
+    finally:
+        sentinel.stop()
+
+
+@pytest.fixture
+def redis_sentinel_with_replica() -> Iterator[RedisSentinel]:
+    """A master, a replica and one sentinel, of the test's own (it may fail them over)."""
+    require_redis()
+    sentinel = RedisSentinel(replica=True)
     try:
         sentinel.start()
         yield sentinel

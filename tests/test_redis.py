@@ -462,6 +462,80 @@ def test_sentinel(redis_sentinel: Any) -> None:
     event = ctx.Event()
     threading.Timer(0.1, event.set).start()
     assert event.wait(5)
+    # This thread's own connection went where the sentinel said, not to a default address.
+    backend: Any = ctx.backend
+    assert backend._lanes._local.lane.conn.port == redis_sentinel.master.port
+
+
+def test_sentinel_failover_moves_to_the_new_master(redis_sentinel_with_replica: Any) -> None:
+    deployment = redis_sentinel_with_replica
+    ctx = polysync.get_context(
+        "redis",
+        sentinel=deployment.sentinels,
+        service_name=deployment.service_name,
+        prefix="failover",
+    )
+    ready, never = ctx.Event(name="ready"), ctx.Event(name="never")
+    lock = ctx.Lock(name="jobs")
+    ready.set()
+    assert lock.acquire(timeout=5)
+    token = lock.fencing_token
+    assert token is not None
+    lock.release()
+    # Replication is asynchronous: wait until the replica has every write so far.
+    assert int(deployment.master.command("WAIT", 1, 5000)) == 1
+
+    blocked: list[BaseException] = []
+
+    def wait_forever() -> None:
+        try:
+            never.wait(30)
+        except BaseException as exc:
+            blocked.append(exc)
+
+    waiter = threading.Thread(target=wait_forever)
+    waiter.start()
+    time.sleep(0.3)  # parked in its BLPOP on the old master
+    deployment.failover()
+    waiter.join(15)
+    assert not waiter.is_alive()
+    # The demoted master drops its blocked waiters (or, still connected, the next slice's
+    # probe finds it refuses writes): a connection error, never a wait on the wrong server.
+    assert len(blocked) == 1
+    assert isinstance(blocked[0], polysync.BackendConnectionError), blocked
+
+    failures: list[BaseException] = []
+
+    def soon(operation: Any) -> Any:
+        # An operation in flight on a connection to the old master fails once per
+        # connection (this thread's own, then the pool's); the next one reconnects.
+        for _ in range(5):
+            try:
+                return operation()
+            except polysync.BackendConnectionError as exc:
+                failures.append(exc)
+        raise AssertionError(f"still failing after the failover: {failures}")
+
+    assert soon(ready.is_set) is True  # the state came over with the promotion
+    assert soon(lambda: lock.acquire(timeout=5)) is True
+    assert lock.fencing_token is not None
+    assert lock.fencing_token > token
+    lock.release()
+    assert len(failures) <= 2, failures
+    assert deployment.replica is not None
+    assert int(deployment.replica.command("EXISTS", lock._kernel.keys[2])) == 1  # the fence
+
+
+def test_a_replica_is_a_connection_error_not_a_wait_on_the_wrong_server(
+    redis_server_fresh: RedisServer,
+) -> None:
+    replica = RedisServer(
+        name="replica", extra_args=["--replicaof", "127.0.0.1", str(redis_server_fresh.port)]
+    )
+    with replica:
+        ctx = polysync.get_context("redis", url=replica.url, prefix="onreplica")
+        with pytest.raises(polysync.BackendConnectionError, match="no longer a master"):
+            ctx.Event(name="e")
 
 
 @pytest.mark.parametrize(

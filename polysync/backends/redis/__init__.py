@@ -28,7 +28,7 @@ import redis.exceptions
 
 from polysync import _derived
 from polysync.backends.redis import _connection, _kernels
-from polysync.backends.redis._lanes import Lanes
+from polysync.backends.redis._lanes import Lanes, server_demoted
 from polysync.backends.redis._lease import Renewer
 from polysync.errors import (
     BackendConnectionError,
@@ -47,6 +47,10 @@ _CONNECTION_ERRORS = (
     redis.exceptions.TimeoutError,
     redis.exceptions.RedisClusterException,
 )
+#: A script that only a master runs: one without the no-writes flag is refused by a
+#: replica (READONLY) before it starts. Older servers fail to compile it, which says
+#: nothing either way and is ignored.
+_WRITABLE_PROBE = "#!lua\nreturn 1"
 #: Longest single BLPOP (seconds); see RedisBackend.pop.
 POP_SLICE = 2.0
 _ALL_SUFFIXES = ("k", "o", "f", "q", "h", "v", "e", "b")
@@ -116,6 +120,11 @@ class RedisBackend(BaseBackend):
             raise self.translate(exc) from exc
 
     def translate(self, exc: Exception) -> PolysyncError:
+        if server_demoted(exc):
+            return BackendConnectionError(
+                f"the redis server at {self.describe_where()} is no longer a master (a "
+                f"failover?): {exc}"
+            )
         if isinstance(exc, _CONNECTION_ERRORS):
             return BackendConnectionError(
                 f"the redis server at {self.describe_where()} cannot be reached (or went "
@@ -191,17 +200,28 @@ class RedisBackend(BaseBackend):
         lost between slices: a message waits in the list for the next BLPOP.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        first = True
         while True:
             step = POP_SLICE
             if deadline is not None:
                 step = min(step, max(0.001, deadline - time.monotonic()))  # 0 = forever
             with self.translated():
-                if self._lanes.available:
+                if self._lanes.available and first:
                     (found,) = self._lanes.execute(("BLPOP", key, step))
-                    if isinstance(found, redis.exceptions.ResponseError):
-                        raise found
+                elif self._lanes.available:
+                    # Each later slice first checks that the server still takes writes: a
+                    # master demoted by a failover keeps serving BLPOP, and would keep this
+                    # waiter away from the new master (and its wake-ups) until its timeout.
+                    probe, found = self._lanes.execute(
+                        ("EVAL", _WRITABLE_PROBE, 0), ("BLPOP", key, step)
+                    )
+                    if server_demoted(probe):
+                        raise probe
                 else:
                     found = self.client.blpop([key], timeout=step)
+                if isinstance(found, redis.exceptions.ResponseError):
+                    raise found
+            first = False
             if found is not None:
                 return _kernels.text(found[1])
             if deadline is not None and time.monotonic() >= deadline:

@@ -37,6 +37,18 @@ def _stale(conn: Any) -> bool:
         return True
 
 
+#: Errors of a server that stopped being a master under us: as a replica it refuses
+#: writes, and when it became one it answered blocked BLPOPs with "UNBLOCKED ...".
+_DEMOTED_ERRORS = (redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError)
+
+
+def server_demoted(reply: object) -> bool:
+    """Whether *reply* says the server is no longer a master (a failover happened)."""
+    return isinstance(reply, _DEMOTED_ERRORS) or (
+        isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith("UNBLOCKED")
+    )
+
+
 class _Lane:
     """One thread's connection; closed as soon as its thread ends, not when the GC runs."""
 
@@ -70,12 +82,18 @@ class Lanes:
     def _connection(self) -> Any:
         lane: _Lane | None = getattr(self._local, "lane", None)
         if lane is not None and lane.conn is not None:
-            if lane.pid == _derived.current_pid() and not _stale(lane.conn):
-                return lane.conn
+            conn = lane.conn
+            if lane.pid == _derived.current_pid() and conn._sock is not None and not _stale(conn):
+                return conn
             lane.close()  # a forked child's copy, or closed by the server (a restart) while idle
         assert self._pool is not None
-        lane = self._local.lane = _Lane(self._pool.connection_class(**self._pool.connection_kwargs))
-        return lane.conn
+        conn = self._pool.connection_class(**self._pool.connection_kwargs)
+        # Connected here, through the class's own connect(): a Sentinel-managed connection
+        # asks the sentinels for the master there. Left to connect lazily on its first
+        # command, it would go to its default address instead.
+        conn.connect()
+        self._local.lane = _Lane(conn)
+        return conn
 
     def _drop(self) -> None:
         lane: _Lane | None = getattr(self._local, "lane", None)
@@ -94,9 +112,15 @@ class Lanes:
             replies: list[Any] = []
             for _ in commands:
                 try:
-                    replies.append(conn.read_response())
+                    reply = conn.read_response()
                 except redis.exceptions.ResponseError as exc:
-                    replies.append(exc)
+                    reply = exc
+                if server_demoted(reply):
+                    # It points at a replica now: drop it (and a BLPOP queued behind) at
+                    # once; the next command finds the master.
+                    self._drop()
+                    return replies + [reply] * (len(commands) - len(replies))
+                replies.append(reply)
             return replies
         except BaseException:
             self._drop()
