@@ -259,6 +259,48 @@ def test_handed_off_holder_keeps_it_past_the_claim_window(
     third.release()
 
 
+def test_frozen_server_is_an_error_within_the_callers_timeout_never_a_hang(
+    redis_server_fresh: RedisServer,
+) -> None:
+    ctx = polysync.get_context("redis", url=redis_server_fresh.url, prefix="frozen")
+    holder = ctx.Lock(name="l")
+    assert holder.acquire(timeout=5)
+    event = ctx.Event(name="e")
+    outcomes: dict[str, object] = {}
+
+    def attempt(label: str, operation: Any) -> None:
+        start = time.monotonic()
+        try:
+            outcomes[label] = operation()
+        except BaseException as exc:
+            outcomes[label] = exc
+        outcomes[label + " s"] = time.monotonic() - start
+
+    waiters = [
+        threading.Thread(
+            target=attempt, args=("timed", lambda: ctx.Lock(name="l").acquire(timeout=2))
+        ),
+        threading.Thread(target=attempt, args=("untimed", lambda: ctx.Lock(name="l").acquire())),
+        threading.Thread(target=attempt, args=("event", lambda: event.wait())),
+    ]
+    for t in waiters:
+        t.start()
+    time.sleep(0.5)  # all three parked in their BLPOPs
+    redis_server_fresh.suspend()  # stops answering; its connections stay open
+    try:
+        for t in waiters:
+            t.join(15)
+        assert not any(t.is_alive() for t in waiters), outcomes
+    finally:
+        redis_server_fresh.resume()
+    for label in ("timed", "untimed", "event"):
+        error = outcomes[label]
+        assert isinstance(error, polysync.BackendConnectionError), outcomes
+        assert isinstance(error.__cause__, redis.exceptions.TimeoutError), outcomes
+    # The timed caller hears within its timeout plus the read slack and the clean-up.
+    assert float(outcomes["timed s"]) < 2 + 1 + 1 + 1, outcomes  # type: ignore[arg-type]
+
+
 def test_server_killed_under_blocked_waiters(redis_server_fresh: RedisServer) -> None:
     ctx = polysync.get_context("redis", url=redis_server_fresh.url, prefix="kill")
     lock, event = ctx.Lock(), ctx.Event()

@@ -51,6 +51,9 @@ _CONNECTION_ERRORS = (
 #: replica (READONLY) before it starts. Older servers fail to compile it, which says
 #: nothing either way and is ignored.
 _WRITABLE_PROBE = "#!lua\nreturn 1"
+#: Seconds a reply may take beyond what its command itself waits, before the server is
+#: taken to have stopped answering.
+READ_SLACK = 1.0
 #: Longest single BLPOP (seconds); see RedisBackend.pop.
 POP_SLICE = 2.0
 _ALL_SUFFIXES = ("k", "o", "f", "q", "h", "v", "e", "b")
@@ -103,7 +106,11 @@ class RedisBackend(BaseBackend):
         self.anonymous_ttl = _positive("anonymous_ttl", s["anonymous_ttl"])
         with self.translated():  # a cluster client connects at once
             self.client = _connection.connect(s)
-        self._lanes = Lanes(self.client)
+        self._lanes = Lanes(self.client, handshake_timeout=_kernels.CLEANUP_TIMEOUT)
+        pool_kwargs = getattr(
+            getattr(self.client, "connection_pool", None), "connection_kwargs", {}
+        )
+        self._op_timeout = pool_kwargs.get("socket_timeout") or _connection.OP_TIMEOUT
         self._scripts: dict[str, Any] = {}
         self.renewer = Renewer()
         self._client_id = secrets.token_hex(6)
@@ -150,14 +157,23 @@ class RedisBackend(BaseBackend):
             script = self._scripts[name] = self.client.register_script(body)
         return script
 
-    def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+    def run(
+        self, script: str, keys: list[str], args: list[Any], timeout: float | None = None
+    ) -> Any:
+        """Run *script*; a server that does not answer within *timeout* (the caller's
+        remaining time, at least ``READ_SLACK``; at most the operation timeout) raises."""
         # Every operation's hot path: EVALSHA on this thread's own connection (see
         # _lanes), an inline try rather than translated(), and the script loaded only when
         # the server lacks it.
         registered = self._script(script)
+        limit = self._op_timeout
+        if timeout is not None:
+            limit = min(limit, max(READ_SLACK, timeout))
         try:
             if self._lanes.available:
-                (reply,) = self._lanes.execute(("EVALSHA", registered.sha, len(keys), *keys, *args))
+                (reply,) = self._lanes.execute(
+                    ("EVALSHA", registered.sha, len(keys), *keys, *args), timeout=limit
+                )
                 if not isinstance(reply, redis.exceptions.ResponseError):
                     return reply
                 if not isinstance(reply, redis.exceptions.NoScriptError):
@@ -180,7 +196,9 @@ class RedisBackend(BaseBackend):
         sha = self._script(script).sha
         try:
             result, found = self._lanes.execute(
-                ("EVALSHA", sha, len(keys), *keys, *args), ("BLPOP", key, step)
+                ("EVALSHA", sha, len(keys), *keys, *args),
+                ("BLPOP", key, step),
+                timeout=step + READ_SLACK,
             )
         except _REDIS_ERRORS as exc:
             raise self.translate(exc) from exc
@@ -195,9 +213,10 @@ class RedisBackend(BaseBackend):
     def pop(self, key: str, timeout: float | None) -> str | None:
         """Block on *key* for at most *timeout* seconds (``None``: forever).
 
-        Each BLPOP lasts at most ``POP_SLICE``: redis-py reads with a socket timeout
-        (5 s by default), and a dead connection is noticed within a slice. Nothing is
-        lost between slices: a message waits in the list for the next BLPOP.
+        Each BLPOP lasts at most ``POP_SLICE`` and its reply is awaited ``READ_SLACK``
+        longer, so a server that stopped answering is noticed within a slice plus the
+        slack. Nothing is lost between slices: a message waits in the list for the next
+        BLPOP.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         first = True
@@ -207,13 +226,15 @@ class RedisBackend(BaseBackend):
                 step = min(step, max(0.001, deadline - time.monotonic()))  # 0 = forever
             with self.translated():
                 if self._lanes.available and first:
-                    (found,) = self._lanes.execute(("BLPOP", key, step))
+                    (found,) = self._lanes.execute(("BLPOP", key, step), timeout=step + READ_SLACK)
                 elif self._lanes.available:
                     # Each later slice first checks that the server still takes writes: a
                     # master demoted by a failover keeps serving BLPOP, and would keep this
                     # waiter away from the new master (and its wake-ups) until its timeout.
                     probe, found = self._lanes.execute(
-                        ("EVAL", _WRITABLE_PROBE, 0), ("BLPOP", key, step)
+                        ("EVAL", _WRITABLE_PROBE, 0),
+                        ("BLPOP", key, step),
+                        timeout=step + READ_SLACK,
                     )
                     if server_demoted(probe):
                         raise probe

@@ -47,6 +47,10 @@ def mask(url: str) -> str:
 #: values, and RESP2 needs no HELLO round trip on each new connection; redis-py 8 made
 #: RESP3 its default. A client passed in keeps whatever protocol it was given.
 PROTOCOL = 2
+#: The longest one non-blocking operation may take when the client sets no socket
+#: timeout of its own (redis-py before 8 sets none: a frozen server would hold a caller
+#: forever). Clients polysync builds get it as their socket timeout unless told otherwise.
+OP_TIMEOUT = 5.0
 
 
 def connect(settings: Mapping[str, Any]) -> Any:
@@ -56,7 +60,7 @@ def connect(settings: Mapping[str, Any]) -> Any:
         return client
     kwargs = settings.get("connection_kwargs")
     if kwargs:
-        kwargs = {"protocol": PROTOCOL, **kwargs}
+        kwargs = {"protocol": PROTOCOL, "socket_timeout": OP_TIMEOUT, **kwargs}
         if settings.get("cluster"):
             return redis.cluster.RedisCluster(**kwargs)
         return redis.Redis(**kwargs)
@@ -67,7 +71,9 @@ def connect(settings: Mapping[str, Any]) -> Any:
             raise TypeError("the redis backend's sentinel option needs service_name as well")
         extra = {k: settings[k] for k in ("username", "password") if settings.get(k)}
         sentinel_cls: Any = redis.sentinel.Sentinel  # partly untyped in redis-py
-        sentinel = sentinel_cls([tuple(s) for s in sentinels], protocol=PROTOCOL, **extra)
+        sentinel = sentinel_cls(
+            [tuple(s) for s in sentinels], protocol=PROTOCOL, socket_timeout=OP_TIMEOUT, **extra
+        )
         return sentinel.master_for(service, **extra)
     url = settings.get("url")
     if not url:
@@ -76,8 +82,10 @@ def connect(settings: Mapping[str, Any]) -> Any:
             "sentinel= with service_name="
         )
     if settings.get("cluster"):
-        return redis.cluster.RedisCluster.from_url(url, protocol=PROTOCOL)
-    return redis.Redis.from_url(url, protocol=PROTOCOL)
+        return redis.cluster.RedisCluster.from_url(
+            url, protocol=PROTOCOL, socket_timeout=OP_TIMEOUT
+        )
+    return redis.Redis.from_url(url, protocol=PROTOCOL, socket_timeout=OP_TIMEOUT)
 
 
 def picklable(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,8 @@ MESSAGE_TTL_MS = 60_000
 #: new holder's renewer confirms it: a waiter that died while queued delays the next one
 #: by this much, not by a whole lease. The scripts get it as CLAIM_MS.
 CLAIM = 6.0
+#: Seconds a wait's clean-up step (cancel) may take, and a new connection's handshake.
+CLEANUP_TIMEOUT = 1.0
 
 
 def text(value: Any) -> str:
@@ -56,6 +58,14 @@ class _Kernel:
 
     def _run(self, *args: Any) -> Any:
         return self._backend.run(self.script_name, self.keys, list(args))
+
+    def _run_within(self, timeout: float | None, *args: Any) -> Any:
+        """``_run`` for a caller with *timeout* seconds left (``None``: no limit of its own)."""
+        return self._backend.run(self.script_name, self.keys, list(args), timeout)
+
+    def _cancel(self, *args: Any) -> Any:
+        """A wait's clean-up step, bounded so that a frozen server cannot hold the caller."""
+        return self._run_within(CLEANUP_TIMEOUT, "cancel", *args)
 
     def _waiter_key(self) -> str:
         return f"{self._base}:w:{self._backend.unique_id()}"
@@ -131,7 +141,8 @@ class _Leased(_Kernel):
                 if message is not None:
                     self._granted(owner, message)
                     return True
-                expiry_ms = int(self._run("poke", self._lease_ms))
+                remaining = None if deadline is None else deadline - time.monotonic()
+                expiry_ms = int(self._run_within(remaining, "poke", self._lease_ms))
         except BaseException:
             self._leave(owner, wkey, keep=False)
             raise
@@ -139,7 +150,7 @@ class _Leased(_Kernel):
 
     def _leave(self, owner: str, wkey: str, *, keep: bool) -> bool:
         """Cancel a wait; if it was granted meanwhile, keep the grant (or give it back)."""
-        result = self._run("cancel", owner, wkey)
+        result = self._cancel(owner, wkey)
         if int(result[0]) != 1:
             return False
         self._granted(owner, result[1])
@@ -205,7 +216,7 @@ class RedisLock(_Leased):
         wkey = self._waiter_key() if waits else ""
         if waits and self._contended:
             return self._acquire_pipelined(owner, wkey, timeout)
-        result = self._run("acquire", owner, self._lease_ms, wkey)
+        result = self._run_within(timeout, "acquire", owner, self._lease_ms, wkey)
         if int(result[0]) == 1:
             self._held(owner, int(result[1]), bool(int(result[2])))
             return True
@@ -391,7 +402,7 @@ class RedisSemaphore(_Leased):
         owner = self._backend.owner_id()
         waits = blocking and timeout != 0
         wkey = self._waiter_key() if waits else ""
-        result = self._run("acquire", owner, self._lease_ms, wkey)
+        result = self._run_within(timeout, "acquire", owner, self._lease_ms, wkey)
         if int(result[0]) == 1:
             self._took(owner, int(result[1]))
             return True
@@ -467,7 +478,7 @@ class RedisEvent(_Kernel):
                     self.script_name, self.keys, ["wait", wkey, 1, MESSAGE_TTL_MS], wkey, timeout
                 )
             if both is None:
-                woken = bool(int(self._run("wait", wkey, 0, MESSAGE_TTL_MS)))
+                woken = bool(int(self._run_within(timeout, "wait", wkey, 0, MESSAGE_TTL_MS)))
             else:
                 woken = both[1] is not None
             if woken:
@@ -477,7 +488,7 @@ class RedisEvent(_Kernel):
                 woken = self._pop(wkey, remaining) is not None
         finally:
             if not woken:
-                woken = bool(int(self._run("cancel", wkey)))
+                woken = bool(int(self._cancel(wkey)))
         return woken
 
 
@@ -487,14 +498,14 @@ class RedisCondition(_Kernel):
 
     def wait(self, lock: LockKernel, timeout: float | None) -> bool:
         wkey = self._waiter_key()
-        self._run("enqueue", wkey)  # queued before the lock is released: nothing is missed
+        self._run_within(timeout, "enqueue", wkey)  # queued before the release: nothing missed
         state = lock.release_save()
         woken = False
         try:
             woken = self._pop(wkey, timeout) is not None
         finally:
             if not woken:
-                woken = bool(int(self._run("cancel", wkey)))
+                woken = bool(int(self._cancel(wkey)))
             lock.acquire_restore(state)
         return woken
 
@@ -516,7 +527,7 @@ class RedisBarrier(_Kernel):
 
     def wait(self, timeout: float | None, action: Callable[[], object] | None) -> int:
         wkey = self._waiter_key()
-        result = self._run("arrive", wkey, self.parties)
+        result = self._run_within(timeout, "arrive", wkey, self.parties)
         status = int(result[0])
         if status < 0:
             raise BrokenBarrierError("the barrier is broken")
@@ -535,7 +546,7 @@ class RedisBarrier(_Kernel):
             message = self._pop(wkey, timeout)
         finally:
             if message is None:
-                message = text(self._run("cancel", wkey, MESSAGE_TTL_MS))
+                message = text(self._cancel(wkey, MESSAGE_TTL_MS))
         if message == "ok":
             return index
         if message == "timeout":

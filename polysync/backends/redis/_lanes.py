@@ -69,10 +69,15 @@ class _Lane:
 
 
 class Lanes:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, handshake_timeout: float) -> None:
         pool = getattr(client, "connection_pool", None)
         usable = hasattr(pool, "connection_class") and hasattr(pool, "connection_kwargs")
         self._pool = pool if usable else None
+        # A lane's own socket timeout only bounds its handshake (redis-py sends commands
+        # of its own on connect): every exchange sets the timeout it needs.
+        self._kwargs = (
+            {} if pool is None else {**pool.connection_kwargs, "socket_timeout": handshake_timeout}
+        )
         self._local = threading.local()
 
     @property
@@ -87,7 +92,7 @@ class Lanes:
                 return conn
             lane.close()  # a forked child's copy, or closed by the server (a restart) while idle
         assert self._pool is not None
-        conn = self._pool.connection_class(**self._pool.connection_kwargs)
+        conn = self._pool.connection_class(**self._kwargs)
         # Connected here, through the class's own connect(): a Sentinel-managed connection
         # asks the sentinels for the master there. Left to connect lazily on its first
         # command, it would go to its default address instead.
@@ -100,10 +105,17 @@ class Lanes:
         if lane is not None:
             lane.close()
 
-    def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
+    def execute(self, *commands: tuple[Any, ...], timeout: float | None = None) -> list[Any]:
         """Send *commands* in one write and read their replies; a server error is returned
-        in place of its reply (so every reply is read), anything else is raised."""
+        in place of its reply (so every reply is read), anything else is raised.
+
+        *timeout* bounds each socket operation of this exchange (``None``: the
+        connection's own socket timeout): a server that stops answering raises redis-py's
+        ``TimeoutError`` instead of holding the caller.
+        """
         conn = self._connection()
+        if timeout is not None:
+            conn._sock.settimeout(timeout)
         try:
             if len(commands) == 1:
                 conn.send_command(*commands[0])
@@ -121,6 +133,8 @@ class Lanes:
                     self._drop()
                     return replies + [reply] * (len(commands) - len(replies))
                 replies.append(reply)
+            if timeout is not None:
+                conn._sock.settimeout(conn.socket_timeout)
             return replies
         except BaseException:
             self._drop()
