@@ -297,8 +297,9 @@ def test_frozen_server_is_an_error_within_the_callers_timeout_never_a_hang(
         error = outcomes[label]
         assert isinstance(error, polysync.BackendConnectionError), outcomes
         assert isinstance(error.__cause__, redis.exceptions.TimeoutError), outcomes
-    # The timed caller hears within its timeout plus the read slack and the clean-up.
-    assert float(outcomes["timed s"]) < 2 + 1 + 1 + 1, outcomes  # type: ignore[arg-type]
+    # The timed caller hears within its timeout plus the read slack and the clean-up (1 s
+    # each), with room for a loaded machine; before the bounds it took 8-10 s.
+    assert float(outcomes["timed s"]) < 2 + 1 + 1 + 2, outcomes  # type: ignore[arg-type]
 
 
 def test_server_killed_under_blocked_waiters(redis_server_fresh: RedisServer) -> None:
