@@ -133,8 +133,9 @@ class Lanes:
                     self._drop()
                     return replies + [reply] * (len(commands) - len(replies))
                 replies.append(reply)
-            if timeout is not None:
-                conn._sock.settimeout(conn.socket_timeout)
+            sock = conn._sock
+            if timeout is not None and sock is not None:
+                sock.settimeout(conn.socket_timeout)
             return replies
         except BaseException:
             self._drop()
