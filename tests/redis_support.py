@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import pytest
@@ -870,64 +870,51 @@ def require_redis(*binaries: str) -> None:
     pytest.skip(reason)
 
 
+_Startable = TypeVar("_Startable", RedisServer, RedisCluster, RedisSentinel)
+
+
+def _running(deployment: _Startable) -> Iterator[_Startable]:
+    """Start *deployment* for a fixture and stop it afterwards, even if starting failed."""
+    try:
+        deployment.start()
+        yield deployment
+    finally:
+        deployment.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One private server for the whole session (flush it yourself if a test needs to)."""
     require_redis()
-    server = RedisServer(name="redis-session")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _running(RedisServer(name="redis-session"))
 
 
 @pytest.fixture
 def redis_server_fresh() -> Iterator[RedisServer]:
     """A server of the test's own: kill, restart or pause it freely."""
     require_redis()
-    server = RedisServer(name="redis-fresh")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _running(RedisServer(name="redis-fresh"))
 
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
     """Three masters, ``cluster_state:ok`` on each."""
     require_redis("redis-server", "redis-cli")
-    cluster = RedisCluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _running(RedisCluster())
 
 
 @pytest.fixture(scope="session")
 def redis_sentinel() -> Iterator[RedisSentinel]:
     """A master and one sentinel that reports it as ``mymaster``."""
     require_redis()
-    sentinel = RedisSentinel()
-    try:
-        sentinel.start()
-        yield sentinel
-    finally:
-        sentinel.stop()
+    yield from _running(RedisSentinel())
 
 
 @pytest.fixture
 def redis_sentinel_with_replica() -> Iterator[RedisSentinel]:
     """A master, a replica and one sentinel, of the test's own (it may fail them over)."""
     require_redis()
-    sentinel = RedisSentinel(replica=True)
-    try:
-        sentinel.start()
-        yield sentinel
-    finally:
-        sentinel.stop()
+    yield from _running(RedisSentinel(replica=True))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -27,7 +27,7 @@ from polysync.testing import (
 )
 from polysync.testing.suite import Child
 
-from .redis_support import RedisServer
+from .redis_support import RedisServer, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -172,10 +172,26 @@ def test_stopped_holder_learns_it_lost_the_lease(ctx: polysync.Context) -> None:
         assert "release LeaseLostError" in rest
         other.release()
     finally:
-        proc.kill()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def _wait_queued(
+    server: RedisServer, queue: str, n: int, what: str, alive: Any = lambda: True
+) -> None:
+    """Wait until *queue* holds *n* waiters, while *alive* stays true."""
+
+    def queued() -> bool:
+        assert alive()
+        return int(server.command("LLEN", queue)) >= n
+
+    wait_for(queued, 10.0, what, interval=0.01)
 
 
 @pytest.mark.parametrize("kind", ["Lock", "Semaphore"])
@@ -203,10 +219,7 @@ def test_waiter_killed_while_queued_holds_up_the_next_for_the_claim_only(
     try:
         assert doomed.stdout is not None
         assert doomed.stdout.readline().strip() == "waiting"
-        deadline = time.monotonic() + 10
-        while int(redis_server_fresh.command("LLEN", queue)) < 1:
-            assert time.monotonic() < deadline, "the doomed waiter never queued"
-            time.sleep(0.01)
+        _wait_queued(redis_server_fresh, queue, 1, "the doomed waiter queued")
         doomed.kill()  # dies queued: the release below grants it the object
         doomed.wait(10)
         nxt = make(*args, name="q", lease=lease)
@@ -215,19 +228,13 @@ def test_waiter_killed_while_queued_holds_up_the_next_for_the_claim_only(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", polysync.OwnerDiedWarning)
             waiter.start()
-            while int(redis_server_fresh.command("LLEN", queue)) < 2:
-                assert waiter.is_alive()
-                assert time.monotonic() < deadline + 10
-                time.sleep(0.01)
+            _wait_queued(redis_server_fresh, queue, 2, "the next waiter queued", waiter.is_alive)
             mine.release()
             waiter.join(CLAIM + 10)
         assert got == [True]  # within the claim window, not the 60 s lease
         nxt.release()
     finally:
-        doomed.kill()
-        doomed.wait(10)
-        if doomed.stdout is not None:
-            doomed.stdout.close()
+        _stop(doomed)
 
 
 @pytest.mark.parametrize("kind", ["Lock", "Semaphore"])
@@ -244,10 +251,7 @@ def test_handed_off_holder_keeps_it_past_the_claim_window(
     waiter = threading.Thread(target=lambda: got.append(second.acquire(timeout=10)))
     waiter.start()
     queue = next(key for key in first._kernel.keys if key.endswith(":q"))
-    deadline = time.monotonic() + 10
-    while int(redis_server_fresh.command("LLEN", queue)) < 1:  # queued behind the holder
-        assert time.monotonic() < deadline, "the waiter never queued"
-        time.sleep(0.01)
+    _wait_queued(redis_server_fresh, queue, 1, "the waiter queued behind the holder")
     first.release()  # handed to the waiter, leased for the claim window until confirmed
     waiter.join(10)
     assert got == [True]

@@ -344,8 +344,9 @@ class PosixBackend(BaseBackend):
             param_must_match=True,
             param_label=_derived.lock_label,
         )
-        fast = block.sems[0]._fast  # type: ignore[attr-defined]
-        return PosixLock(block) if fast is None else SemLockPosixLock(block, fast)
+        sem = block.sems[0]
+        assert isinstance(sem, PosixSemaphore)
+        return PosixLock(block) if sem._fast is None else SemLockPosixLock(block, sem._fast)
 
     def describe(self) -> str:
         extra = ", recover_locks=True" if self.recover_locks else ""

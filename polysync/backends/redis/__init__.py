@@ -225,19 +225,15 @@ class RedisBackend(BaseBackend):
             if deadline is not None:
                 step = min(step, max(0.001, deadline - time.monotonic()))  # 0 = forever
             with self.translated():
-                if self._lanes.available and first:
-                    (found,) = self._lanes.execute(("BLPOP", key, step), timeout=step + READ_SLACK)
-                elif self._lanes.available:
+                if self._lanes.available:
                     # Each later slice first checks that the server still takes writes: a
                     # master demoted by a failover keeps serving BLPOP, and would keep this
                     # waiter away from the new master (and its wake-ups) until its timeout.
-                    probe, found = self._lanes.execute(
-                        ("EVAL", _WRITABLE_PROBE, 0),
-                        ("BLPOP", key, step),
-                        timeout=step + READ_SLACK,
+                    # A refusal comes back in place of the BLPOP's reply too (see _lanes).
+                    probe = () if first else (("EVAL", _WRITABLE_PROBE, 0),)
+                    *_, found = self._lanes.execute(
+                        *probe, ("BLPOP", key, step), timeout=step + READ_SLACK
                     )
-                    if server_demoted(probe):
-                        raise probe
                 else:
                     found = self.client.blpop([key], timeout=step)
                 if isinstance(found, redis.exceptions.ResponseError):

@@ -70,13 +70,13 @@ class _Lane:
 
 class Lanes:
     def __init__(self, client: Any, handshake_timeout: float) -> None:
-        pool = getattr(client, "connection_pool", None)
+        pool: Any = getattr(client, "connection_pool", None)
         usable = hasattr(pool, "connection_class") and hasattr(pool, "connection_kwargs")
         self._pool = pool if usable else None
         # A lane's own socket timeout only bounds its handshake (redis-py sends commands
         # of its own on connect): every exchange sets the timeout it needs.
         self._kwargs = (
-            {} if pool is None else {**pool.connection_kwargs, "socket_timeout": handshake_timeout}
+            {**pool.connection_kwargs, "socket_timeout": handshake_timeout} if usable else {}
         )
         self._local = threading.local()
 
@@ -105,17 +105,15 @@ class Lanes:
         if lane is not None:
             lane.close()
 
-    def execute(self, *commands: tuple[Any, ...], timeout: float | None = None) -> list[Any]:
+    def execute(self, *commands: tuple[Any, ...], timeout: float) -> list[Any]:
         """Send *commands* in one write and read their replies; a server error is returned
         in place of its reply (so every reply is read), anything else is raised.
 
-        *timeout* bounds each socket operation of this exchange (``None``: the
-        connection's own socket timeout): a server that stops answering raises redis-py's
-        ``TimeoutError`` instead of holding the caller.
+        *timeout* bounds each socket operation of this exchange: a server that stops
+        answering raises redis-py's ``TimeoutError`` instead of holding the caller.
         """
         conn = self._connection()
-        if timeout is not None:
-            conn._sock.settimeout(timeout)
+        conn._sock.settimeout(timeout)
         try:
             if len(commands) == 1:
                 conn.send_command(*commands[0])
@@ -126,16 +124,13 @@ class Lanes:
                 try:
                     reply = conn.read_response()
                 except redis.exceptions.ResponseError as exc:
+                    if server_demoted(exc):
+                        # It points at a replica now: drop it (and a BLPOP queued behind)
+                        # at once; the next command finds the master.
+                        self._drop()
+                        return replies + [exc] * (len(commands) - len(replies))
                     reply = exc
-                if server_demoted(reply):
-                    # It points at a replica now: drop it (and a BLPOP queued behind) at
-                    # once; the next command finds the master.
-                    self._drop()
-                    return replies + [reply] * (len(commands) - len(replies))
                 replies.append(reply)
-            sock = conn._sock
-            if timeout is not None and sock is not None:
-                sock.settimeout(conn.socket_timeout)
             return replies
         except BaseException:
             self._drop()
