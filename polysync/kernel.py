@@ -114,7 +114,18 @@ class SemaphoreKernel(Protocol):
         """The current count (a snapshot)."""
 
     def close(self) -> None:
-        """Drop this handle; the object lives on for other handles."""
+        """Drop this handle; the object lives on for other handles.
+
+        Also called when an unclosed handle is garbage-collected (see ``discard`` below),
+        so it must not wait for a lock that the interrupted thread may hold.
+        """
+
+    # Optional, on this kernel or on any primitive's kernel:
+    #   discard() -> None: drop a handle that was garbage-collected without close(). The
+    #       GC runs finalizers in whichever thread allocates, at any point, even inside
+    #       the backend's client while it holds its locks: discard must not block, nor
+    #       talk to a server through a connection that thread may be using. A backend
+    #       whose close() does either hands that work to a thread of its own here.
 
 
 class LockKernel(Protocol):

@@ -94,12 +94,16 @@ class _Primitive:
         self._object_name = object_name
         self._kernel = kernel
         self._options = options
-        self._finalizer = weakref.finalize(self, kernel.close)
+        # A handle nobody closed is dropped by its finalizer, which the GC may run in any
+        # thread at any allocation, even one holding the backend client's locks: the
+        # kernel's discard(), where it has one, is the variant that never blocks.
+        self._finalizer = weakref.finalize(self, getattr(kernel, "discard", kernel.close))
         if options:
             try:
                 ctx.backend.configure_primitive(kernel, options)
             except BaseException:
-                self._finalizer()
+                self._finalizer.detach()
+                kernel.close()
                 raise
         self._bind(kernel)
 
@@ -147,7 +151,8 @@ class _Primitive:
         closed = _ClosedKernel(f"this {type(self).__name__}")
         self._kernel = closed
         self._bind(closed)
-        self._finalizer()
+        if self._finalizer.detach() is not None:
+            kernel.close()
 
     def unlink(self) -> None:
         """Destroy the object's name: later opens of the name create a new object.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -217,6 +219,38 @@ def test_closing_the_last_handle_unlinks_an_anonymous_object(ctx: polysync.Conte
     event = ctx.Event()
     assert polysync_shm_entries() - before
     event.close()
+    assert wait_until(lambda: polysync_shm_entries() <= before)
+
+
+def test_a_handle_the_gc_drops_inside_the_trackers_lock_neither_hangs_nor_leaks(
+    ctx: polysync.Context,
+) -> None:
+    """The GC runs finalizers wherever it happens to be, here in the middle of the
+    tracker client's own critical section: the dropped handle must not wait for that
+    lock (it used to deadlock), and its objects must still go once the lock is free."""
+    from polysync.backends import _tracker
+
+    before = polysync_shm_entries()
+    event = ctx.Event()
+    assert polysync_shm_entries() - before
+    tracker = _tracker.client()
+    done = threading.Event()
+
+    def collect_inside_the_lock() -> None:
+        with tracker._lock:
+            gc.collect()
+        done.set()
+
+    gc.disable()  # only the collection below may run the finalizer
+    try:
+        cycle: list[object] = [event]
+        cycle.append(cycle)
+        del event, cycle
+        threading.Thread(target=collect_inside_the_lock, daemon=True).start()
+        assert done.wait(10), "the finalizer deadlocked on the tracker's lock"
+    finally:
+        gc.enable()
+    ctx.Lock().close()  # the next call into the tracker sends what was queued meanwhile
     assert wait_until(lambda: polysync_shm_entries() <= before)
 
 

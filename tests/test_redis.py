@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import signal
@@ -25,7 +26,7 @@ from polysync.testing import (
     LockTests,
     SemaphoreTests,
 )
-from polysync.testing.suite import Child
+from polysync.testing.suite import PROMPT, Child
 
 from .redis_support import RedisServer, wait_for
 
@@ -425,6 +426,80 @@ def test_fifty_waiters_all_released(ctx: polysync.Context, kind: str) -> None:
         assert all(isinstance(r, int) and 0 <= r <= n for r in results)
     else:
         assert all(result is True for result in results)
+
+
+def _pool_locks(client: Any) -> list[Any]:
+    """The locks redis-py holds while it hands out connections (private: tests only)."""
+    if hasattr(client, "get_nodes"):  # a cluster: one pool per node
+        pools = [node.redis_connection.connection_pool for node in client.get_nodes()]
+    else:
+        pools = [client.connection_pool]
+    return [pool._lock for pool in pools]
+
+
+@pytest.mark.parametrize("deployment", ["standalone", "cluster"])
+def test_a_handle_the_gc_drops_cleans_up_from_another_thread(
+    deployment: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GC runs finalizers wherever it happens to be: inside redis-py holding a pool's
+    lock (redis-py 5's is not reentrant: the finalizer's command used to deadlock there),
+    or between a command and its reply on this thread's connection. A dropped handle
+    sends nothing from the collecting thread, and its clean-up still happens."""
+    fixture = "redis_cluster" if deployment == "cluster" else "redis_server"
+    url = request.getfixturevalue(fixture).url
+    ctx = polysync.get_context(
+        "redis", url=url, cluster=deployment == "cluster", prefix="gc" + uuid.uuid4().hex[:6]
+    )
+    name = "dropped"
+    watcher = ctx.Semaphore(2, name=name)
+    sem = ctx.Semaphore(2, name=name)
+    assert sem.acquire(timeout=PROMPT)
+    backend = ctx.backend
+    # A closing handle forgets its permits (they stay taken, not leased any more).
+    (holders,) = [key for key in watcher._kernel.keys if key.endswith(":h")]
+    assert backend.client.zcard(holders) == 1
+    callers: list[int] = []
+    run = backend.run
+
+    def recording_run(*args: Any, **kwargs: Any) -> Any:
+        callers.append(threading.get_ident())
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "run", recording_run)
+    collector: list[int] = []
+    done = threading.Event()
+
+    def collect_inside_the_pool_locks() -> None:
+        collector.append(threading.get_ident())
+        locks = _pool_locks(backend.client)
+        for lock in locks:
+            lock.acquire()
+        try:
+            gc.collect()
+        finally:
+            for lock in locks:
+                lock.release()
+        done.set()
+
+    gc.disable()  # only the collection below may run the finalizer
+    try:
+        cycle: list[object] = [sem]
+        cycle.append(cycle)
+        del sem, cycle
+        threading.Thread(target=collect_inside_the_pool_locks, daemon=True).start()
+        assert done.wait(PROMPT), "the finalizer deadlocked inside redis-py"
+    finally:
+        gc.enable()
+    assert collector[0] not in callers, "the finalizer talked to redis from the GC's thread"
+    wait_for(lambda: backend.client.zcard(holders) == 0, PROMPT, "the dropped handle's clean-up")
+    # An explicit close still does everything before it returns.
+    sem = ctx.Semaphore(2, name=name)
+    assert sem.acquire(timeout=PROMPT)
+    assert backend.client.zcard(holders) == 1
+    sem.close()
+    assert backend.client.zcard(holders) == 0
+    assert watcher.get_value() == 0
+    assert ctx.unlink(name) is True
 
 
 def test_anonymous_objects_expire_when_nobody_uses_them(redis_server_fresh: RedisServer) -> None:

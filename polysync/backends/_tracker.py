@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 
 ENV = "POLYSYNC_POSIX_TRACKER"
 _FIRST_CONNECT = 30.0  # seconds a fresh tracker waits for its first client
@@ -137,6 +137,7 @@ class Client:
         self.tracker_id = tracker_id
         self._lock = threading.Lock()
         self._held: Counter[str] = Counter()
+        self._unsent: deque[str] = deque()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.connect(address(tracker_id))
 
@@ -147,14 +148,29 @@ class Client:
         with self._lock:
             self._held[entry] += 1
             self._send("+" + entry)
+        self._flush()
 
     def unregister(self, entry: str) -> None:
-        with self._lock:
-            if self._held[entry] <= 0:
-                return
-            self._held[entry] -= 1
-            with contextlib.suppress(OSError):
-                self._send("-" + entry)
+        """Drop one use of *entry*; never waits.
+
+        Handles close from finalizers, and the GC may run one in a thread that holds
+        ``_lock`` right now: the entry is queued, and whoever holds the lock sends it
+        after letting go.
+        """
+        self._unsent.append(entry)
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._unsent and self._lock.acquire(blocking=False):
+            try:
+                while self._unsent:
+                    entry = self._unsent.popleft()
+                    if self._held[entry] > 0:
+                        self._held[entry] -= 1
+                        with contextlib.suppress(OSError):
+                            self._send("-" + entry)
+            finally:
+                self._lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -164,6 +180,7 @@ class Client:
         """Keep *entry* alive for TRANSFER_GRACE seconds, even if every user exits."""
         with self._lock:
             self._send("~" + entry)
+        self._flush()
 
     def reconnect_after_fork(self) -> None:
         """In a forked child: drop the parent's connection, declare what we inherited."""

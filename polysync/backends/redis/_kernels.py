@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from polysync.errors import BrokenBarrierError, NotHeldError, OwnerDiedWarning
@@ -80,11 +81,27 @@ class _Kernel:
             self.on_lost = on_lost
 
     def close(self) -> None:
-        if self._touch is not None:
-            self._backend.renewer.remove(self._touch)
-            self._touch = None
-            with contextlib.suppress(Exception):  # a last touch: the idle TTL starts now
-                self._backend.run("touch", self.keys, [int(self._backend.anonymous_ttl * 1000)])
+        for action in self._detach():
+            with contextlib.suppress(Exception):  # closing never fails: best effort (at exit too)
+                action()
+
+    def discard(self) -> None:
+        """``close()`` for a handle the GC dropped: what is left runs on the renewer's thread."""
+        for action in self._detach():
+            self._backend.renewer.defer(action)
+
+    def _detach(self) -> list[Callable[[], object]]:
+        """Forget this handle's local state without blocking; return what is left to do."""
+        touch, self._touch = self._touch, None
+        if touch is None:
+            return []
+        backend = self._backend
+        # A last touch: the idle TTL starts now.
+        ttl_ms = int(backend.anonymous_ttl * 1000)
+        return [
+            partial(backend.renewer.remove, touch),
+            partial(backend.run, "touch", self.keys, [ttl_ms]),
+        ]
 
 
 class _Leased(_Kernel):
@@ -187,12 +204,12 @@ class _Leased(_Kernel):
         if callback is not None:
             callback()
 
-    def close(self) -> None:
-        with self._state:
-            if self._renewal is not None:
-                self._backend.renewer.remove(self._renewal)
-                self._renewal = None
-        super().close()
+    def _detach(self) -> list[Callable[[], object]]:
+        renewal, self._renewal = self._renewal, None
+        actions = super()._detach()
+        if renewal is not None:
+            actions.insert(0, partial(self._backend.renewer.remove, renewal))
+        return actions
 
 
 class RedisLock(_Leased):
@@ -316,9 +333,10 @@ class RedisLock(_Leased):
     def is_owned(self) -> bool:
         return self.locked()
 
-    def close(self) -> None:
-        self._forget()
-        super().close()
+    def _detach(self) -> list[Callable[[], object]]:
+        self._owner = None
+        self.owner_died = False
+        return super()._detach()
 
 
 class RedisRLock:
@@ -384,6 +402,9 @@ class RedisRLock:
     def close(self) -> None:
         self._lock.close()
 
+    def discard(self) -> None:
+        self._lock.discard()
+
 
 class RedisSemaphore(_Leased):
     """A counting semaphore with leased permits (``semaphore.lua``)."""
@@ -445,13 +466,12 @@ class RedisSemaphore(_Leased):
     def get_value(self) -> int:
         return int(self._run("value"))
 
-    def close(self) -> None:
-        with self._state:
-            permits, self._permits = self._permits, []
+    def _detach(self) -> list[Callable[[], object]]:
+        permits, self._permits = self._permits, []
+        actions = super()._detach()
         if permits:
-            with contextlib.suppress(Exception):  # closing never fails: best effort (at exit too)
-                self._run("forget", *permits)
-        super().close()
+            actions.insert(0, partial(self._run, "forget", *permits))
+        return actions
 
 
 class RedisEvent(_Kernel):

@@ -3,16 +3,19 @@
 Each registration is a callable run every *interval* seconds that returns whether what
 it keeps is still there. A ``False`` (the key is gone: expired, deleted, or the server
 restarted empty) or failures lasting longer than *give_up* seconds call ``on_lost``
-once and drop the registration.
+once and drop the registration. The thread also runs the clean-ups of handles the
+garbage collector dropped (``defer``), which must not run where the GC interrupted.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,6 +43,7 @@ class Renewer:
         # Also run in a forked child: the parent's thread is gone, and its lock may have
         # been held at the moment of the fork, so everything starts afresh.
         self._items: dict[int, Renewal] = {}
+        self._deferred: deque[Callable[[], object]] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,8 +88,31 @@ class Renewer:
         with self._lock:
             self._items.pop(key, None)
 
+    def defer(self, action: Callable[[], object]) -> None:
+        """Have the renewer's thread run *action* within ``TICK`` seconds (best effort).
+
+        For a finalizer's work: the GC may run it in a thread that holds the redis
+        client's locks, or that is half-way through an exchange on its connection.
+        Neither blocks nor starts a thread; at interpreter exit *action* runs at once.
+        """
+        if _exiting:
+            with contextlib.suppress(Exception):
+                action()
+            return
+        self._deferred.append(action)
+
+    def run_deferred(self) -> None:
+        while True:
+            try:
+                action = self._deferred.popleft()
+            except IndexError:
+                return
+            with contextlib.suppress(Exception):  # clean-ups are best effort
+                action()
+
     def _run(self) -> None:
         while True:
+            self.run_deferred()
             with self._lock:
                 items = list(self._items.items())
             now = time.monotonic()
@@ -115,10 +142,23 @@ class Renewer:
 _renewers: weakref.WeakSet[Renewer] = weakref.WeakSet()
 
 
+_exiting = False
+
+
+def _at_exit() -> None:
+    # weakref runs the finalizers left at exit before or after this: clean-ups they
+    # queued before run here, and later ones run at once in defer().
+    global _exiting
+    _exiting = True
+    for renewer in list(_renewers):
+        renewer.run_deferred()
+
+
 def _after_fork_in_child() -> None:
     for renewer in list(_renewers):
         renewer._reset()
 
 
+atexit.register(_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
