@@ -428,6 +428,47 @@ def test_fifty_waiters_all_released(ctx: polysync.Context, kind: str) -> None:
         assert all(result is True for result in results)
 
 
+def _hold_in_forked_child(lock: Any, sem: Any, results: Any) -> None:
+    got = lock.acquire(timeout=PROMPT)
+    results.put("acquired")
+    time.sleep(2.5)  # past the lease: only renewal keeps it
+    lost = lock.lost
+    lock.release()
+    sem.release()  # a plain signal: this process holds no permit
+    sem.close()
+    results.put((got, lost))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_starts_afresh_with_the_handles_it_inherits(ctx: polysync.Context) -> None:
+    """Under the fork start method a child gets the parent's handles as they are: it must
+    renew what it takes itself, and leave what the parent holds to the parent."""
+    import multiprocessing
+
+    lock = ctx.Lock(name="forked", lease=1.0)
+    with lock:  # the parent's renewal is registered now, and is no use to a child
+        pass
+    sem = ctx.Semaphore(2, name="forked-sem", lease=1.0)
+    assert sem.acquire(timeout=PROMPT)
+    mp = multiprocessing.get_context("fork")
+    results = mp.Queue()
+    child = mp.Process(target=_hold_in_forked_child, args=(lock, sem, results))
+    child.start()
+    try:
+        assert results.get(timeout=PROMPT) == "acquired"
+        time.sleep(1.5)
+        assert lock.acquire(timeout=0.2) is False, "the child's lease ran out: never renewed"
+        assert results.get(timeout=PROMPT) == (True, False)
+    finally:
+        child.join(PROMPT)
+    assert child.exitcode == 0
+    time.sleep(1.5)  # past the lease again: the parent's permit is still renewed
+    assert sem.lost is False, "the child's release or close took the parent's permit"
+    assert sem.get_value() == 2
+    sem.release()
+    assert sem.get_value() == 3
+
+
 def _pool_locks(client: Any) -> list[Any]:
     """The locks redis-py holds while it hands out connections (private: tests only)."""
     if hasattr(client, "get_nodes"):  # a cluster: one pool per node

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from polysync import _derived
 from polysync.errors import BrokenBarrierError, NotHeldError, OwnerDiedWarning
 
 if TYPE_CHECKING:
@@ -54,14 +55,29 @@ class _Kernel:
         self._base = base
         self.keys = [f"{base}:{suffix}" for suffix in self.suffixes]
         self._touch = backend.keep_alive(self.keys) if anonymous else None
+        self._pid = _derived.current_pid()
         self.lease = backend.lease
         self.on_lost: Callable[[], None] | None = None
 
+    def _here(self) -> None:
+        """Checked before this process uses the handle's local state (see ``_forked``)."""
+        if self._pid != _derived.current_pid():
+            self._forked()
+
+    def _forked(self, keep_alive: bool = True) -> None:
+        """A child forked with this handle starts afresh: what the handle held, renewed and
+        kept alive was the parent's (and the child's renewer has no registrations)."""
+        self._pid = _derived.current_pid()
+        if self._touch is not None:
+            self._touch = self._backend.keep_alive(self.keys) if keep_alive else None
+
     def _run(self, *args: Any) -> Any:
+        self._here()
         return self._backend.run(self.script_name, self.keys, list(args))
 
     def _run_within(self, timeout: float | None, *args: Any) -> Any:
         """``_run`` for a caller with *timeout* seconds left (``None``: no limit of its own)."""
+        self._here()
         return self._backend.run(self.script_name, self.keys, list(args), timeout)
 
     def _cancel(self, *args: Any) -> Any:
@@ -69,6 +85,7 @@ class _Kernel:
         return self._run_within(CLEANUP_TIMEOUT, "cancel", *args)
 
     def _waiter_key(self) -> str:
+        self._here()
         return f"{self._base}:w:{self._backend.unique_id()}"
 
     def _pop(self, wkey: str, timeout: float | None) -> str | None:
@@ -92,6 +109,8 @@ class _Kernel:
 
     def _detach(self) -> list[Callable[[], object]]:
         """Forget this handle's local state without blocking; return what is left to do."""
+        if self._pid != _derived.current_pid():
+            self._forked(keep_alive=False)  # the parent's state is the parent's to clean up
         touch, self._touch = self._touch, None
         if touch is None:
             return []
@@ -204,6 +223,13 @@ class _Leased(_Kernel):
         if callback is not None:
             callback()
 
+    def _forked(self, keep_alive: bool = True) -> None:
+        self._state = threading.Lock()  # a parent's thread may have held it at the fork
+        self._renewal = None
+        self.fencing_token = None
+        self.lost = False
+        super()._forked(keep_alive)
+
     def _detach(self) -> list[Callable[[], object]]:
         renewal, self._renewal = self._renewal, None
         actions = super()._detach()
@@ -304,6 +330,7 @@ class RedisLock(_Leased):
         return bool(int(self._run("renew", owner, self._lease_ms)))
 
     def _forget(self) -> str | None:
+        self._here()
         with self._state:
             owner, self._owner = self._owner, None
             self.owner_died = False
@@ -333,10 +360,16 @@ class RedisLock(_Leased):
     def is_owned(self) -> bool:
         return self.locked()
 
-    def _detach(self) -> list[Callable[[], object]]:
+    def _forked(self, keep_alive: bool = True) -> None:
         self._owner = None
         self.owner_died = False
-        return super()._detach()
+        super()._forked(keep_alive)
+
+    def _detach(self) -> list[Callable[[], object]]:
+        actions = super()._detach()
+        self._owner = None
+        self.owner_died = False
+        return actions
 
 
 class RedisRLock:
@@ -453,6 +486,7 @@ class RedisSemaphore(_Leased):
         return held == len(permits)
 
     def release(self, n: int = 1) -> None:
+        self._here()
         with self._state:
             mine = [self._permits.pop() for _ in range(min(n, len(self._permits)))]
         bound = "" if self._bound is None else self._bound
@@ -466,9 +500,13 @@ class RedisSemaphore(_Leased):
     def get_value(self) -> int:
         return int(self._run("value"))
 
+    def _forked(self, keep_alive: bool = True) -> None:
+        self._permits = []
+        super()._forked(keep_alive)
+
     def _detach(self) -> list[Callable[[], object]]:
+        actions = super()._detach()  # first: in a forked child, drops the parent's permits
         permits, self._permits = self._permits, []
-        actions = super()._detach()
         if permits:
             actions.insert(0, partial(self._run, "forget", *permits))
         return actions
