@@ -19,8 +19,13 @@ METHODS = [
 ]
 
 
-@pytest.fixture
-def ctx() -> polysync.Context:
+@pytest.fixture(params=["posix", "redis"])
+def ctx(request: pytest.FixtureRequest) -> polysync.Context:
+    """The single-host default and the cross-host backend: both must cross every kind of
+    process boundary the same way."""
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        return polysync.get_context("redis", url=server.url, prefix="procs")
     return polysync.get_context("posix")
 
 

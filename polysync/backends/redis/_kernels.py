@@ -599,12 +599,13 @@ class RedisBarrier(_Kernel):
                 raise
             self._run("trip", MESSAGE_TTL_MS)
             return index
-        message: str | None = None
         try:
             message = self._pop(wkey, timeout)
-        finally:
-            if message is None:
-                message = text(self._cancel(wkey, MESSAGE_TTL_MS))
+        except BaseException:
+            self._run_within(CLEANUP_TIMEOUT, "leave", wkey)  # interrupted: not a timeout
+            raise
+        if message is None:
+            message = text(self._cancel(wkey, MESSAGE_TTL_MS))
         if message == "ok":
             return index
         if message == "timeout":

@@ -39,6 +39,15 @@ elseif op == 'cancel' then
   end
   break_it(ARGV[3])
   return 'timeout'
+elseif op == 'leave' then
+  -- ARGV: op, waiter key. An interrupted waiter (Ctrl-C) leaves as if it had never
+  -- come, as in threading (only a timeout breaks the barrier), unless a message
+  -- reached it first: then it takes that message.
+  if redis.call('LREM', queue, 1, ARGV[2]) == 1 then
+    redis.call('HINCRBY', state, 'count', -1)
+    return 'left'
+  end
+  return redis.call('LPOP', ARGV[2])
 elseif op == 'status' then
   return {tonumber(redis.call('HGET', state, 'count') or '0'),
           redis.call('HGET', state, 'broken') == '1' and 1 or 0}
