@@ -618,6 +618,18 @@ def test_existing_client_is_accepted_and_pickles(redis_server: RedisServer) -> N
     lock.release()
 
 
+def test_existing_connection_pool_is_accepted_and_pickles(redis_server: RedisServer) -> None:
+    pool = redis.ConnectionPool.from_url(redis_server.url)
+    ctx = polysync.get_context("redis", connection_pool=pool, prefix="pool")
+    assert "connection pool" in repr(ctx)
+    lock = ctx.Lock()
+    lock.acquire()
+    assert Child(_acquire_sem_in_child, lock).result() is False
+    lock.release()
+    assert Child(_acquire_sem_in_child, lock).result() is True
+    pool.disconnect()
+
+
 def test_sentinel(redis_sentinel: Any) -> None:
     ctx = polysync.get_context(
         "redis", sentinel=redis_sentinel.sentinels, service_name=redis_sentinel.service_name
@@ -706,6 +718,8 @@ def test_a_replica_is_a_connection_error_not_a_wait_on_the_wrong_server(
     [
         ({}, TypeError),
         ({"url": 5}, TypeError),
+        ({"connection_pool": "redis://127.0.0.1:1/0"}, TypeError),
+        ({"url": "redis://127.0.0.1:1/0", "client": object()}, TypeError),
         ({"url": "redis://127.0.0.1:1/0", "lease": 0}, ValueError),
         ({"url": "redis://127.0.0.1:1/0", "lease": "30"}, ValueError),
         ({"url": "redis://127.0.0.1:1/0", "prefix": ""}, ValueError),

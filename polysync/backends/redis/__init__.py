@@ -82,6 +82,7 @@ class RedisBackend(BaseBackend):
     options: ClassVar[Mapping[str, object]] = {
         "url": None,
         "client": None,
+        "connection_pool": None,
         "connection_kwargs": None,
         "cluster": False,
         "sentinel": None,

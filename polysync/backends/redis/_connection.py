@@ -1,9 +1,9 @@
 """How the redis backend connects: options to a redis-py client, secret-free descriptions.
 
 Supported: ``url`` (redis://, rediss:// with TLS, unix://, with ACL username and
-password), an existing redis-py ``client``, Sentinel (``sentinel`` addresses plus
-``service_name``) and Redis Cluster (``cluster=True``). Passwords never appear in
-descriptions or error messages.
+password), an existing redis-py ``client`` or ``connection_pool``, Sentinel
+(``sentinel`` addresses plus ``service_name``) and Redis Cluster (``cluster=True``).
+Passwords never appear in descriptions or error messages.
 """
 
 from __future__ import annotations
@@ -53,11 +53,28 @@ PROTOCOL = 2
 OP_TIMEOUT = 5.0
 
 
+#: The options that each say where the server is; at most one may be given.
+_SOURCES = ("url", "client", "connection_pool", "sentinel")
+
+
 def connect(settings: Mapping[str, Any]) -> Any:
     """A redis-py client (``Redis`` or ``RedisCluster``) for the backend's *settings*."""
+    given = [name for name in _SOURCES if settings.get(name)]
+    if len(given) > 1:
+        raise TypeError(
+            f"the redis backend takes one of {', '.join(_SOURCES)}, not several: got "
+            f"{', '.join(given)}"
+        )
     client = settings.get("client")
     if client is not None:
         return client
+    pool = settings.get("connection_pool")
+    if pool is not None:
+        if not isinstance(pool, redis.ConnectionPool):
+            raise TypeError(
+                f"connection_pool must be a redis.ConnectionPool, not {type(pool).__name__}"
+            )
+        return redis.Redis(connection_pool=pool)
     kwargs = settings.get("connection_kwargs")
     if kwargs:
         kwargs = {"protocol": PROTOCOL, "socket_timeout": OP_TIMEOUT, **kwargs}
@@ -78,8 +95,8 @@ def connect(settings: Mapping[str, Any]) -> Any:
     url = settings.get("url")
     if not url:
         raise TypeError(
-            "the redis backend needs url= (redis://host:port/db), client=, or "
-            "sentinel= with service_name="
+            "the redis backend needs url= (redis://host:port/db), client=, "
+            "connection_pool=, or sentinel= with service_name="
         )
     if settings.get("cluster"):
         return redis.cluster.RedisCluster.from_url(
@@ -92,14 +109,16 @@ def picklable(settings: Mapping[str, Any]) -> dict[str, Any]:
     """*settings* with a live client replaced by the arguments that reconnect it."""
     out = dict(settings)
     client = out.pop("client", None)
-    if client is None:
+    pool = out.pop("connection_pool", None)
+    if client is None and pool is None:
         return out
     if isinstance(client, redis.cluster.RedisCluster):
         node: Any = client.get_default_node()  # type: ignore[no-untyped-call]
         out["connection_kwargs"] = {"host": node.host, "port": node.port}
         out["cluster"] = True
         return out
-    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        pool = getattr(client, "connection_pool", None)
     if pool is None:
         raise BackendUnavailableError(
             "this redis client cannot be re-created in another process: pass url= instead"
@@ -118,6 +137,8 @@ def describe(settings: Mapping[str, Any]) -> str:
     """Where the objects live, without secrets."""
     if settings.get("client") is not None:
         return "a redis-py client"
+    if settings.get("connection_pool") is not None:
+        return "a redis-py connection pool"
     if settings.get("sentinel"):
         return f"sentinel service {settings.get('service_name')!r}"
     if settings.get("connection_kwargs"):
