@@ -1,12 +1,16 @@
-"""Shared helpers for polysync's own tests: /dev/shm snapshots and bounded subprocesses."""
+"""Shared helpers for polysync's own tests: /dev/shm snapshots, bounded subprocesses, GC runs."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -46,13 +50,39 @@ def run_python(
     )
 
 
+def collected_while_holding(box: list[Any], locks: Sequence[Any], timeout: float = 10.0) -> int:
+    """Move what *box* holds into a cycle that only the GC frees, then collect it in a new
+    thread that holds *locks*, as the GC may find a thread anywhere. Returns that thread's
+    ident; fails the test if the collection does not end within *timeout* (a deadlock)."""
+    done = threading.Event()
+    idents: list[int] = []
+
+    def collect() -> None:
+        idents.append(threading.get_ident())
+        with contextlib.ExitStack() as held:
+            for lock in locks:
+                held.enter_context(lock)
+            gc.collect()
+        done.set()
+
+    gc.disable()  # only that collection may run the finalizers
+    try:
+        cycle: list[Any] = list(box)
+        box.clear()
+        cycle.append(cycle)
+        del cycle
+        threading.Thread(target=collect, daemon=True).start()
+        assert done.wait(timeout), "a finalizer deadlocked on a lock its thread held"
+    finally:
+        gc.enable()
+    return idents[0]
+
+
 @pytest.fixture
 def no_new_shm_entries() -> object:
     """Fail the test if it leaves polysync entries in /dev/shm once its processes are gone."""
     before = polysync_shm_entries()
     yield None
-    import gc
-
     gc.collect()
     assert wait_until(lambda: polysync_shm_entries() <= before), (
         f"left in /dev/shm: {sorted(polysync_shm_entries() - before)}"

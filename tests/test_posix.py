@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import uuid
 from collections.abc import Iterator
 
@@ -18,7 +16,13 @@ import pytest
 import polysync
 from polysync.backends.posix import posix_name
 
-from .conftest import SHM, polysync_shm_entries, run_python, wait_until
+from .conftest import (
+    SHM,
+    collected_while_holding,
+    polysync_shm_entries,
+    run_python,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -233,23 +237,9 @@ def test_a_handle_the_gc_drops_inside_the_trackers_lock_neither_hangs_nor_leaks(
     before = polysync_shm_entries()
     event = ctx.Event()
     assert polysync_shm_entries() - before
-    tracker = _tracker.client()
-    done = threading.Event()
-
-    def collect_inside_the_lock() -> None:
-        with tracker._lock:
-            gc.collect()
-        done.set()
-
-    gc.disable()  # only the collection below may run the finalizer
-    try:
-        cycle: list[object] = [event]
-        cycle.append(cycle)
-        del event, cycle
-        threading.Thread(target=collect_inside_the_lock, daemon=True).start()
-        assert done.wait(10), "the finalizer deadlocked on the tracker's lock"
-    finally:
-        gc.enable()
+    box: list[object] = [event]
+    del event
+    collected_while_holding(box, [_tracker.client()._lock])
     ctx.Lock().close()  # the next call into the tracker sends what was queued meanwhile
     assert wait_until(lambda: polysync_shm_entries() <= before)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import pickle
 import signal
@@ -28,6 +27,7 @@ from polysync.testing import (
 )
 from polysync.testing.suite import PROMPT, Child
 
+from .conftest import collected_while_holding
 from .redis_support import RedisServer, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -507,31 +507,10 @@ def test_a_handle_the_gc_drops_cleans_up_from_another_thread(
         return run(*args, **kwargs)
 
     monkeypatch.setattr(backend, "run", recording_run)
-    collector: list[int] = []
-    done = threading.Event()
-
-    def collect_inside_the_pool_locks() -> None:
-        collector.append(threading.get_ident())
-        locks = _pool_locks(backend.client)
-        for lock in locks:
-            lock.acquire()
-        try:
-            gc.collect()
-        finally:
-            for lock in locks:
-                lock.release()
-        done.set()
-
-    gc.disable()  # only the collection below may run the finalizer
-    try:
-        cycle: list[object] = [sem]
-        cycle.append(cycle)
-        del sem, cycle
-        threading.Thread(target=collect_inside_the_pool_locks, daemon=True).start()
-        assert done.wait(PROMPT), "the finalizer deadlocked inside redis-py"
-    finally:
-        gc.enable()
-    assert collector[0] not in callers, "the finalizer talked to redis from the GC's thread"
+    box: list[object] = [sem]
+    del sem
+    collector = collected_while_holding(box, _pool_locks(backend.client))
+    assert collector not in callers, "the finalizer talked to redis from the GC's thread"
     wait_for(lambda: backend.client.zcard(holders) == 0, PROMPT, "the dropped handle's clean-up")
     # An explicit close still does everything before it returns.
     sem = ctx.Semaphore(2, name=name)
