@@ -102,8 +102,7 @@ class _Primitive:
             try:
                 ctx.backend.configure_primitive(kernel, options)
             except BaseException:
-                self._finalizer.detach()
-                kernel.close()
+                self._close_kernel(kernel)
                 raise
         self._bind(kernel)
 
@@ -151,6 +150,10 @@ class _Primitive:
         closed = _ClosedKernel(f"this {type(self).__name__}")
         self._kernel = closed
         self._bind(closed)
+        self._close_kernel(kernel)
+
+    def _close_kernel(self, kernel: Any) -> None:
+        """Close *kernel* now, unless its finalizer already ran (it then never will)."""
         if self._finalizer.detach() is not None:
             kernel.close()
 

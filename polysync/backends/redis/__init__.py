@@ -253,13 +253,14 @@ class RedisBackend(BaseBackend):
         """An id no other acquisition or wait anywhere will use (no system call)."""
         return f"{self._client_id}:{_derived.current_pid()}:{next(self._counter)}"
 
-    def keep_alive(self, keys: list[str]) -> int:
+    def keep_alive(self, keys: list[str], on_fork: Any = None) -> int:
         ttl_ms = int(self.anonymous_ttl * 1000)
         return self.renewer.add(
             lambda: bool(int(self.run("touch", keys, [ttl_ms]))),
             interval=self.anonymous_ttl / 3,
             give_up=self.anonymous_ttl,
             on_lost=lambda: None,
+            on_fork=on_fork,
         )
 
     def _base(self, name: str) -> str:

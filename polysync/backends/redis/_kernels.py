@@ -17,7 +17,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from polysync import _derived
 from polysync.errors import BrokenBarrierError, NotHeldError, OwnerDiedWarning
 
 if TYPE_CHECKING:
@@ -54,30 +53,22 @@ class _Kernel:
         self._backend = backend
         self._base = base
         self.keys = [f"{base}:{suffix}" for suffix in self.suffixes]
-        self._touch = backend.keep_alive(self.keys) if anonymous else None
-        self._pid = _derived.current_pid()
+        self._touch = self._keep_alive() if anonymous else None
         self.lease = backend.lease
         self.on_lost: Callable[[], None] | None = None
 
-    def _here(self) -> None:
-        """Checked before this process uses the handle's local state (see ``_forked``)."""
-        if self._pid != _derived.current_pid():
-            self._forked()
+    def _keep_alive(self) -> int:
+        # A child forked with this handle holds it too, and keeps the object alive itself.
+        return self._backend.keep_alive(self.keys, on_fork=self._keep_alive_in_child)
 
-    def _forked(self, keep_alive: bool = True) -> None:
-        """A child forked with this handle starts afresh: what the handle held, renewed and
-        kept alive was the parent's (and the child's renewer has no registrations)."""
-        self._pid = _derived.current_pid()
-        if self._touch is not None:
-            self._touch = self._backend.keep_alive(self.keys) if keep_alive else None
+    def _keep_alive_in_child(self) -> None:
+        self._touch = self._keep_alive()
 
     def _run(self, *args: Any) -> Any:
-        self._here()
         return self._backend.run(self.script_name, self.keys, list(args))
 
     def _run_within(self, timeout: float | None, *args: Any) -> Any:
         """``_run`` for a caller with *timeout* seconds left (``None``: no limit of its own)."""
-        self._here()
         return self._backend.run(self.script_name, self.keys, list(args), timeout)
 
     def _cancel(self, *args: Any) -> Any:
@@ -85,7 +76,6 @@ class _Kernel:
         return self._run_within(CLEANUP_TIMEOUT, "cancel", *args)
 
     def _waiter_key(self) -> str:
-        self._here()
         return f"{self._base}:w:{self._backend.unique_id()}"
 
     def _pop(self, wkey: str, timeout: float | None) -> str | None:
@@ -109,8 +99,6 @@ class _Kernel:
 
     def _detach(self) -> list[Callable[[], object]]:
         """Forget this handle's local state without blocking; return what is left to do."""
-        if self._pid != _derived.current_pid():
-            self._forked(keep_alive=False)  # the parent's state is the parent's to clean up
         touch, self._touch = self._touch, None
         if touch is None:
             return []
@@ -207,7 +195,11 @@ class _Leased(_Kernel):
         lease = self.lease
         if self._renewal is None:
             self._renewal = self._backend.renewer.add(
-                self._renew, interval=lease / 3, give_up=lease, on_lost=self._on_lease_lost
+                self._renew,
+                interval=lease / 3,
+                give_up=lease,
+                on_lost=self._on_lease_lost,
+                on_fork=self._forked,
             )
         if claimed and lease > CLAIM:
             self._backend.renewer.due_within(self._renewal, CLAIM)
@@ -223,12 +215,13 @@ class _Leased(_Kernel):
         if callback is not None:
             callback()
 
-    def _forked(self, keep_alive: bool = True) -> None:
+    def _forked(self) -> None:
+        """In a child forked with this handle (see the renewer): what the handle held was
+        the parent's, so the child starts afresh and renews what it takes itself."""
         self._state = threading.Lock()  # a parent's thread may have held it at the fork
         self._renewal = None
         self.fencing_token = None
         self.lost = False
-        super()._forked(keep_alive)
 
     def _detach(self) -> list[Callable[[], object]]:
         renewal, self._renewal = self._renewal, None
@@ -330,7 +323,6 @@ class RedisLock(_Leased):
         return bool(int(self._run("renew", owner, self._lease_ms)))
 
     def _forget(self) -> str | None:
-        self._here()
         with self._state:
             owner, self._owner = self._owner, None
             self.owner_died = False
@@ -360,10 +352,10 @@ class RedisLock(_Leased):
     def is_owned(self) -> bool:
         return self.locked()
 
-    def _forked(self, keep_alive: bool = True) -> None:
+    def _forked(self) -> None:
+        super()._forked()
         self._owner = None
         self.owner_died = False
-        super()._forked(keep_alive)
 
     def _detach(self) -> list[Callable[[], object]]:
         actions = super()._detach()
@@ -486,7 +478,6 @@ class RedisSemaphore(_Leased):
         return held == len(permits)
 
     def release(self, n: int = 1) -> None:
-        self._here()
         with self._state:
             mine = [self._permits.pop() for _ in range(min(n, len(self._permits)))]
         bound = "" if self._bound is None else self._bound
@@ -500,12 +491,12 @@ class RedisSemaphore(_Leased):
     def get_value(self) -> int:
         return int(self._run("value"))
 
-    def _forked(self, keep_alive: bool = True) -> None:
+    def _forked(self) -> None:
+        super()._forked()
         self._permits = []
-        super()._forked(keep_alive)
 
     def _detach(self) -> list[Callable[[], object]]:
-        actions = super()._detach()  # first: in a forked child, drops the parent's permits
+        actions = super()._detach()
         permits, self._permits = self._permits, []
         if permits:
             actions.insert(0, partial(self._run, "forget", *permits))

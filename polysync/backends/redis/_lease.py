@@ -3,8 +3,10 @@
 Each registration is a callable run every *interval* seconds that returns whether what
 it keeps is still there. A ``False`` (the key is gone: expired, deleted, or the server
 restarted empty) or failures lasting longer than *give_up* seconds call ``on_lost``
-once and drop the registration. The thread also runs the clean-ups of handles the
-garbage collector dropped (``defer``), which must not run where the GC interrupted.
+once and drop the registration. A forked child starts with none: each registration's
+``on_fork`` is called there, so that its owner can start afresh. The thread also runs
+the clean-ups of handles the garbage collector dropped (``defer``), which must not run
+where the GC interrupted.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Renewal:
     interval: float
     give_up: float
     on_lost: Callable[[], None]
+    on_fork: Callable[[], None] | None = None
     next_due: float = 0.0
     last_ok: float = field(default_factory=time.monotonic)
 
@@ -54,12 +57,15 @@ class Renewer:
         interval: float,
         give_up: float,
         on_lost: Callable[[], None],
+        on_fork: Callable[[], None] | None = None,
     ) -> int:
         now = time.monotonic()
         with self._lock:
             self._next_id += 1
             key = self._next_id
-            self._items[key] = Renewal(renew, interval, give_up, on_lost, now + interval, now)
+            self._items[key] = Renewal(
+                renew, interval, give_up, on_lost, on_fork, next_due=now + interval, last_ok=now
+            )
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="polysync-redis-renewer", daemon=True
@@ -155,8 +161,14 @@ def _at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
+    # What the parent renewed is the parent's: the child drops it all, then tells each
+    # registration's owner, which may register again (after the reset, on this renewer).
     for renewer in list(_renewers):
+        inherited = [item.on_fork for item in renewer._items.values() if item.on_fork]
         renewer._reset()
+        for on_fork in inherited:
+            with contextlib.suppress(Exception):
+                on_fork()
 
 
 atexit.register(_at_exit)
