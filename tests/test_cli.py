@@ -66,7 +66,7 @@ def test_backends_lists_posix_and_thread_with_capabilities(
     assert "shared-cells" in lines["posix"]
     assert "cross-process" not in lines["thread"]
     assert "named" in lines["thread"]
-    assert "polysync" in lines["thread"]  # the providing distribution
+    assert "polysync-primitives" in lines["thread"]  # the providing distribution
     assert "default backend: posix" in out
 
 
@@ -81,7 +81,7 @@ def test_backends_json_parses_and_matches_the_backend_classes() -> None:
         entry = by_name[name]
         assert entry["available"] is True
         assert entry["reason"] is None
-        assert entry["provided_by"] == "polysync"
+        assert entry["provided_by"] == "polysync-primitives"
         assert entry["description"]
         caps = polysync.get_context(name).capabilities
         assert set(entry["capabilities"]) == {c.value for c in caps}

@@ -18,7 +18,7 @@ def polysync_register_backends(registry: BackendRegistry) -> None:
         BackendSpec(
             "posix",
             "polysync.backends.posix:PosixBackend",
-            install_hint="pip install polysync  (posix_ipc is a default dependency)",
+            install_hint="pip install polysync-primitives  (posix_ipc is a default dependency)",
             # macOS lacks sem_timedwait and sem_getvalue, which timeouts and lock checks need.
             platforms=("linux", "freebsd"),
             description="POSIX named semaphores and shared memory (posix_ipc), one host",
@@ -28,7 +28,7 @@ def polysync_register_backends(registry: BackendRegistry) -> None:
         BackendSpec(
             "windows",
             "polysync.backends.windows:WindowsBackend",
-            install_hint="pip install polysync  (ctypes to kernel32, nothing else to install)",
+            install_hint="pip install polysync-primitives  (ctypes to kernel32, nothing else to install)",
             platforms=("win32",),
             description="kernel32 semaphores, mutexes, events and file mappings, one session",
         )
@@ -44,7 +44,7 @@ def polysync_register_backends(registry: BackendRegistry) -> None:
         BackendSpec(
             "redis",
             "polysync.backends.redis:RedisBackend",
-            install_hint="pip install 'polysync[redis]'",
+            install_hint="pip install 'polysync-primitives[redis]'",
             description="Redis (standalone, Sentinel or Cluster): processes on many hosts",
         )
     )
