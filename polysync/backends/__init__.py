@@ -28,7 +28,7 @@ def polysync_register_backends(registry: BackendRegistry) -> None:
         BackendSpec(
             "windows",
             "polysync.backends.windows:WindowsBackend",
-            install_hint="pip install polysync-primitives  (ctypes to kernel32, nothing else to install)",
+            install_hint="pip install polysync-primitives  (ctypes only, nothing more)",
             platforms=("win32",),
             description="kernel32 semaphores, mutexes, events and file mappings, one session",
         )
