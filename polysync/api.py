@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polysync import primitives as _p
-from polysync.kernel import BaseBackend, Capability
+from polysync.kernel import Capability
+
+if TYPE_CHECKING:
+    from polysync.derived import BaseBackend
 
 __all__ = ["Context", "available_backends", "get_context"]
 

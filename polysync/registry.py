@@ -22,7 +22,8 @@ from polysync.errors import BackendUnavailableError, UnknownBackendError
 if TYPE_CHECKING:
     import pluggy
 
-    from polysync.kernel import BaseBackend, Capability
+    from polysync.derived import BaseBackend
+    from polysync.kernel import Capability
 
 __all__ = ["BackendRegistry", "BackendSpec", "get_registry"]
 
@@ -37,7 +38,7 @@ class BackendSpec:
 
     #: The name passed to ``get_context``.
     name: str
-    #: ``"package.module:ClassName"`` of a :class:`~polysync.kernel.BaseBackend` subclass.
+    #: ``"package.module:ClassName"`` of a :class:`~polysync.derived.BaseBackend` subclass.
     target: str
     #: The command that installs what the backend needs, shown when its import fails.
     install_hint: str = ""

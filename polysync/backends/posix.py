@@ -29,10 +29,11 @@ from typing import Any, ClassVar
 
 import posix_ipc
 
-from polysync import _derived
+from polysync import derived
 from polysync.backends import _tracker
+from polysync.derived import BaseBackend
 from polysync.errors import KindMismatchError, NotFoundError, NotHeldError, PolysyncError
-from polysync.kernel import BaseBackend, Capability, Cells, Kind, LockKernel
+from polysync.kernel import Capability, Cells, Kind, LockKernel
 
 try:
     from _multiprocessing import SemLock as _SemLock
@@ -178,12 +179,12 @@ class PosixCells:
             self._on_close = None
 
 
-class PosixLock(_derived.DerivedLock):
+class PosixLock(derived.DerivedLock):
     """The derived Lock with its release check done straight on posix_ipc (the hot path)."""
 
     __slots__ = ("_post", "_raw")
 
-    def __init__(self, block: _derived.Block) -> None:
+    def __init__(self, block: derived.Block) -> None:
         super().__init__(block)
         sem = block.sems[0]
         assert isinstance(sem, PosixSemaphore)
@@ -201,7 +202,7 @@ class SemLockPosixLock(PosixLock):
 
     __slots__ = ("_checked_release",)
 
-    def __init__(self, block: _derived.Block, fast: Any) -> None:
+    def __init__(self, block: derived.Block, fast: Any) -> None:
         super().__init__(block)
         self._checked_release = fast.release  # ValueError when the value is already 1
 
@@ -257,7 +258,7 @@ class PosixBackend(BaseBackend):
     def hold_for_transfer(self, name: str) -> None:
         tracker = _tracker.client(name.partition(":")[2].split(":", 1)[0])
         tracker.hold_for_transfer("m" + posix_name(f"{name}.c"))
-        for i in range(_derived.MAX_SEMS):
+        for i in range(derived.MAX_SEMS):
             tracker.hold_for_transfer("s" + posix_name(f"{name}.s{i}"))
 
     def anonymous_name(self) -> str:
@@ -332,8 +333,8 @@ class PosixBackend(BaseBackend):
 
     def open_lock(self, name: str, *, create: bool) -> LockKernel:
         if self.recover_locks:
-            return _derived.open_recoverable_lock(self, name, create=create)
-        block = _derived.open_block(
+            return derived.open_recoverable_lock(self, name, create=create)
+        block = derived.open_block(
             self,
             name,
             Kind.LOCK,
@@ -342,7 +343,7 @@ class PosixBackend(BaseBackend):
             0,
             create=create,
             param_must_match=True,
-            param_label=_derived.lock_label,
+            param_label=derived.lock_label,
         )
         sem = block.sems[0]
         assert isinstance(sem, PosixSemaphore)
@@ -356,7 +357,7 @@ class PosixBackend(BaseBackend):
 def _wait_for_size(seg: posix_ipc.SharedMemory, pname: str) -> int:
     # The creator sizes the segment right after creating it; an opener can get between.
     deadline = time.monotonic() + 5.0
-    while seg.size < _derived.HEADER * 8:
+    while seg.size < derived.HEADER * 8:
         if time.monotonic() > deadline:
             raise KindMismatchError(
                 f"the shared memory {pname!r} has {seg.size} bytes, too few for a polysync "

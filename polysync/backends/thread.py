@@ -12,8 +12,9 @@ import weakref
 from collections.abc import Mapping, MutableMapping
 from typing import ClassVar
 
+from polysync.derived import BaseBackend
 from polysync.errors import NotFoundError
-from polysync.kernel import BaseBackend, Capability, Cells
+from polysync.kernel import Capability, Cells
 
 _named: dict[str, object] = {}
 # Anonymous objects and waiters vanish with their last handle, as on the other backends.

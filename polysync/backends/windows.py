@@ -8,8 +8,8 @@ Kernels (see ``docs/windows.md``):
   multiprocessing); RLock = a kernel mutex (reentrant, owned by a thread, and
   ``WAIT_ABANDONED`` reports an owner that died); BoundedSemaphore = a semaphore whose
   maximum is its initial value; Event = a manual-reset event. Condition and Barrier are the
-  generic derived ones (:mod:`polysync._derived`). Each native primitive also has a small
-  header mapping (made by :func:`polysync._derived.open_block`) that records its kind, so
+  generic derived ones (:mod:`polysync.derived`). Each native primitive also has a small
+  header mapping (made by :func:`polysync.derived.open_block`) that records its kind, so
   opening a name as another kind raises :class:`~polysync.KindMismatchError`.
 
 Every blocking wait is a loop of ``WaitForSingleObject`` slices of at most 50 ms, so
@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, NoReturn
 
-from polysync import _derived
+from polysync import derived
 from polysync.backends import _win32
 from polysync.backends._win32 import (
     ERROR_ALREADY_EXISTS,
@@ -54,6 +54,7 @@ from polysync.backends._win32 import (
     WAIT_OBJECT_0,
     WAIT_TIMEOUT,
 )
+from polysync.derived import BaseBackend
 from polysync.errors import (
     KindMismatchError,
     NotFoundError,
@@ -62,7 +63,6 @@ from polysync.errors import (
     PolysyncError,
 )
 from polysync.kernel import (
-    BaseBackend,
     Capability,
     Cells,
     EventKernel,
@@ -90,7 +90,7 @@ _READABLE_GENERATED = re.compile(r"[A-Za-z0-9_.:]+")
 _MAX_READABLE = 200
 
 
-_HEADER = _derived.HEADER  # the cells a block header takes
+_HEADER = derived.HEADER  # the cells a block header takes
 
 
 def windows_name(object_name: str, namespace: str = "Local") -> str:
@@ -537,7 +537,7 @@ class WinCells:
         self._obj.close()
 
 
-class WinLock(_derived.DerivedLock):
+class WinLock(derived.DerivedLock):
     """Lock: a kernel semaphore of maximum 1, so any thread or process may release it.
 
     The derived Lock's logic over a native semaphore: the block only holds the header.
@@ -545,7 +545,7 @@ class WinLock(_derived.DerivedLock):
 
     __slots__ = ()
 
-    def __init__(self, block: _derived.Block, sem: WinSemaphore) -> None:
+    def __init__(self, block: derived.Block, sem: WinSemaphore) -> None:
         self._block = block
         self._sem = sem
         self.acquire = sem.acquire
@@ -565,7 +565,7 @@ class WinSemaphorePrimitive:
 
     __slots__ = ("_block", "_sem", "acquire", "acquire_forever", "get_value", "release")
 
-    def __init__(self, block: _derived.Block, sem: WinSemaphore) -> None:
+    def __init__(self, block: derived.Block, sem: WinSemaphore) -> None:
         self._block = block
         self._sem = sem
         self.acquire = sem.acquire
@@ -586,7 +586,7 @@ class WinEvent:
 
     __slots__ = ("_block", "_cells", "_handle", "_k", "_obj", "_wait")
 
-    def __init__(self, block: _derived.Block, obj: _Object) -> None:
+    def __init__(self, block: derived.Block, obj: _Object) -> None:
         assert block.cells is not None
         self._block = block
         self._cells = block.cells
@@ -636,7 +636,7 @@ class WinRLock:
 
     __slots__ = ("_block", "_cells", "_handle", "_local", "_obj", "_release", "_wait", "owner_died")
 
-    def __init__(self, block: _derived.Block, obj: _Object) -> None:
+    def __init__(self, block: derived.Block, obj: _Object) -> None:
         assert block.cells is not None
         k = _win32.kernel32()
         self._block = block
@@ -831,13 +831,13 @@ class WindowsBackend(BaseBackend):
         return existed
 
     def unlink_primitive(self, name: str) -> bool:
-        found = _derived.unlink_block(self, name)
+        found = derived.unlink_block(self, name)
         return self.unlink(f"{name}.k") or found
 
     def hold_for_transfer(self, name: str) -> None:
         """Keep every object of anonymous primitive *name* open ~5 s for its receiver."""
         handles = []
-        for suffix in (".c", ".k", *(f".s{i}" for i in range(_derived.MAX_SEMS))):
+        for suffix in (".c", ".k", *(f".s{i}" for i in range(derived.MAX_SEMS))):
             handle = _open_any(self.windows_name(name + suffix))
             if handle:
                 handles.append(handle)
@@ -848,9 +848,9 @@ class WindowsBackend(BaseBackend):
 
     def _header(
         self, name: str, kind: Kind, param: int, state: int, *, create: bool, match: bool
-    ) -> _derived.Block:
-        label: Callable[[int], str] = _derived.lock_label if kind is Kind.LOCK else str
-        return _derived.open_block(
+    ) -> derived.Block:
+        label: Callable[[int], str] = derived.lock_label if kind is Kind.LOCK else str
+        return derived.open_block(
             self,
             name,
             kind,
@@ -862,7 +862,7 @@ class WindowsBackend(BaseBackend):
             param_label=label,
         )
 
-    def _native(self, block: _derived.Block, name: str, kind: _Type, create: bool) -> _Object:
+    def _native(self, block: derived.Block, name: str, kind: _Type, create: bool) -> _Object:
         try:
             return _open_object(kind, f"{name}.k", self.namespace, create=create)
         except BaseException:

@@ -26,17 +26,18 @@ from typing import Any, ClassVar
 import redis
 import redis.exceptions
 
-from polysync import _derived
+from polysync import derived
 from polysync.backends.redis import _connection, _kernels
 from polysync.backends.redis._lanes import Lanes, server_demoted
 from polysync.backends.redis._lease import Renewer
+from polysync.derived import BaseBackend
 from polysync.errors import (
     BackendConnectionError,
     KindMismatchError,
     NotFoundError,
     PolysyncError,
 )
-from polysync.kernel import BaseBackend, Capability, Kind
+from polysync.kernel import Capability, Kind
 
 __all__ = ["RedisBackend"]
 
@@ -251,7 +252,7 @@ class RedisBackend(BaseBackend):
 
     def unique_id(self) -> str:
         """An id no other acquisition or wait anywhere will use (no system call)."""
-        return f"{self._client_id}:{_derived.current_pid()}:{next(self._counter)}"
+        return f"{self._client_id}:{derived.current_pid()}:{next(self._counter)}"
 
     def keep_alive(self, keys: list[str], on_fork: Any = None) -> int:
         ttl_ms = int(self.anonymous_ttl * 1000)

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis.exceptions
 
-from polysync import _derived
+from polysync import derived
 
 
 def _stale(conn: Any) -> bool:
@@ -56,7 +56,7 @@ class _Lane:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.pid = _derived.current_pid()
+        self.pid = derived.current_pid()
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
@@ -88,7 +88,7 @@ class Lanes:
         lane: _Lane | None = getattr(self._local, "lane", None)
         if lane is not None and lane.conn is not None:
             conn = lane.conn
-            if lane.pid == _derived.current_pid() and conn._sock is not None and not _stale(conn):
+            if lane.pid == derived.current_pid() and conn._sock is not None and not _stale(conn):
                 return conn
             lane.close()  # a forked child's copy, or closed by the server (a restart) while idle
         assert self._pool is not None

@@ -12,6 +12,7 @@ import os
 _PID_BITS = 23
 _PID_MASK = (1 << _PID_BITS) - 1
 _own: int | None = None
+_pid = os.getpid()
 
 
 def _start_time(pid: int) -> int | None:
@@ -57,9 +58,15 @@ def is_alive(ident: int) -> bool:
     return not (recorded and started and started != recorded)
 
 
+def current_pid() -> int:
+    """``os.getpid()`` without a system call on the hot path."""
+    return _pid
+
+
 def _after_fork() -> None:
-    global _own
+    global _own, _pid
     _own = None
+    _pid = os.getpid()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork

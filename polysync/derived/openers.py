@@ -1,0 +1,93 @@
+"""The openers ``BaseBackend`` uses: each primitive's block layout and its derived kernel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from polysync.derived.header import open_block
+from polysync.derived.locks import DerivedLock, DerivedRLock, DerivedSemaphore, RecoverableLock
+from polysync.derived.parking import LOT_CELLS
+from polysync.derived.waits import DerivedBarrier, DerivedCondition, DerivedEvent
+from polysync.kernel import Kind
+
+if TYPE_CHECKING:
+    from polysync.derived.backend import BaseBackend
+
+# -- openers used by BaseBackend ---------------------------------------------------------
+
+
+def lock_label(param: int) -> str:
+    return "the recovering kind (recover_locks=True)" if param == 2 else "the plain kind"
+
+
+def open_lock(backend: BaseBackend, name: str, *, create: bool) -> DerivedLock:
+    return DerivedLock(
+        open_block(
+            backend,
+            name,
+            Kind.LOCK,
+            1,
+            (1,),
+            0,
+            create=create,
+            param_must_match=True,
+            param_label=lock_label,
+        )
+    )
+
+
+def open_rlock(backend: BaseBackend, name: str, *, create: bool) -> DerivedRLock:
+    return DerivedRLock(open_block(backend, name, Kind.RLOCK, 1, (1, 1), 3, create=create))
+
+
+def open_recoverable_lock(backend: BaseBackend, name: str, *, create: bool) -> RecoverableLock:
+    """A Lock that records its holder (the header's parameter 2 tells it from a plain Lock)."""
+    block = open_block(
+        backend,
+        name,
+        Kind.LOCK,
+        2,
+        (1, 1),
+        1,
+        create=create,
+        param_must_match=True,
+        param_label=lock_label,
+    )
+    return RecoverableLock(block)
+
+
+def open_semaphore(
+    backend: BaseBackend, name: str, value: int, *, bounded: bool, create: bool
+) -> DerivedSemaphore:
+    kind = Kind.BOUNDED_SEMAPHORE if bounded else Kind.SEMAPHORE
+    block = open_block(
+        backend, name, kind, value, (value,), 0, create=create, param_must_match=bounded
+    )
+    maxvalue = (block.cells[2] if block.cells is not None else value) if bounded else None
+    return DerivedSemaphore(block, maxvalue)
+
+
+def open_event(backend: BaseBackend, name: str, *, create: bool) -> DerivedEvent:
+    return DerivedEvent(
+        open_block(backend, name, Kind.EVENT, 0, (1,), 1 + LOT_CELLS, create=create)
+    )
+
+
+def open_condition(backend: BaseBackend, name: str, *, create: bool) -> DerivedCondition:
+    return DerivedCondition(
+        open_block(backend, name, Kind.CONDITION, 0, (), LOT_CELLS, create=create)
+    )
+
+
+def open_barrier(backend: BaseBackend, name: str, parties: int, *, create: bool) -> DerivedBarrier:
+    block = open_block(
+        backend,
+        name,
+        Kind.BARRIER,
+        parties,
+        (1,),
+        2 + LOT_CELLS,
+        create=create,
+        param_must_match=True,
+    )
+    return DerivedBarrier(block, parties)

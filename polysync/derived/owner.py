@@ -1,0 +1,91 @@
+"""Owner death: waiting for a lock's semaphore while watching that its recorded holder lives."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+from polysync.derived import liveness
+from polysync.errors import OwnerDiedWarning
+from polysync.kernel import Cells, SemaphoreKernel
+
+#: Seconds between checks, by a blocked acquirer, that the holder is still alive.
+RECOVERY_INTERVAL = 0.25
+
+
+class OwnerWatch:
+    """Waits for a lock's semaphore, and takes the lock over from a holder that died.
+
+    The holder's identity (:mod:`polysync.derived.liveness`) sits in one cell: written right
+    after the semaphore is taken, cleared right before it is posted. So a non-zero
+    identity of a dead process, with the semaphore at zero, can only mean that process
+    died holding the lock. A blocked acquirer checks that every ``RECOVERY_INTERVAL``
+    and, under a second semaphore used as a mutex, writes its own identity over the dead
+    one: the lock changes hands without ever being free, so two waiters cannot both get it.
+    """
+
+    __slots__ = ("_cell", "_cells", "_mutex", "_sem", "owner_died")
+
+    def __init__(self, sem: SemaphoreKernel, mutex: SemaphoreKernel, cells: Cells, cell: int):
+        self._sem = sem
+        self._mutex = mutex
+        self._cells = cells
+        self._cell = cell
+        self.owner_died = False
+
+    def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        """Take the semaphore (or the dead holder's place) and record this process as holder."""
+        if not blocking or timeout == 0:
+            got = self._sem.acquire(False, None)
+        else:
+            got = self._wait(timeout)
+        if got:
+            self._cells[self._cell] = liveness.identity()
+        return got
+
+    def _wait(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = RECOVERY_INTERVAL
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            if self._sem.acquire(True, step):
+                return True
+            if self._take_over():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def _take_over(self) -> bool:
+        holder = self._cells[self._cell]
+        if not holder or liveness.is_alive(holder):
+            return False
+        if not self._mutex.acquire(True, 1.0):
+            return False
+        try:
+            if self._cells[self._cell] != holder or self._sem.get_value() != 0:
+                return False
+            self._cells[self._cell] = liveness.identity()
+        finally:
+            self._mutex.release()
+        self.owner_died = True
+        try:
+            warnings.warn(
+                OwnerDiedWarning(
+                    f"process {liveness.pid_of(holder)} died holding this lock; this "
+                    "handle took it over: check the state it protects"
+                ),
+                stacklevel=5,
+            )
+        except BaseException:
+            # The warning was turned into an error: the acquire fails, so give the lock
+            # back rather than leave it held by a caller who does not know it holds it.
+            self.clear_and_post()
+            raise
+        return True
+
+    def clear_and_post(self) -> None:
+        """Give the lock up: clear the holder first, so a recorded holder always holds it."""
+        self._cells[self._cell] = 0
+        self.owner_died = False
+        self._sem.release()

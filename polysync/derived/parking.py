@@ -1,0 +1,214 @@
+"""The parking lot: per-thread waiter semaphores and a FIFO of parked waiters kept in cells.
+
+A notification posts exactly the waiters it takes off the queue, so ``notify(n)`` wakes
+at most *n*, no waiter can consume another's wake-up, and a timed-out waiter knows for
+certain whether it was notified. This is the futex/ParkingLot shape (trio, Linux), built
+from nothing but semaphores.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from polysync.derived.liveness import current_pid
+from polysync.errors import NotFoundError
+from polysync.kernel import Cells, SemaphoreKernel
+
+if TYPE_CHECKING:
+    from polysync.derived.backend import BaseBackend
+
+#: Waiters one primitive can queue at once.
+LOT_CAPACITY = 512
+LOT_CELLS = 1 + 2 * LOT_CAPACITY  # count, then (identity, nonce) pairs
+
+
+# -- waiters ---------------------------------------------------------------------------
+
+
+class _Waiter:
+    """One thread's own wake-up semaphore, registered under a unique name."""
+
+    __slots__ = ("__weakref__", "ident", "nonce", "sem")
+
+    def __init__(self, ident: int, nonce: int, sem: SemaphoreKernel) -> None:
+        self.ident = ident
+        self.nonce = nonce
+        self.sem = sem
+
+
+def waiter_object_name(ident: int, nonce: int) -> str:
+    return f"w:{ident >> 24}:{ident & 0xFFFFFF}:{nonce:x}"
+
+
+def _retire_waiter(backend: BaseBackend, sem: SemaphoreKernel, name: str, pid: int) -> None:
+    """A waiter's thread ended (or its process exits): drop its semaphore."""
+    sem.close()
+    if pid == current_pid():  # in a forked child the parent's waiter is still the parent's
+        backend.unlink(name)
+
+
+class WaiterRegistry:
+    """Per backend instance: this thread's waiter, and a cache of other waiters' handles.
+
+    A thread's waiter lives in a ``threading.local``; when the thread ends, the local
+    is dropped and a finalizer unlinks the waiter's semaphore, so a process that keeps
+    starting threads does not accumulate them.
+    """
+
+    _CACHE = 256
+
+    def __init__(self, backend: BaseBackend) -> None:
+        self._backend = backend
+        self._local = threading.local()
+        self._next_index = 0
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[int, int], SemaphoreKernel] = OrderedDict()
+        self._cache_pid = current_pid()
+
+    def current(self) -> _Waiter:
+        waiter: _Waiter | None = getattr(self._local, "waiter", None)
+        if waiter is not None and waiter.ident >> 24 == current_pid():
+            return waiter
+        with self._lock:
+            self._next_index += 1
+            ident = (current_pid() << 24) | (self._next_index & 0xFFFFFF)
+        nonce = secrets.randbits(62)
+        name = waiter_object_name(ident, nonce)
+        sem = self._backend.semaphore_kernel(name, 0, create=True)
+        waiter = _Waiter(ident, nonce, sem)
+        weakref.finalize(waiter, _retire_waiter, self._backend, sem, name, current_pid())
+        self._local.waiter = waiter
+        return waiter
+
+    def wake(self, ident: int, nonce: int) -> bool:
+        """Post waiter (*ident*, *nonce*); ``False`` if it no longer exists."""
+        key = (ident, nonce)
+        with self._lock:
+            if self._cache_pid != current_pid():  # forked: start a cache of our own
+                self._cache, self._cache_pid = OrderedDict(), current_pid()
+            sem = self._cache.get(key)
+            if sem is not None:
+                self._cache.move_to_end(key)
+        if sem is None:
+            try:
+                sem = self._backend.semaphore_kernel(
+                    waiter_object_name(ident, nonce), 0, create=False
+                )
+            except NotFoundError:
+                return False
+            with self._lock:
+                self._cache[key] = sem
+                while len(self._cache) > self._CACHE:
+                    _, old = self._cache.popitem(last=False)
+                    old.close()
+        sem.release()
+        return True
+
+
+_registries: dict[int, WaiterRegistry] = {}
+_registries_lock = threading.Lock()
+
+
+def waiters_of(backend: BaseBackend) -> WaiterRegistry:
+    reg = _registries.get(id(backend))
+    if reg is None:
+        with _registries_lock:
+            reg = _registries.get(id(backend))
+            if reg is None:
+                reg = _registries[id(backend)] = WaiterRegistry(backend)
+                # Keep the backend alive with its registry: ids must not be reused.
+                reg.backend_ref = backend  # type: ignore[attr-defined]
+    return reg
+
+
+class ParkingLot:
+    """A FIFO of parked waiters stored in cells ``[base, base + LOT_CELLS)``.
+
+    Every method must be called while holding the primitive's guard (its lock).
+    """
+
+    __slots__ = ("_base", "_cells", "_reg")
+
+    def __init__(self, backend: BaseBackend, cells: Cells, base: int) -> None:
+        self._reg = waiters_of(backend)
+        self._cells = cells
+        self._base = base
+
+    def park(self) -> _Waiter:
+        waiter = self._reg.current()
+        c, b = self._cells, self._base
+        n = c[b]
+        if n >= LOT_CAPACITY:
+            raise RuntimeError(f"more than {LOT_CAPACITY} waiters on one primitive")
+        c[b + 1 + 2 * n] = waiter.ident
+        c[b + 2 + 2 * n] = waiter.nonce
+        c[b] = n + 1
+        return waiter
+
+    def unpark(self, n: int) -> int:
+        """Wake up to *n* waiters, oldest first; return how many were woken."""
+        c, b = self._cells, self._base
+        queued = c[b]
+        woken = taken = 0
+        while taken < queued and woken < n:
+            ident, nonce = c[b + 1 + 2 * taken], c[b + 2 + 2 * taken]
+            taken += 1
+            if self._reg.wake(ident, nonce):
+                woken += 1
+        if taken:
+            for i in range(taken, queued):
+                c[b + 1 + 2 * (i - taken)] = c[b + 1 + 2 * i]
+                c[b + 2 + 2 * (i - taken)] = c[b + 2 + 2 * i]
+            c[b] = queued - taken
+        return woken
+
+    def cancel(self, waiter: _Waiter) -> bool:
+        """Take *waiter* off the queue; ``False`` if a wake-up already took it off."""
+        c, b = self._cells, self._base
+        queued = c[b]
+        for i in range(queued):
+            if c[b + 1 + 2 * i] == waiter.ident and c[b + 2 + 2 * i] == waiter.nonce:
+                for j in range(i + 1, queued):
+                    c[b + 1 + 2 * (j - 1)] = c[b + 1 + 2 * j]
+                    c[b + 2 + 2 * (j - 1)] = c[b + 2 + 2 * j]
+                c[b] = queued - 1
+                return True
+        return False
+
+    def queued(self) -> int:
+        return self._cells[self._base]
+
+
+_POSTED_WAIT = 5.0
+
+
+def park_and_wait(
+    lot: ParkingLot,
+    release_guard: Callable[[], object],
+    reacquire_guard: Callable[[object], None],
+    timeout: float | None,
+) -> bool:
+    """Park, drop the guard, sleep until woken or *timeout*, retake the guard.
+
+    Returns whether this waiter was woken. On Ctrl-C the waiter leaves the queue (or
+    consumes its wake-up) before the exception propagates with the guard held again.
+    """
+    waiter = lot.park()
+    saved = release_guard()
+    woken = False
+    try:
+        woken = waiter.sem.acquire(True, timeout)
+    finally:
+        reacquire_guard(saved)
+        if not woken and not lot.cancel(waiter):
+            # Notified between the timeout and retaking the guard: the notifier posted
+            # before dequeuing us, so the post is there; the bound only guards against a
+            # notifier that died in between.
+            waiter.sem.acquire(True, _POSTED_WAIT)
+            woken = True
+    return woken
