@@ -197,7 +197,7 @@ def test_demo_leaves_nothing_in_dev_shm() -> None:
     # its pid in its waiters' and shared blocks' names (other processes may use /dev/shm too).
     code = (
         "import os, sys\n"
-        "from polysync.backends import _tracker\n"
+        "from polysync.backends.posix import tracker as _tracker\n"
         "print('TAG', _tracker.own_tracker_id(), os.getpid(), file=sys.stderr, flush=True)\n"
         "from polysync.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"

@@ -19,11 +19,11 @@ class TestPosixWithoutSemLock(BackendSuite):
 
     @pytest.fixture
     def context(self, monkeypatch: pytest.MonkeyPatch) -> polysync.Context:
-        from polysync.backends import posix
+        from polysync.backends.posix import kernels
 
-        monkeypatch.setattr(posix, "_SemLock", None)
+        monkeypatch.setattr(kernels, "_SemLock", None)
         ctx = polysync.get_context("posix")
-        assert type(ctx.Lock()._kernel) is posix.PosixLock  # type: ignore[attr-defined]
+        assert type(ctx.Lock()._kernel) is kernels.PosixLock  # type: ignore[attr-defined]
         return ctx
 
 

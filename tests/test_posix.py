@@ -232,7 +232,7 @@ def test_a_handle_the_gc_drops_inside_the_trackers_lock_neither_hangs_nor_leaks(
     """The GC runs finalizers wherever it happens to be, here in the middle of the
     tracker client's own critical section: the dropped handle must not wait for that
     lock (it used to deadlock), and its objects must still go once the lock is free."""
-    from polysync.backends import _tracker
+    from polysync.backends.posix import tracker as _tracker
 
     before = polysync_shm_entries()
     event = ctx.Event()

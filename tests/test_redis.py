@@ -199,7 +199,7 @@ def _wait_queued(
 def test_waiter_killed_while_queued_holds_up_the_next_for_the_claim_only(
     ctx: polysync.Context, redis_server_fresh: RedisServer, kind: str
 ) -> None:
-    from polysync.backends.redis._kernels import CLAIM
+    from polysync.backends.redis.server import CLAIM
 
     lease = 60.0  # far longer than the claim window: only the claim may delay the next
     make = getattr(ctx, kind)
@@ -242,7 +242,7 @@ def test_waiter_killed_while_queued_holds_up_the_next_for_the_claim_only(
 def test_handed_off_holder_keeps_it_past_the_claim_window(
     ctx: polysync.Context, redis_server_fresh: RedisServer, kind: str
 ) -> None:
-    from polysync.backends.redis._kernels import CLAIM
+    from polysync.backends.redis.server import CLAIM
 
     make = getattr(ctx, kind)
     args = () if kind == "Lock" else (1,)
@@ -500,13 +500,13 @@ def test_a_handle_the_gc_drops_cleans_up_from_another_thread(
     (holders,) = [key for key in watcher._kernel.keys if key.endswith(":h")]
     assert backend.client.zcard(holders) == 1
     callers: list[int] = []
-    run = backend.run
+    run = backend.server.run
 
     def recording_run(*args: Any, **kwargs: Any) -> Any:
         callers.append(threading.get_ident())
         return run(*args, **kwargs)
 
-    monkeypatch.setattr(backend, "run", recording_run)
+    monkeypatch.setattr(backend.server, "run", recording_run)
     box: list[object] = [sem]
     del sem
     collector = collected_while_holding(box, _pool_locks(backend.client))
@@ -618,7 +618,7 @@ def test_sentinel(redis_sentinel: Any) -> None:
     assert event.wait(5)
     # This thread's own connection went where the sentinel said, not to a default address.
     backend: Any = ctx.backend
-    assert backend._lanes._local.lane.conn.port == redis_sentinel.master.port
+    assert backend.server._lanes._local.lane.conn.port == redis_sentinel.master.port
 
 
 def test_sentinel_failover_moves_to_the_new_master(redis_sentinel_with_replica: Any) -> None:

@@ -206,10 +206,13 @@ def _start() -> str:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address(tracker_id))
     listener.listen(128)
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # polysync/backends/posix/tracker.py -> the folder holding the polysync package
+    package_root = os.path.abspath(__file__)
+    for _ in range(4):
+        package_root = os.path.dirname(package_root)
     code = (
         f"import sys; sys.path.insert(0, {package_root!r}); "
-        "from polysync.backends._tracker import main; main()"
+        "from polysync.backends.posix.tracker import main; main()"
     )
     # The listener reaches the tracker as a dup2() made in the child: it is never
     # inheritable here, so a process another thread starts meanwhile cannot keep it open.

@@ -1,9 +1,4 @@
-"""The thread backend: the in-process reference backend, for unit tests and single processes.
-
-Its kernels are ``threading`` objects kept in a process-wide table, so every primitive is
-derived through exactly the same code as on a cross-process backend. Named objects are
-shared by the threads of one process; nothing crosses a process boundary.
-"""
+"""``ThreadBackend``: a process-wide table of named and anonymous thread kernels."""
 
 from __future__ import annotations
 
@@ -12,6 +7,7 @@ import weakref
 from collections.abc import Mapping, MutableMapping
 from typing import ClassVar
 
+from polysync.backends.thread.kernels import ThreadCells, ThreadSemaphore
 from polysync.derived import BaseBackend
 from polysync.errors import NotFoundError
 from polysync.kernel import Capability, Cells
@@ -24,43 +20,6 @@ _table_lock = threading.Lock()
 
 def _table(name: str) -> MutableMapping[str, object]:
     return _anonymous if name[:2] in ("a:", "w:") else _named
-
-
-class ThreadSemaphore:
-    """A counting semaphore on a ``threading.Condition``."""
-
-    __slots__ = ("__weakref__", "_cond", "_value")
-
-    def __init__(self, value: int) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._value = value
-
-    def acquire(self, blocking: bool, timeout: float | None) -> bool:
-        with self._cond:
-            if not blocking:
-                timeout = 0.0
-            if not self._cond.wait_for(lambda: self._value > 0, timeout):
-                return False
-            self._value -= 1
-            return True
-
-    def acquire_forever(self) -> object:
-        return self.acquire(True, None)
-
-    def release(self, n: int = 1) -> None:
-        with self._cond:
-            self._value += n
-            self._cond.notify(n)
-
-    def get_value(self) -> int:
-        return self._value
-
-    def close(self) -> None:
-        pass
-
-
-class ThreadCells(list[int]):
-    """Cells are a plain list: the GIL makes one item's read or write atomic."""
 
 
 class ThreadBackend(BaseBackend):

@@ -17,26 +17,17 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from polysync.backends.redis.server import CLAIM, CLEANUP_TIMEOUT, text
 from polysync.errors import BrokenBarrierError, NotHeldError, OwnerDiedWarning
 
 if TYPE_CHECKING:
-    from polysync.backends.redis import RedisBackend
+    from polysync.backends.redis.server import RedisServer
     from polysync.kernel import LockKernel
 
 #: Seconds a blocked lock waiter waits past the holder's lease before checking on it.
 LEASE_MARGIN = 0.05
 #: Lifetime (ms) of a message sent to a waiter that has not popped it.
 MESSAGE_TTL_MS = 60_000
-#: Seconds a grant pushed to a queued waiter is leased for (at most the lease) until the
-#: new holder's renewer confirms it: a waiter that died while queued delays the next one
-#: by this much, not by a whole lease. The scripts get it as CLAIM_MS.
-CLAIM = 6.0
-#: Seconds a wait's clean-up step (cancel) may take, and a new connection's handshake.
-CLEANUP_TIMEOUT = 1.0
-
-
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class LeaseLostError(NotHeldError):
@@ -49,37 +40,37 @@ class _Kernel:
     script_name = ""
     suffixes: tuple[str, ...] = ()
 
-    def __init__(self, backend: RedisBackend, base: str, anonymous: bool) -> None:
-        self._backend = backend
+    def __init__(self, server: RedisServer, base: str, anonymous: bool, lease: float) -> None:
+        self._server = server
         self._base = base
         self.keys = [f"{base}:{suffix}" for suffix in self.suffixes]
         self._touch = self._keep_alive() if anonymous else None
-        self.lease = backend.lease
+        self.lease = lease
         self.on_lost: Callable[[], None] | None = None
 
     def _keep_alive(self) -> int:
         # A child forked with this handle holds it too, and keeps the object alive itself.
-        return self._backend.keep_alive(self.keys, on_fork=self._keep_alive_in_child)
+        return self._server.keep_alive(self.keys, on_fork=self._keep_alive_in_child)
 
     def _keep_alive_in_child(self) -> None:
         self._touch = self._keep_alive()
 
     def _run(self, *args: Any) -> Any:
-        return self._backend.run(self.script_name, self.keys, list(args))
+        return self._server.run(self.script_name, self.keys, list(args))
 
     def _run_within(self, timeout: float | None, *args: Any) -> Any:
         """``_run`` for a caller with *timeout* seconds left (``None``: no limit of its own)."""
-        return self._backend.run(self.script_name, self.keys, list(args), timeout)
+        return self._server.run(self.script_name, self.keys, list(args), timeout)
 
     def _cancel(self, *args: Any) -> Any:
         """A wait's clean-up step, bounded so that a frozen server cannot hold the caller."""
         return self._run_within(CLEANUP_TIMEOUT, "cancel", *args)
 
     def _waiter_key(self) -> str:
-        return f"{self._base}:w:{self._backend.unique_id()}"
+        return f"{self._base}:w:{self._server.unique_id()}"
 
     def _pop(self, wkey: str, timeout: float | None) -> str | None:
-        return self._backend.pop(wkey, timeout)
+        return self._server.pop(wkey, timeout)
 
     def configure(self, lease: float | None = None, on_lost: Any = None) -> None:
         if lease is not None:
@@ -95,27 +86,27 @@ class _Kernel:
     def discard(self) -> None:
         """``close()`` for a handle the GC dropped: what is left runs on the renewer's thread."""
         for action in self._detach():
-            self._backend.renewer.defer(action)
+            self._server.renewer.defer(action)
 
     def _detach(self) -> list[Callable[[], object]]:
         """Forget this handle's local state without blocking; return what is left to do."""
         touch, self._touch = self._touch, None
         if touch is None:
             return []
-        backend = self._backend
+        server = self._server
         # A last touch: the idle TTL starts now.
-        ttl_ms = int(backend.anonymous_ttl * 1000)
+        ttl_ms = int(server.anonymous_ttl * 1000)
         return [
-            partial(backend.renewer.remove, touch),
-            partial(backend.run, "touch", self.keys, [ttl_ms]),
+            partial(server.renewer.remove, touch),
+            partial(server.run, "touch", self.keys, [ttl_ms]),
         ]
 
 
 class _Leased(_Kernel):
     """A kernel whose grants are leases: renewal, the lost flag, fencing tokens."""
 
-    def __init__(self, backend: RedisBackend, base: str, anonymous: bool) -> None:
-        super().__init__(backend, base, anonymous)
+    def __init__(self, server: RedisServer, base: str, anonymous: bool, lease: float) -> None:
+        super().__init__(server, base, anonymous, lease)
         self._renewal: int | None = None
         self._state = threading.Lock()
         self.fencing_token: int | None = None
@@ -194,7 +185,7 @@ class _Leased(_Kernel):
         self.lost = False
         lease = self.lease
         if self._renewal is None:
-            self._renewal = self._backend.renewer.add(
+            self._renewal = self._server.renewer.add(
                 self._renew,
                 interval=lease / 3,
                 give_up=lease,
@@ -202,7 +193,7 @@ class _Leased(_Kernel):
                 on_fork=self._forked,
             )
         if claimed and lease > CLAIM:
-            self._backend.renewer.due_within(self._renewal, CLAIM)
+            self._server.renewer.due_within(self._renewal, CLAIM)
 
     # Runs in the renewer thread, which takes no kernel lock: a fork while it runs must not
     # leave a child with a lock held by a thread it does not have.
@@ -227,7 +218,7 @@ class _Leased(_Kernel):
         renewal, self._renewal = self._renewal, None
         actions = super()._detach()
         if renewal is not None:
-            actions.insert(0, partial(self._backend.renewer.remove, renewal))
+            actions.insert(0, partial(self._server.renewer.remove, renewal))
         return actions
 
 
@@ -237,8 +228,8 @@ class RedisLock(_Leased):
     script_name = "lock"
     suffixes = ("k", "o", "f", "q", "h")
 
-    def __init__(self, backend: RedisBackend, base: str, anonymous: bool) -> None:
-        super().__init__(backend, base, anonymous)
+    def __init__(self, server: RedisServer, base: str, anonymous: bool, lease: float) -> None:
+        super().__init__(server, base, anonymous, lease)
         self._owner: str | None = None
         self.owner_died = False
         # Whether this handle's last blocking acquire had to wait: then the next one sends
@@ -247,7 +238,7 @@ class RedisLock(_Leased):
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         # One owner id per acquisition: a thread acquiring again must wait like anyone.
-        owner = self._backend.unique_id()
+        owner = self._server.unique_id()
         waits = blocking and timeout != 0
         wkey = self._waiter_key() if waits else ""
         if waits and self._contended:
@@ -264,7 +255,7 @@ class RedisLock(_Leased):
     def _acquire_pipelined(self, owner: str, wkey: str, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            both = self._backend.run_then_pop(
+            both = self._server.run_then_pop(
                 self.script_name,
                 self.keys,
                 ["acquire", owner, self._lease_ms, wkey, 1],
@@ -438,14 +429,14 @@ class RedisSemaphore(_Leased):
     suffixes = ("k", "v", "h", "f", "q")
 
     def __init__(
-        self, backend: RedisBackend, base: str, anonymous: bool, bound: int | None
+        self, server: RedisServer, base: str, anonymous: bool, lease: float, bound: int | None
     ) -> None:
-        super().__init__(backend, base, anonymous)
+        super().__init__(server, base, anonymous, lease)
         self._bound = bound
         self._permits: list[str] = []
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
-        owner = self._backend.owner_id()
+        owner = self._server.owner_id()
         waits = blocking and timeout != 0
         wkey = self._waiter_key() if waits else ""
         result = self._run_within(timeout, "acquire", owner, self._lease_ms, wkey)
@@ -523,7 +514,7 @@ class RedisEvent(_Kernel):
         try:
             both = None
             if timeout != 0:  # queue and block in one round trip
-                both = self._backend.run_then_pop(
+                both = self._server.run_then_pop(
                     self.script_name, self.keys, ["wait", wkey, 1, MESSAGE_TTL_MS], wkey, timeout
                 )
             if both is None:
@@ -570,8 +561,10 @@ class RedisBarrier(_Kernel):
     script_name = "barrier"
     suffixes = ("k", "b", "q")
 
-    def __init__(self, backend: RedisBackend, base: str, anonymous: bool, parties: int):
-        super().__init__(backend, base, anonymous)
+    def __init__(
+        self, server: RedisServer, base: str, anonymous: bool, lease: float, parties: int
+    ) -> None:
+        super().__init__(server, base, anonymous, lease)
         self.parties = parties
 
     def wait(self, timeout: float | None, action: Callable[[], object] | None) -> int:

@@ -1,0 +1,205 @@
+"""``RedisBackend``: options, opening objects (``open.lua``), kernels over one ``RedisServer``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import redis
+import redis.exceptions
+
+from polysync.backends.redis import connection as _connection
+from polysync.backends.redis import kernels as _kernels
+from polysync.backends.redis.server import RedisServer, text, translated
+from polysync.derived import BaseBackend
+from polysync.errors import (
+    KindMismatchError,
+    NotFoundError,
+)
+from polysync.kernel import Capability, Kind
+
+__all__ = ["RedisBackend"]
+
+# RedisClusterException (no reachable node, ...) is not a RedisError.
+_REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+_CONNECTION_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.RedisClusterException,
+)
+#: A script that only a master runs: one without the no-writes flag is refused by a
+#: replica (READONLY) before it starts. Older servers fail to compile it, which says
+#: nothing either way and is ignored.
+_WRITABLE_PROBE = "#!lua\nreturn 1"
+#: Seconds a reply may take beyond what its command itself waits, before the server is
+#: taken to have stopped answering.
+READ_SLACK = 1.0
+#: Longest single BLPOP (seconds); see RedisBackend.pop.
+POP_SLICE = 2.0
+_ALL_SUFFIXES = ("k", "o", "f", "q", "h", "v", "e", "b")
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+    return float(value)
+
+
+class RedisBackend(BaseBackend):
+    """Redis (standalone, Sentinel or Cluster) through redis-py: shared across hosts."""
+
+    name = "redis"
+    capabilities = frozenset(
+        {
+            Capability.CROSS_PROCESS,
+            Capability.CROSS_HOST,
+            Capability.NAMED,
+            Capability.READABLE_VALUE,
+            Capability.OWNER_DEATH,
+            Capability.FENCING,
+        }
+    )
+    options: ClassVar[Mapping[str, object]] = {
+        "url": None,
+        "client": None,
+        "connection_pool": None,
+        "connection_kwargs": None,
+        "cluster": False,
+        "sentinel": None,
+        "service_name": None,
+        "username": None,
+        "password": None,
+        "prefix": "polysync",
+        "lease": 30.0,
+        "anonymous_ttl": 60.0,
+    }
+    #: What ``ctx.Lock(..., lease=..., on_lost=...)`` and friends accept.
+    primitive_options = frozenset({"lease", "on_lost"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        s = self.settings
+        if s["url"] is not None and not isinstance(s["url"], str):
+            raise TypeError(f"url must be a str, not {type(s['url']).__name__}")
+        if not isinstance(s["prefix"], str) or not s["prefix"] or "{" in s["prefix"]:
+            raise ValueError(f"prefix must be a non-empty str without braces, not {s['prefix']!r}")
+        self.lease = _positive("lease", s["lease"])
+        self.anonymous_ttl = _positive("anonymous_ttl", s["anonymous_ttl"])
+        with translated(self.describe_where()):  # a cluster client connects at once
+            client = _connection.connect(s)
+        self.server = RedisServer(
+            client, where=self.describe_where(), anonymous_ttl=self.anonymous_ttl
+        )
+        self.client = client
+
+    def _base(self, name: str) -> str:
+        tag = (
+            name
+            if "{" not in name and "}" not in name
+            else ("h:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:40])
+        )
+        return f"{self.settings['prefix']}:{{{tag}}}"
+
+    def _open(
+        self,
+        name: str,
+        kind: Kind,
+        param: int,
+        create: bool,
+        *,
+        init_suffix: str | None = None,
+        init_value: int = 0,
+        must_match: bool = False,
+    ) -> str:
+        base = self._base(name)
+        anonymous = self.is_anonymous(name)
+        keys = [f"{base}:k"] + ([f"{base}:{init_suffix}"] if init_suffix else [])
+        ttl = int(self.anonymous_ttl * 1000) if anonymous else 0
+        found = self.server.run(
+            "open", keys, [f"{kind.value}:{param}", int(create), ttl, init_value]
+        )
+        if found is None:
+            raise NotFoundError(f"{_display(name)} does not exist (any more) on the server")
+        found = text(found)
+        if found:
+            found_kind, found_param, _ttl = found.rsplit(":", 2)
+            if found_kind != kind.value:
+                raise KindMismatchError(
+                    f"{_display(name)} already exists as a {found_kind} (asked for a "
+                    f"{kind.value}): choose another name, or unlink the existing object"
+                )
+            if must_match and int(found_param) != param:
+                raise KindMismatchError(
+                    f"{_display(name)} already exists as a {kind.value} of {found_param} "
+                    f"(asked for {param}): open it the same way, or unlink it first"
+                )
+        return base
+
+    # -- the kernels -------------------------------------------------------------------
+
+    def open_lock(self, name: str, *, create: bool) -> _kernels.RedisLock:
+        base = self._open(name, Kind.LOCK, 1, create)
+        return _kernels.RedisLock(self.server, base, self.is_anonymous(name), self.lease)
+
+    def open_rlock(self, name: str, *, create: bool) -> _kernels.RedisRLock:
+        base = self._open(name, Kind.RLOCK, 1, create)
+        return _kernels.RedisRLock(
+            _kernels.RedisLock(self.server, base, self.is_anonymous(name), self.lease)
+        )
+
+    def open_semaphore(
+        self, name: str, value: int, *, bounded: bool, create: bool
+    ) -> _kernels.RedisSemaphore:
+        kind = Kind.BOUNDED_SEMAPHORE if bounded else Kind.SEMAPHORE
+        base = self._open(
+            name, kind, value, create, init_suffix="v", init_value=value, must_match=bounded
+        )
+        return _kernels.RedisSemaphore(
+            self.server, base, self.is_anonymous(name), self.lease, value if bounded else None
+        )
+
+    def open_event(self, name: str, *, create: bool) -> _kernels.RedisEvent:
+        base = self._open(name, Kind.EVENT, 0, create)
+        return _kernels.RedisEvent(self.server, base, self.is_anonymous(name), self.lease)
+
+    def open_condition(self, name: str, *, create: bool) -> _kernels.RedisCondition:
+        base = self._open(name, Kind.CONDITION, 0, create)
+        return _kernels.RedisCondition(self.server, base, self.is_anonymous(name), self.lease)
+
+    def open_barrier(self, name: str, parties: int, *, create: bool) -> _kernels.RedisBarrier:
+        base = self._open(name, Kind.BARRIER, parties, create, must_match=True)
+        return _kernels.RedisBarrier(
+            self.server, base, self.is_anonymous(name), self.lease, parties
+        )
+
+    def configure_primitive(self, kernel: Any, options: Mapping[str, Any]) -> None:
+        lease = options.get("lease")
+        if lease is not None:
+            lease = _positive("lease", lease)
+        on_lost = options.get("on_lost")
+        if on_lost is not None and not callable(on_lost):
+            raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
+        kernel.configure(lease=lease, on_lost=on_lost)
+
+    def unlink_primitive(self, name: str) -> bool:
+        base = self._base(name)
+        with self.server.translated():
+            return bool(self.client.delete(*[f"{base}:{s}" for s in _ALL_SUFFIXES]))
+
+    def unlink(self, name: str) -> bool:
+        return self.unlink_primitive(name)
+
+    def picklable_settings(self) -> dict[str, Any]:
+        return _connection.picklable(self.settings)
+
+    def describe_where(self) -> str:
+        return _connection.describe(self.settings)
+
+    def describe(self) -> str:
+        return f"redis ({self.describe_where()}, lease {self.lease:g} s)"
+
+
+def _display(name: str) -> str:
+    tag, _, rest = name.partition(":")
+    return f"the object named {rest!r}" if tag == "n" else "the anonymous object"

@@ -1,0 +1,223 @@
+"""The redis server as the kernels see it: one object for every exchange, its scripts and ids.
+
+A :class:`RedisServer` owns the redis-py client and its per-thread lanes, loads the Lua
+scripts, runs every exchange (a script, a script with a BLPOP in one round trip, a
+BLPOP in slices) within a bounded time, translates redis-py's errors into polysync's,
+makes the ids of owners and waits, and keeps anonymous objects alive through the
+renewer. The backend builds one and hands it to each kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import redis
+import redis.exceptions
+
+from polysync.backends.redis import connection as _connection
+from polysync.backends.redis.lanes import Lanes, server_demoted
+from polysync.backends.redis.lease import Renewer
+from polysync.derived.liveness import current_pid
+from polysync.errors import BackendConnectionError, PolysyncError
+
+# RedisClusterException (no reachable node, ...) is not a RedisError.
+_REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+_CONNECTION_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.RedisClusterException,
+)
+#: A script that only a master runs: one without the no-writes flag is refused by a
+#: replica (READONLY) before it starts. Older servers fail to compile it, which says
+#: nothing either way and is ignored.
+_WRITABLE_PROBE = "#!lua\nreturn 1"
+#: Seconds a reply may take beyond what its command itself waits, before the server is
+#: taken to have stopped answering.
+READ_SLACK = 1.0
+#: Longest single BLPOP (seconds); see RedisBackend.pop.
+POP_SLICE = 2.0
+#: Seconds a grant pushed to a queued waiter is leased for (at most the lease) until the
+#: new holder's renewer confirms it: a waiter that died while queued delays the next one
+#: by this much, not by a whole lease. The scripts get it as CLAIM_MS.
+CLAIM = 6.0
+#: Seconds a wait's clean-up step (cancel) may take, and a new connection's handshake.
+CLEANUP_TIMEOUT = 1.0
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def translate(exc: Exception, where: str) -> PolysyncError:
+    """redis-py's *exc* as polysync's error, naming the server *where* (secret-free)."""
+    if server_demoted(exc):
+        return BackendConnectionError(
+            f"the redis server at {where} is no longer a master (a failover?): {exc}"
+        )
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return BackendConnectionError(
+            f"the redis server at {where} cannot be reached (or went away): {exc}"
+        )
+    return PolysyncError(f"redis at {where} failed: {exc}")
+
+
+@contextlib.contextmanager
+def translated(where: str) -> Iterator[None]:
+    """redis-py's errors as polysync's, with the server named without secrets."""
+    try:
+        yield
+    except _REDIS_ERRORS as exc:
+        raise translate(exc, where) from exc
+
+
+class RedisServer:
+    """The deployment behind one backend instance, and every exchange with it."""
+
+    def __init__(self, client: Any, *, where: str, anonymous_ttl: float) -> None:
+        self.client = client
+        self.where = where
+        self.anonymous_ttl = anonymous_ttl
+        self._lanes = Lanes(client, handshake_timeout=CLEANUP_TIMEOUT)
+        pool_kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        self._op_timeout = pool_kwargs.get("socket_timeout") or _connection.OP_TIMEOUT
+        self._scripts: dict[str, Any] = {}
+        self.renewer = Renewer()
+        self._client_id = secrets.token_hex(6)
+        self._counter = itertools.count()
+
+    def translated(self) -> contextlib.AbstractContextManager[None]:
+        return translated(self.where)
+
+    def translate(self, exc: Exception) -> PolysyncError:
+        return translate(exc, self.where)
+
+    def _script(self, name: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:  # two threads may both register it: harmless, and no lock to fork
+            lua = resources.files(__package__).joinpath("lua")
+            body = lua.joinpath(f"{name}.lua").read_text()
+            if name not in ("open", "touch"):
+                # The operation runs as a function so that keep_alive() follows whichever
+                # branch returned.
+                body = (
+                    f"local CLAIM_MS = {int(CLAIM * 1000)}\n"
+                    + lua.joinpath("lib.lua").read_text()
+                    + "\nlocal function main()\n"
+                    + body
+                    + "\nend\nlocal result = main()\nkeep_alive()\nreturn result\n"
+                )
+            script = self._scripts[name] = self.client.register_script(body)
+        return script
+
+    def run(
+        self, script: str, keys: list[str], args: list[Any], timeout: float | None = None
+    ) -> Any:
+        """Run *script*; a server that does not answer within *timeout* (the caller's
+        remaining time, at least ``READ_SLACK``; at most the operation timeout) raises."""
+        # Every operation's hot path: EVALSHA on this thread's own connection (see
+        # _lanes), an inline try rather than translated(), and the script loaded only when
+        # the server lacks it.
+        registered = self._script(script)
+        limit = self._op_timeout
+        if timeout is not None:
+            limit = min(limit, max(READ_SLACK, timeout))
+        try:
+            if self._lanes.available:
+                (reply,) = self._lanes.execute(
+                    ("EVALSHA", registered.sha, len(keys), *keys, *args), timeout=limit
+                )
+                if not isinstance(reply, redis.exceptions.ResponseError):
+                    return reply
+                if not isinstance(reply, redis.exceptions.NoScriptError):
+                    raise reply
+            return registered(keys=keys, args=args)  # through the client: loads it if need be
+        except _REDIS_ERRORS as exc:
+            raise self.translate(exc) from exc
+
+    def run_then_pop(
+        self, script: str, keys: list[str], args: list[Any], key: str, timeout: float | None
+    ) -> tuple[Any, str | None] | None:
+        """Run *script* and a BLPOP on *key* in one round trip (``None``: not possible here).
+
+        The script must push to *key* whenever it would not queue the caller, so the
+        BLPOP never waits for nothing. The BLPOP lasts at most one ``POP_SLICE``.
+        """
+        if not self._lanes.available:  # Cluster: its pipelines carry no blocking commands
+            return None
+        step = POP_SLICE if timeout is None else min(POP_SLICE, max(0.001, timeout))
+        sha = self._script(script).sha
+        try:
+            result, found = self._lanes.execute(
+                ("EVALSHA", sha, len(keys), *keys, *args),
+                ("BLPOP", key, step),
+                timeout=step + READ_SLACK,
+            )
+        except _REDIS_ERRORS as exc:
+            raise self.translate(exc) from exc
+        if isinstance(result, redis.exceptions.NoScriptError):
+            return None  # the script did not run (a restarted server): the two-step way
+        if isinstance(result, redis.exceptions.ResponseError):
+            raise self.translate(result) from result
+        if isinstance(found, redis.exceptions.ResponseError):
+            raise self.translate(found) from found
+        return result, None if found is None else text(found[1])
+
+    def pop(self, key: str, timeout: float | None) -> str | None:
+        """Block on *key* for at most *timeout* seconds (``None``: forever).
+
+        Each BLPOP lasts at most ``POP_SLICE`` and its reply is awaited ``READ_SLACK``
+        longer, so a server that stopped answering is noticed within a slice plus the
+        slack. Nothing is lost between slices: a message waits in the list for the next
+        BLPOP.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first = True
+        while True:
+            step = POP_SLICE
+            if deadline is not None:
+                step = min(step, max(0.001, deadline - time.monotonic()))  # 0 = forever
+            with self.translated():
+                if self._lanes.available:
+                    # Each later slice first checks that the server still takes writes: a
+                    # master demoted by a failover keeps serving BLPOP, and would keep this
+                    # waiter away from the new master (and its wake-ups) until its timeout.
+                    # A refusal comes back in place of the BLPOP's reply too (see _lanes).
+                    probe = () if first else (("EVAL", _WRITABLE_PROBE, 0),)
+                    *_, found = self._lanes.execute(
+                        *probe, ("BLPOP", key, step), timeout=step + READ_SLACK
+                    )
+                else:
+                    found = self.client.blpop([key], timeout=step)
+                if isinstance(found, redis.exceptions.ResponseError):
+                    raise found
+            first = False
+            if found is not None:
+                return text(found[1])
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def owner_id(self) -> str:
+        """This (client, process, thread)."""
+        return f"{self._client_id}:{os.getpid()}:{threading.get_ident()}"
+
+    def unique_id(self) -> str:
+        """An id no other acquisition or wait anywhere will use (no system call)."""
+        return f"{self._client_id}:{current_pid()}:{next(self._counter)}"
+
+    def keep_alive(self, keys: list[str], on_fork: Any = None) -> int:
+        ttl_ms = int(self.anonymous_ttl * 1000)
+        return self.renewer.add(
+            lambda: bool(int(self.run("touch", keys, [ttl_ms]))),
+            interval=self.anonymous_ttl / 3,
+            give_up=self.anonymous_ttl,
+            on_lost=lambda: None,
+            on_fork=on_fork,
+        )

@@ -1,0 +1,232 @@
+"""``WindowsBackend``: naming, opening and unlinking kernel32 objects; the native primitives."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Mapping
+from typing import ClassVar
+
+from polysync import derived
+from polysync.backends.windows import win32 as _win32
+from polysync.backends.windows.kernels import (
+    WinCells,
+    WinEvent,
+    WinLock,
+    WinRLock,
+    WinSemaphore,
+    WinSemaphorePrimitive,
+)
+from polysync.backends.windows.names import NAMESPACES, _directory_name, _is_generated, windows_name
+from polysync.backends.windows.objects import (
+    HOLD_SECONDS,
+    MAX_COUNT,
+    _drop_keepalive,
+    _event_type,
+    _exists,
+    _holder,
+    _mapping_type,
+    _mutex_type,
+    _Object,
+    _open_any,
+    _open_object,
+    _raise,
+    _semaphore_type,
+    _Type,
+)
+from polysync.backends.windows.win32 import (
+    ERROR_FILE_NOT_FOUND,
+)
+from polysync.derived import BaseBackend
+from polysync.errors import (
+    PolysyncError,
+)
+from polysync.kernel import (
+    Capability,
+    Cells,
+    EventKernel,
+    Kind,
+    LockKernel,
+    RLockKernel,
+    SemaphorePrimitiveKernel,
+)
+
+__all__ = ["WindowsBackend"]
+
+
+# -- the backend ----------------------------------------------------------------------
+
+
+class WindowsBackend(BaseBackend):
+    """kernel32 semaphores, mutexes, events and file mappings, shared by one session's processes.
+
+    Option ``namespace``: ``"Local"`` (default: this logon session) or ``"Global"`` (every
+    session; creating file mappings there needs ``SeCreateGlobalPrivilege`` on Windows).
+    """
+
+    name = "windows"
+    capabilities = frozenset(
+        {
+            Capability.CROSS_PROCESS,
+            Capability.NAMED,
+            Capability.READABLE_VALUE,
+            Capability.SHARED_CELLS,
+            Capability.OWNER_DEATH,
+        }
+    )
+    options: ClassVar[Mapping[str, object]] = {"namespace": "Local"}
+
+    def __init__(self, *, namespace: str = "Local") -> None:
+        if not isinstance(namespace, str):
+            raise TypeError(
+                f"namespace must be 'Local' or 'Global', not {type(namespace).__name__} "
+                f"{namespace!r}"
+            )
+        if namespace not in NAMESPACES:
+            raise ValueError(f"namespace must be 'Local' or 'Global', not {namespace!r}")
+        super().__init__(namespace=namespace)
+        self.namespace = namespace
+
+    # -- names ----------------------------------------------------------------------
+
+    def windows_name(self, object_name: str) -> str:
+        """The kernel name of *object_name* (a named object's also ends in ``~<generation>``)."""
+        return windows_name(object_name, self.namespace)
+
+    # -- the kernels every backend supplies -------------------------------------------
+
+    def semaphore_kernel(self, name: str, value: int, *, create: bool) -> WinSemaphore:
+        obj = _open_object(_semaphore_type(value, MAX_COUNT), name, self.namespace, create=create)
+        return WinSemaphore(obj, f"Semaphore released past its maximum count {MAX_COUNT}")
+
+    def cells_kernel(self, name: str, size: int, *, create: bool) -> tuple[Cells, bool]:
+        obj = _open_object(_mapping_type(size * 8), name, self.namespace, create=create)
+        k = _win32.kernel32()
+        # The whole mapping is viewed: an existing block keeps its creator's size.
+        address = k.MapViewOfFile(obj.handle, _win32.FILE_MAP_ALL_ACCESS, 0, 0, 0)
+        if not address:
+            code = _win32.last_error()
+            obj.close()
+            _raise(code, "file mapping", obj.name, "map")
+        try:
+            count = _win32.region_size(address) // 8
+        except OSError as exc:
+            k.UnmapViewOfFile(address)
+            obj.close()
+            raise PolysyncError(f"cannot size the file mapping {obj.name!r}: {exc}") from exc
+        return WinCells(obj, address, count), obj.created
+
+    def close_cells(self, cells: Cells) -> None:
+        assert isinstance(cells, WinCells)
+        cells.close()
+
+    def unlink(self, name: str) -> bool:
+        """Make *name* open a fresh object from now on; ``True`` if an object had it.
+
+        On Windows a kernel object lives while any handle to it is open, in any process,
+        and nothing here closes another process's handles. So for a named object this
+        advances the name's generation (later opens create a new object), drops this
+        process's keep-alive handle, and leaves handles already open working on the old
+        object, which vanishes with its last handle. For an anonymous object or a waiter
+        it only reports whether the object still exists: those vanish with their last
+        handle anyway.
+        """
+        wname = self.windows_name(name)
+        if _is_generated(name):
+            return _exists(wname)
+        k = _win32.kernel32()
+        dname = _directory_name(wname)
+        handle = k.OpenFileMappingW(_win32.FILE_MAP_ALL_ACCESS, 0, dname)
+        if not handle:
+            code = _win32.last_error()
+            _drop_keepalive(wname)
+            if code == ERROR_FILE_NOT_FOUND:
+                return False
+            _raise(code, "file mapping", dname, "unlink")
+        try:
+            address = k.MapViewOfFile(handle, _win32.FILE_MAP_ALL_ACCESS, 0, 0, 8)
+            if not address:
+                _raise(_win32.last_error(), "file mapping", dname, "map")
+            try:
+                gen = ctypes.c_int64.from_address(address)
+                existed = _exists(f"{wname}~{gen.value}")
+                gen.value += 1
+            finally:
+                k.UnmapViewOfFile(address)
+        finally:
+            k.CloseHandle(handle)
+        _drop_keepalive(wname)
+        return existed
+
+    def unlink_primitive(self, name: str) -> bool:
+        found = derived.unlink_block(self, name)
+        return self.unlink(f"{name}.k") or found
+
+    def hold_for_transfer(self, name: str) -> None:
+        """Keep every object of anonymous primitive *name* open ~5 s for its receiver."""
+        handles = []
+        for suffix in (".c", ".k", *(f".s{i}" for i in range(derived.MAX_SEMS))):
+            handle = _open_any(self.windows_name(name + suffix))
+            if handle:
+                handles.append(handle)
+        if handles:
+            _holder.hold(handles, HOLD_SECONDS)
+
+    # -- native primitives -------------------------------------------------------------
+
+    def _header(
+        self, name: str, kind: Kind, param: int, state: int, *, create: bool, match: bool
+    ) -> derived.Block:
+        label: Callable[[int], str] = derived.lock_label if kind is Kind.LOCK else str
+        return derived.open_block(
+            self,
+            name,
+            kind,
+            param,
+            (),
+            state,
+            create=create,
+            param_must_match=match,
+            param_label=label,
+        )
+
+    def _native(self, block: derived.Block, name: str, kind: _Type, create: bool) -> _Object:
+        try:
+            return _open_object(kind, f"{name}.k", self.namespace, create=create)
+        except BaseException:
+            block.close()
+            raise
+
+    def open_lock(self, name: str, *, create: bool) -> LockKernel:
+        block = self._header(name, Kind.LOCK, 1, 0, create=create, match=True)
+        obj = self._native(block, name, _semaphore_type(1, 1), create)
+        return WinLock(block, WinSemaphore(obj, "release of an unlocked lock"))
+
+    def open_rlock(self, name: str, *, create: bool) -> RLockKernel:
+        block = self._header(name, Kind.RLOCK, 1, 1, create=create, match=False)
+        return WinRLock(block, self._native(block, name, _mutex_type(), create))
+
+    def open_semaphore(
+        self, name: str, value: int, *, bounded: bool, create: bool
+    ) -> SemaphorePrimitiveKernel:
+        kind = Kind.BOUNDED_SEMAPHORE if bounded else Kind.SEMAPHORE
+        block = self._header(name, kind, value, 0, create=create, match=bounded)
+        assert block.cells is not None
+        first = block.cells[2]  # the creator's value: "first value wins"
+        maximum = first if bounded else MAX_COUNT
+        obj = self._native(block, name, _semaphore_type(first, maximum), create)
+        over = (
+            f"BoundedSemaphore released too many times (its bound is {first})"
+            if bounded
+            else f"Semaphore released past its maximum count {MAX_COUNT}"
+        )
+        return WinSemaphorePrimitive(block, WinSemaphore(obj, over))
+
+    def open_event(self, name: str, *, create: bool) -> EventKernel:
+        block = self._header(name, Kind.EVENT, 0, 1, create=create, match=False)
+        return WinEvent(block, self._native(block, name, _event_type(), create))
+
+    def describe(self) -> str:
+        return (
+            f"windows (kernel32 semaphores, mutexes, events and file mappings, "
+            f"{self.namespace}\\ namespace)"
+        )
