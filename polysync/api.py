@@ -15,7 +15,7 @@ from polysync import primitives as _p
 from polysync.kernel import Capability
 
 if TYPE_CHECKING:
-    from polysync.derived import BaseBackend
+    from polysync.kernel import Backend
 
 __all__ = ["Context", "available_backends", "get_context"]
 
@@ -23,7 +23,7 @@ __all__ = ["Context", "available_backends", "get_context"]
 class Context:
     """One backend with its options; makes primitives that live in that backend."""
 
-    def __init__(self, name: str, options: dict[str, Any], backend: BaseBackend) -> None:
+    def __init__(self, name: str, options: dict[str, Any], backend: Backend) -> None:
         self._name = name
         self._options = options
         self._backend = backend
@@ -34,7 +34,7 @@ class Context:
         return self._name
 
     @property
-    def backend(self) -> BaseBackend:
+    def backend(self) -> Backend:
         """The backend instance (for plugin authors and the conformance suite)."""
         return self._backend
 
@@ -94,8 +94,10 @@ class Context:
         """Destroy the named object *name*, whatever its kind; ``False`` if none existed."""
         from polysync import _validate
 
+        if name is None:
+            raise TypeError("unlink() needs the name of a named object, not None")
         user = _validate.name(name)
-        assert user is not None
+        assert user is not None  # only None maps to None
         return self._backend.unlink_primitive(self._backend.object_name(user))
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -4,7 +4,8 @@
 
     PolysyncError
     ├── NotHeldError (also ValueError, RuntimeError)    release of an unheld lock, non-owner,
-    │                                                   over-release of a BoundedSemaphore
+    │   │                                               over-release of a BoundedSemaphore
+    │   └── LeaseLostError                              released after its lease ran out
     ├── BrokenBarrierError (also threading.BrokenBarrierError)
     ├── ClosedError (also ValueError)                   use of a handle after close()
     ├── ObjectError
@@ -18,12 +19,21 @@
 and one warning, ``OwnerDiedWarning``: a lock was taken over from a holder that died.
 
 Users of any backend see only these (with the backend's own exception chained as
-``__cause__``), never ``posix_ipc.*`` or raw ``OSError`` numbers.
+``__cause__``), never ``posix_ipc.*`` or raw ``OSError`` numbers. The messages that
+several backends raise are built here, once (``lock_not_held()`` and its neighbours),
+and so is the owner-died rule: warn at the user's line, and give the lock back if the
+warning was made an error (:func:`warn_owner_died`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
+import warnings
+from collections.abc import Callable
+from types import FrameType
 
 __all__ = [
     "BackendConnectionError",
@@ -32,6 +42,7 @@ __all__ = [
     "BrokenBarrierError",
     "ClosedError",
     "KindMismatchError",
+    "LeaseLostError",
     "NotFoundError",
     "NotHeldError",
     "ObjectError",
@@ -51,6 +62,10 @@ class NotHeldError(PolysyncError, ValueError, RuntimeError):
     It is a ``ValueError`` (what multiprocessing raises) and a ``RuntimeError`` (what
     threading raises), so code written for either keeps catching it.
     """
+
+
+class LeaseLostError(NotHeldError):
+    """Released after the lease had run out: someone else may have held it meanwhile."""
 
 
 class BrokenBarrierError(threading.BrokenBarrierError, PolysyncError):
@@ -96,3 +111,78 @@ class OwnerDiedWarning(UserWarning):
     half-updated by the dead holder: check it, as after ``WAIT_ABANDONED`` on Windows or
     ``EOWNERDEAD`` from a robust pthread mutex.
     """
+
+
+# -- messages that more than one backend raises ------------------------------------------
+
+
+def lock_not_held() -> NotHeldError:
+    """A Lock released while unlocked."""
+    return NotHeldError("release of an unlocked lock")
+
+
+def rlock_not_owned() -> NotHeldError:
+    """An RLock released by a thread that does not own it."""
+    return NotHeldError("cannot release an RLock that this thread does not own")
+
+
+def over_released(bound: int) -> NotHeldError:
+    """A BoundedSemaphore released past its bound."""
+    return NotHeldError(f"BoundedSemaphore released too many times (its bound is {bound})")
+
+
+def lease_lost() -> LeaseLostError:
+    """A release that came after the lease ran out."""
+    return LeaseLostError(
+        "the lease ran out before this release: another holder may have had it "
+        "meanwhile (see the lost flag and fencing tokens)"
+    )
+
+
+def kind_mismatch(what: str, found: str, asked: str) -> KindMismatchError:
+    """*what* (an object's description) exists as a *found* kind, not the *asked* one."""
+    return KindMismatchError(
+        f"{what} already exists as a {found} (asked for a {asked}): choose another name, "
+        "or unlink the existing object"
+    )
+
+
+def shape_mismatch(what: str, kind: str, found: str, asked: str) -> KindMismatchError:
+    """*what* exists as a *kind* of another shape (a bound, parties, a lock's variant)."""
+    return KindMismatchError(
+        f"{what} already exists as a {kind} of {found} (asked for {asked}): open it the "
+        "same way, or unlink it first"
+    )
+
+
+def warn_owner_died(message: str, give_back: Callable[[], object]) -> None:
+    """Tell the acquirer it took a lock over from a holder that died.
+
+    The :class:`OwnerDiedWarning` points at the user's line, not into polysync. If the
+    warning was made an error, the acquire fails: *give_back* returns the lock first,
+    so it is not left held by a caller who does not know it holds it.
+    """
+    try:
+        warnings.warn(OwnerDiedWarning(message), stacklevel=_user_stacklevel())
+    except BaseException:
+        with contextlib.suppress(Exception):  # the error that matters is the warning
+            give_back()
+        raise
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_TESTING = _PACKAGE + "testing" + os.sep
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the innermost caller outside polysync (its tests count as users)."""
+    # Frame 2 is warn_owner_died's caller: stacklevel 2 from inside warn_owner_died.
+    frame: FrameType | None = sys._getframe(2)
+    level = 2
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PACKAGE) or filename.startswith(_TESTING):
+            return level
+        frame = frame.f_back
+        level += 1
+    return 1

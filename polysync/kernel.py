@@ -1,48 +1,63 @@
-"""The contract between polysync and a backend: capabilities, kinds and the kernel Protocols.
+"""The contract between polysync and a backend: capabilities, kinds, names and kernel Protocols.
 
-A kernel is what a backend hands the neutral layer (:mod:`polysync.primitives`) for one
-primitive. The floor that derives every kernel from counting semaphores and shared
-cells is :mod:`polysync.derived`. Inputs reaching a kernel have been validated:
-timeouts are ``None`` or finite floats ``>= 0``, counts are positive ints, names are the
-backend's own.
+A *kernel* is what a backend hands the neutral layer (:mod:`polysync.primitives`) for one
+open primitive. Each kind has one required Protocol (:class:`LockKernel`,
+:class:`RLockKernel`, :class:`SemaphorePrimitiveKernel`, :class:`EventKernel`,
+:class:`ConditionKernel`, :class:`BarrierKernel`). Everything optional is a named
+Protocol of its own (:class:`ForeverAcquire`, :class:`TimedAcquire`,
+:class:`RefusingRelease`, :class:`Discardable`, :class:`Fenced`, :class:`Leased`,
+:class:`OwnerDeath`, :class:`Introspectable`): the neutral layer checks a kernel against
+them once, when it attaches the kernel to a handle, and never probes per call. A
+:class:`Capability` that a backend declares names the Protocol its kernels must satisfy
+(:attr:`Capability.requires`); a kernel that falls short is refused at that point.
+
+The backend itself satisfies :class:`Backend`. The floor that derives every kernel from
+counting semaphores (:class:`SemaphoreKernel`) and shared cells (:class:`Cells`) is
+:mod:`polysync.derived`, whose backends satisfy :class:`SemaphoreBackend` as well.
+
+What a kernel may rely on: its inputs were validated (timeouts are ``None`` or finite
+floats ``>= 0``; counts are positive ints; names are :class:`ObjectName` values the
+backend made). What it must do: raise polysync's errors (:mod:`polysync.errors`), never
+a library's; stay interruptible (a signal handler that raises propagates, with nothing
+taken); be thread-safe.
+
+This module is data and Protocols only: it imports no implementation.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
 
 __all__ = [
+    "Backend",
     "BarrierKernel",
     "Capability",
     "Cells",
     "ConditionKernel",
+    "Discardable",
     "EventKernel",
+    "Fenced",
+    "ForeverAcquire",
+    "Holder",
+    "Introspectable",
+    "KernelState",
     "Kind",
+    "Leased",
     "LockKernel",
+    "ObjectName",
+    "OwnerDeath",
     "RLockKernel",
+    "RefusingRelease",
+    "Requirement",
+    "Scope",
+    "SemaphoreBackend",
     "SemaphoreKernel",
+    "SemaphorePrimitiveKernel",
+    "TimedAcquire",
 ]
-
-
-class Capability(str, enum.Enum):
-    """What a backend guarantees; docs tables and the conformance suite key on these."""
-
-    #: Objects are shared between processes (pickling, reopening by name).
-    CROSS_PROCESS = "cross-process"
-    #: Objects are shared between hosts.
-    CROSS_HOST = "cross-host"
-    #: Objects can be opened by a user-chosen name and persist until unlinked.
-    NAMED = "named"
-    #: ``Semaphore.get_value()`` reads the current count.
-    READABLE_VALUE = "readable-value"
-    #: The backend provides shared integer cells (``cells_kernel``).
-    SHARED_CELLS = "shared-cells"
-    #: A lock whose holder dies is recovered by the next acquirer.
-    OWNER_DEATH = "owner-death"
-    #: Acquisitions return a strictly increasing fencing token.
-    FENCING = "fencing"
 
 
 class Kind(str, enum.Enum):
@@ -62,6 +77,123 @@ class Kind(str, enum.Enum):
         return list(Kind).index(self) + 1
 
 
+class Capability(str, enum.Enum):
+    """What a backend guarantees; docs tables and the conformance suite key on these."""
+
+    #: Objects are shared between processes (pickling, reopening by name).
+    CROSS_PROCESS = "cross-process"
+    #: Objects are shared between hosts: separate clients see one object.
+    CROSS_HOST = "cross-host"
+    #: Objects can be opened by a user-chosen name and persist until unlinked.
+    NAMED = "named"
+    #: ``Semaphore.get_value()`` reads the current count.
+    READABLE_VALUE = "readable-value"
+    #: The backend provides shared integer cells (``cells_kernel``).
+    SHARED_CELLS = "shared-cells"
+    #: A lock whose holder dies is recovered by the next acquirer, who learns it.
+    OWNER_DEATH = "owner-death"
+    #: Acquisitions carry a fencing token that strictly increases per object.
+    FENCING = "fencing"
+    #: Holds are leases, renewed while the holder lives; a handle learns it lost one.
+    LEASES = "leases"
+
+    @property
+    def requires(self) -> tuple[Requirement, ...]:
+        """What the kernels of a backend declaring this capability must satisfy."""
+        return _REQUIREMENTS.get(self, ())
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """The kernels of these *kinds* must satisfy *protocol* (a runtime-checkable Protocol)."""
+
+    kinds: frozenset[Kind]
+    protocol: type
+
+
+class Scope(enum.Enum):
+    """Who chose an object's name: a user, or polysync for an anonymous object or a waiter."""
+
+    NAMED = "n"
+    ANONYMOUS = "a"
+    WAITER = "w"
+
+
+@dataclass(frozen=True)
+class ObjectName:
+    """The name of a stored object, as polysync hands it to a backend.
+
+    *key* is the user's name (``NAMED``) or an id the backend generated (``ANONYMOUS``)
+    or polysync generated (``WAITER``). A primitive that is made of several stored
+    objects (the derived ones: cells ``"c"``, semaphores ``"s0"`` and ``"s1"``) names
+    each by *part*; a part is a short identifier without dots. ``str()`` gives the flat
+    form ``"<scope>:<key>[.<part>]"``, which is injective for such parts, for a backend
+    whose store wants one string.
+    """
+
+    scope: Scope
+    key: str
+    part: str = ""
+
+    def child(self, part: str) -> ObjectName:
+        """The stored object *part* of this primitive."""
+        return ObjectName(self.scope, self.key, part)
+
+    @property
+    def primitive(self) -> ObjectName:
+        """The primitive this object is part of (itself if it is one)."""
+        return self if not self.part else ObjectName(self.scope, self.key)
+
+    @property
+    def is_anonymous(self) -> bool:
+        """Whether polysync chose the name (an anonymous object or a waiter)."""
+        return self.scope is not Scope.NAMED
+
+    def describe(self) -> str:
+        """How error messages name it: never a generated id, which means nothing to users."""
+        if self.scope is Scope.NAMED:
+            return f"the object named {self.key!r}"
+        return "the anonymous object" if self.scope is Scope.ANONYMOUS else "a waiter"
+
+    def __str__(self) -> str:
+        flat = f"{self.scope.value}:{self.key}"
+        return f"{flat}.{self.part}" if self.part else flat
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, as far as the backend knows (``None``: not known)."""
+
+    pid: int | None = None
+    host: str | None = None
+    thread: int | None = None
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """A kernel's answer to ``statistics()``: a snapshot; ``None`` where it cannot know."""
+
+    #: Callers blocked on it now (acquiring, or waiting for a notification).
+    waiting: int | None = None
+    #: The holder of a Lock or RLock.
+    holder: Holder | None = None
+    #: Whether a Lock or RLock is held.
+    locked: bool | None = None
+    #: A semaphore's count.
+    value: int | None = None
+    #: Whether an Event is set.
+    is_set: bool | None = None
+    #: Whether a Barrier is broken.
+    broken: bool | None = None
+    #: Seconds left of the lease this handle holds (leased kernels, while held).
+    lease_remaining: float | None = None
+    #: The fencing token of this handle's latest acquisition.
+    fencing_token: int | None = None
+
+
+# -- the floor: what polysync.derived builds every primitive from ---------------------
+
+
 class Cells(Protocol):
     """A fixed-size block of shared signed 64-bit integers, indexed from 0.
 
@@ -73,28 +205,20 @@ class Cells(Protocol):
 
     def __setitem__(self, index: int, value: int, /) -> None: ...
 
+    def __len__(self) -> int:
+        """How many cells the block has: its creator's size, whatever an opener asked."""
+
 
 class SemaphoreKernel(Protocol):
-    """A counting semaphore: the one kernel every backend must supply."""
+    """A counting semaphore: the one kernel every derived backend must supply."""
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         """Decrement, waiting while the count is zero; ``False`` on timeout.
 
         Must stay interruptible: a signal handler that raises (Ctrl-C) propagates, and
-        the count is unchanged in that case.
+        the count is unchanged in that case. A signal whose handler returns does not
+        end the wait early.
         """
-
-    def acquire_forever(self) -> object:
-        """``acquire(True, None)`` as the cheapest call the backend has (the hot path).
-
-        May raise any ``Exception``; the caller then retries through :meth:`acquire`.
-        """
-
-    # Optional, for a backend whose raw timed wait is one cheap call (posix has it):
-    #   acquire_within(timeout) -> object: acquire within *timeout* seconds; on expiry
-    #       return False or raise an Exception (anything else returned means acquired);
-    #   acquire_failed(exc, timeout) -> bool: what that exception means (False: expired),
-    #       retrying if the wait was cut short. The derived kernels pass them on.
 
     def release(self, n: int = 1) -> None:
         """Increment by *n*, waking up to *n* waiters."""
@@ -103,72 +227,71 @@ class SemaphoreKernel(Protocol):
         """The current count (a snapshot)."""
 
     def close(self) -> None:
-        """Drop this handle; the object lives on for other handles.
+        """Drop this handle; the object lives on for other handles."""
 
-        Also called when an unclosed handle is garbage-collected (see ``discard`` below),
-        so it must not wait for a lock that the interrupted thread may hold.
-        """
 
-    # Optional, on this kernel or on any primitive's kernel:
-    #   discard() -> None: drop a handle that was garbage-collected without close(). The
-    #       GC runs finalizers in whichever thread allocates, at any point, even inside
-    #       the backend's client while it holds its locks: discard must not block, nor
-    #       talk to a server through a connection that thread may be using. A backend
-    #       whose close() does either hands that work to a thread of its own here.
+# -- the kernels, one Protocol per kind -------------------------------------------------
 
 
 class LockKernel(Protocol):
     """Mutual exclusion without an owner (any process may release)."""
 
-    def acquire_forever(self) -> object: ...
-
-    def acquire(self, blocking: bool, timeout: float | None) -> bool: ...
+    def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        """Take the lock, waiting at most *timeout* seconds (``None``: forever)."""
 
     def release(self) -> None:
         """Release; raise :class:`~polysync.errors.NotHeldError` if not held."""
 
-    def locked(self) -> bool: ...
+    def locked(self) -> bool:
+        """Whether anyone holds it (a snapshot)."""
 
     def release_save(self) -> object:
         """Release fully for a Condition wait; returns what ``acquire_restore`` needs."""
 
-    def acquire_restore(self, state: object) -> None: ...
+    def acquire_restore(self, state: object) -> None:
+        """Take the lock back after a Condition wait, as ``release_save`` left it."""
 
     def is_owned(self) -> bool:
         """Best knowledge that the caller holds it (a Lock only knows it is held)."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Drop this handle; the object lives on for other handles."""
 
 
 class RLockKernel(LockKernel, Protocol):
     """A reentrant lock owned by (process, thread)."""
 
-    def recursion_level(self) -> int: ...
+    def recursion_level(self) -> int:
+        """How many times the calling thread holds it (0: not its owner)."""
 
 
 class SemaphorePrimitiveKernel(Protocol):
     """Semaphore and BoundedSemaphore."""
 
-    def acquire_forever(self) -> object: ...
+    def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        """Take one permit, waiting at most *timeout* seconds (``None``: forever)."""
 
-    def acquire(self, blocking: bool, timeout: float | None) -> bool: ...
-
-    def release(self, n: int) -> None:
+    def release(self, n: int = 1) -> None:
         """Release *n*; a bounded one raises NotHeldError past its initial value."""
 
-    def get_value(self) -> int: ...
+    def get_value(self) -> int:
+        """The current count (a snapshot)."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Drop this handle; the object lives on for other handles."""
 
 
 class EventKernel(Protocol):
+    """A flag that wakes every waiter when set."""
+
     def set(self) -> None: ...
 
     def clear(self) -> None: ...
 
     def is_set(self) -> bool: ...
 
-    def wait(self, timeout: float | None) -> bool: ...
+    def wait(self, timeout: float | None) -> bool:
+        """Wait until set; ``False`` on timeout."""
 
     def close(self) -> None: ...
 
@@ -188,9 +311,13 @@ class ConditionKernel(Protocol):
 
 
 class BarrierKernel(Protocol):
-    parties: int
+    """``threading.Barrier``'s state machine, shared."""
 
-    def wait(self, timeout: float | None, action: Callable[[], object] | None) -> int: ...
+    @property
+    def parties(self) -> int: ...
+
+    def wait(self, timeout: float | None, action: Callable[[], object] | None) -> int:
+        """Wait for all parties; return this party's index; run *action* if last."""
 
     def reset(self) -> None: ...
 
@@ -201,3 +328,211 @@ class BarrierKernel(Protocol):
     def broken(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+# -- optional features, each a named Protocol, checked once at attach -------------------
+
+
+@runtime_checkable
+class ForeverAcquire(Protocol):
+    """``acquire(True, None)`` as the cheapest call the kernel has (the hot path).
+
+    It returns once acquired (any value) and raises only what ``acquire`` would raise.
+    Without it, ``acquire()`` calls ``acquire(True, None)``.
+    """
+
+    def acquire_forever(self) -> object: ...
+
+
+@runtime_checkable
+class TimedAcquire(Protocol):
+    """The kernel's raw timed wait: ``acquire(True, timeout)`` for a finite *timeout*.
+
+    It returns ``True`` or ``False`` like ``acquire`` and raises only what it would: a
+    backend whose raw wait is one C call binds that call here, so ``acquire(timeout=…)``
+    reaches it without a Python frame of the backend's in between.
+    """
+
+    def acquire_within(self, timeout: float, /) -> bool: ...
+
+
+@runtime_checkable
+class RefusingRelease(Protocol):
+    """A Lock kernel whose ``release`` raises *release_refusal* (not NotHeldError) when unheld.
+
+    For a release that is one C call with an exception of its own (posix: CPython's
+    SemLock raises ``ValueError``): the neutral layer turns that exception into
+    :class:`~polysync.errors.NotHeldError`, so the kernel needs no frame of its own.
+    """
+
+    @property
+    def release_refusal(self) -> type[Exception]: ...
+
+
+@runtime_checkable
+class Discardable(Protocol):
+    """Dropping a handle that the garbage collector collected without ``close()``.
+
+    The GC runs finalizers in whichever thread allocates, at any point, even inside the
+    backend's client while it holds its locks: ``discard`` must neither block nor talk
+    to a server through a connection that thread may be using. A kernel whose
+    ``close()`` does either provides ``discard`` and hands that work to a thread of its
+    own. Without it, the finalizer calls ``close()``.
+    """
+
+    def discard(self) -> None: ...
+
+
+@runtime_checkable
+class Fenced(Protocol):
+    """Each acquisition carries a fencing token, strictly increasing per object.
+
+    Required of Lock, RLock, Semaphore and BoundedSemaphore kernels by
+    :attr:`Capability.FENCING`.
+    """
+
+    @property
+    def fencing_token(self) -> int | None:
+        """The token of this handle's latest acquisition (``None`` before the first)."""
+
+
+@runtime_checkable
+class Leased(Fenced, Protocol):
+    """Holds are leases: renewed while the holder lives, lost if they cannot be.
+
+    Required of Lock, RLock, Semaphore and BoundedSemaphore kernels by
+    :attr:`Capability.LEASES`. ``on_lost`` (set through the backend's per-primitive
+    options) is called, from the backend's own thread, when a lease is lost.
+    """
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease of what this handle holds could not be renewed."""
+
+    on_lost: Callable[[], object] | None
+
+
+@runtime_checkable
+class OwnerDeath(Protocol):
+    """A lock whose holder died is taken over by the next acquirer, who is told.
+
+    Required of RLock kernels by :attr:`Capability.OWNER_DEATH`. The takeover emits
+    :class:`~polysync.errors.OwnerDiedWarning` through
+    :func:`polysync.errors.warn_owner_died`, which gives the lock back if the warning
+    was made an error.
+    """
+
+    @property
+    def owner_died(self) -> bool:
+        """Whether this handle holds the lock because it took it over from a dead holder."""
+
+
+@runtime_checkable
+class Introspectable(Protocol):
+    """``statistics()``: a snapshot of the kernel's state for users and tools.
+
+    Without it, a primitive's ``statistics()`` reports its kind and name and leaves
+    every state field ``None``.
+    """
+
+    def statistics(self) -> KernelState: ...
+
+
+_LEASED_KINDS = frozenset({Kind.LOCK, Kind.RLOCK, Kind.SEMAPHORE, Kind.BOUNDED_SEMAPHORE})
+
+_REQUIREMENTS: dict[Capability, tuple[Requirement, ...]] = {
+    Capability.FENCING: (Requirement(_LEASED_KINDS, Fenced),),
+    Capability.LEASES: (Requirement(_LEASED_KINDS, Leased),),
+    Capability.OWNER_DEATH: (Requirement(frozenset({Kind.RLOCK}), OwnerDeath),),
+}
+
+
+# -- backends -----------------------------------------------------------------------------
+
+
+class Backend(Protocol):
+    """What the neutral layer needs of a backend instance.
+
+    :class:`polysync.derived.BaseBackend` implements all of it from a semaphore kernel,
+    which a backend may override piece by piece.
+    """
+
+    #: The name users pass to :func:`polysync.get_context`.
+    name: ClassVar[str]
+    #: What the backend guarantees.
+    capabilities: ClassVar[frozenset[Capability]]
+    #: Accepted options and their defaults; anything else is a ``TypeError``.
+    options: ClassVar[Mapping[str, object]]
+    #: Options a single primitive accepts (``ctx.Lock(name="x", lease=5)``).
+    primitive_options: ClassVar[frozenset[str]]
+    #: The options this instance was made with, merged over the defaults.
+    settings: dict[str, object]
+
+    @property
+    def cleanup_bound(self) -> float:
+        """Seconds within which an anonymous object is gone once its last user closed it
+        or exited (the conformance suite waits this long)."""
+
+    def object_name(self, user_name: str) -> ObjectName: ...
+
+    def anonymous_name(self) -> ObjectName: ...
+
+    def open_lock(self, name: ObjectName, *, create: bool) -> LockKernel: ...
+
+    def open_rlock(self, name: ObjectName, *, create: bool) -> RLockKernel: ...
+
+    def open_semaphore(
+        self, name: ObjectName, value: int, *, bounded: bool, create: bool
+    ) -> SemaphorePrimitiveKernel: ...
+
+    def open_event(self, name: ObjectName, *, create: bool) -> EventKernel: ...
+
+    def open_condition(self, name: ObjectName, *, create: bool) -> ConditionKernel: ...
+
+    def open_barrier(self, name: ObjectName, parties: int, *, create: bool) -> BarrierKernel: ...
+
+    def configure_primitive(self, kernel: object, options: Mapping[str, object]) -> None:
+        """Apply per-primitive *options* (names within :attr:`primitive_options`)."""
+
+    def unlink_primitive(self, name: ObjectName) -> bool:
+        """Remove every stored object of the primitive *name*; ``True`` if any existed."""
+
+    def hold_for_transfer(self, name: ObjectName) -> None:
+        """The anonymous primitive *name* is being pickled: keep it until the receiver opens it."""
+
+    def picklable_settings(self) -> dict[str, object]:
+        """The options that recreate this backend in another process (no live objects)."""
+
+    def describe(self) -> str:
+        """One secret-free line for reprs and error messages."""
+
+    def close(self) -> None:
+        """Release backend-wide resources; primitives stay usable until closed."""
+
+
+class SemaphoreBackend(Backend, Protocol):
+    """A backend of the floor: the stored objects :mod:`polysync.derived` builds from.
+
+    ``cells_kernel`` and ``close_cells`` exist if and only if the backend declares
+    :attr:`Capability.SHARED_CELLS`.
+    """
+
+    def semaphore_kernel(self, name: ObjectName, value: int, *, create: bool) -> SemaphoreKernel:
+        """Open the semaphore *name*; with *create*, make it at *value* if it is missing.
+
+        Raise :class:`~polysync.errors.NotFoundError` when it is missing and not *create*.
+        """
+
+    def cells_kernel(self, name: ObjectName, size: int, *, create: bool) -> tuple[Cells, bool]:
+        """Open the cells *name*; with *create*, make *size* cells reading 0 if missing.
+
+        Return them and whether this call created them. An existing block is returned
+        whole, whatever *size* is asked: its header says what it holds. Raise
+        :class:`~polysync.errors.NotFoundError` when it is missing and not *create*.
+        """
+
+    def close_cells(self, cells: Cells) -> None:
+        """Drop a handle returned by :meth:`cells_kernel`."""
+
+    def unlink(self, name: ObjectName) -> bool:
+        """Remove the stored object *name* (a semaphore or cells); ``False`` if there was none."""

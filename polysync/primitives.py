@@ -1,21 +1,57 @@
 """The seven primitives, each defined once over whatever kernels the backend supplies.
 
 This layer owns everything users see: argument checks, timeouts, ownership errors,
-context managers, pickling, reprs, ``close()`` and ``unlink()``. Kernels below it trust
-their inputs. Every class takes ``name=`` (``None`` for an anonymous object) and ``ctx=``
-(a :class:`polysync.Context`; ``None`` means the default context), so
-``polysync.Lock()`` works like ``multiprocessing.Lock()``.
+context managers, pickling, reprs, statistics, ``close()`` and ``unlink()``. Kernels
+below it trust their inputs. A kernel's optional features (:mod:`polysync.kernel`) are
+taken once, when the kernel is attached to a handle, and bound on the handle: the hot
+paths call them without looking anything up. Every class takes ``name=`` (``None`` for
+an anonymous object) and ``ctx=`` (a :class:`polysync.Context`; ``None`` means the
+default context), so ``polysync.Lock()`` works like ``multiprocessing.Lock()``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
-from polysync import _validate
+from polysync import _validate, errors
+from polysync._attach import (
+    ClosedBarrier,
+    ClosedCondition,
+    ClosedEvent,
+    ClosedLock,
+    ClosedSemaphore,
+    check_kernel,
+)
+from polysync._attach import _Closed as _Closed
 from polysync.errors import ClosedError, NotHeldError
-from polysync.kernel import Kind
+from polysync.kernel import (
+    BarrierKernel,
+    Capability,
+    ConditionKernel,
+    Discardable,
+    EventKernel,
+    Fenced,
+    ForeverAcquire,
+    Holder,
+    Introspectable,
+    KernelState,
+    Kind,
+    Leased,
+    LockKernel,
+    ObjectName,
+    OwnerDeath,
+    RefusingRelease,
+    RLockKernel,
+    SemaphorePrimitiveKernel,
+    TimedAcquire,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -30,10 +66,31 @@ __all__ = [
     "Lock",
     "RLock",
     "Semaphore",
+    "Statistics",
 ]
 
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class _AcquirableKernel(_Closable, Protocol):
+    def acquire(self, blocking: bool, timeout: float | None) -> bool: ...
+
+
+class _ReleasableLock(_AcquirableKernel, Protocol):
+    def release(self) -> None: ...
+
+    def locked(self) -> bool: ...
+
+
 _T = TypeVar("_T")
+K = TypeVar("K", bound=_Closable)
+AK = TypeVar("AK", bound=_AcquirableKernel)
+LK = TypeVar("LK", bound=_ReleasableLock)
 _INF = float("inf")
+#: Int timeouts up to this take the fast path (larger ones are checked in full).
+_LARGEST_INT_TIMEOUT = 1 << 31
 
 
 def _context(ctx: object) -> Context:
@@ -49,26 +106,57 @@ def _context(ctx: object) -> Context:
     return ctx
 
 
-class _ClosedKernel:
-    """Stands in for a closed handle's kernel: any use raises ClosedError."""
+@dataclass(frozen=True)
+class Statistics:
+    """A snapshot of one primitive, from ``statistics()`` (``None``: not known here).
 
-    def __init__(self, what: str) -> None:
-        self._what = what
+    Every field is what the backend could tell at that moment; another process may have
+    changed it since. ``waiting`` counts the callers blocked on it (for a Barrier, the
+    parties waiting); ``holder`` names who holds a Lock or RLock; ``lease_remaining``,
+    ``fencing_token`` and ``owner_died`` are this handle's own.
+    """
 
-    def __getattr__(self, attr: str) -> Any:
-        def closed(*args: object, **kwargs: object) -> Any:
-            raise ClosedError(f"{self._what} is closed; open it again to use it")
+    kind: str
+    name: str | None
+    backend: str
+    waiting: int | None = None
+    holder: Holder | None = None
+    locked: bool | None = None
+    value: int | None = None
+    is_set: bool | None = None
+    broken: bool | None = None
+    parties: int | None = None
+    lease_remaining: float | None = None
+    fencing_token: int | None = None
+    owner_died: bool | None = None
 
-        return closed
+    def as_dict(self) -> dict[str, object]:
+        """The fields as a dict (``holder`` as a dict too), for JSON and logs."""
+        return dataclasses.asdict(self)
 
 
-class _Primitive:
-    """What every primitive shares: identity, lifetime, pickling and repr."""
+_STATE_FIELDS = tuple(field.name for field in dataclasses.fields(KernelState))
+
+
+def _statistics(
+    primitive: _Primitive[Any], state: KernelState, known: dict[str, object]
+) -> Statistics:
+    """*state* as a kernel reported it, with what the neutral layer *known* filling gaps."""
+    values: dict[str, Any] = {field: getattr(state, field) for field in _STATE_FIELDS}
+    for field, value in known.items():
+        if values.get(field) is None:
+            values[field] = value
+    return Statistics(primitive._kind.value, primitive._name, primitive._ctx.name, **values)
+
+
+class _Primitive(Generic[K]):
+    """What every primitive shares: identity, lifetime, pickling, repr and statistics."""
 
     __slots__ = (
         "__weakref__",
         "_ctx",
         "_finalizer",
+        "_introspect",
         "_kernel",
         "_name",
         "_object_name",
@@ -77,18 +165,27 @@ class _Primitive:
     _kind: ClassVar[Kind]
 
     _ctx: Context
-    _kernel: Any
+    _kernel: K
     _name: str | None
-    _object_name: str
+    _object_name: ObjectName
+    _introspect: Introspectable | None
 
     def _attach(
         self,
         ctx: Context,
         name: str | None,
-        object_name: str,
-        kernel: Any,
-        options: dict[str, Any],
+        object_name: ObjectName,
+        kernel: K,
+        options: dict[str, object],
     ) -> None:
+        backend = ctx.backend
+        try:
+            check_kernel(backend, self._kind, kernel)
+            if options:
+                backend.configure_primitive(kernel, options)
+        except BaseException:
+            _close_quietly(kernel)
+            raise
         self._ctx = ctx
         self._name = name
         self._object_name = object_name
@@ -97,30 +194,42 @@ class _Primitive:
         # A handle nobody closed is dropped by its finalizer, which the GC may run in any
         # thread at any allocation, even one holding the backend client's locks: the
         # kernel's discard(), where it has one, is the variant that never blocks.
-        self._finalizer = weakref.finalize(self, getattr(kernel, "discard", kernel.close))
-        if options:
-            try:
-                ctx.backend.configure_primitive(kernel, options)
-            except BaseException:
-                self._close_kernel(kernel)
-                raise
+        self._finalizer = weakref.finalize(
+            self, kernel.discard if isinstance(kernel, Discardable) else kernel.close
+        )
         self._bind(kernel)
 
-    def _bind(self, kernel: Any) -> None:
-        """Cache the kernel's hot-path methods on the instance."""
+    def _bind(self, kernel: K) -> None:
+        """Take the kernel's optional features, checked once (never probed per call)."""
+        self._introspect = kernel if isinstance(kernel, Introspectable) else None
+
+    def _closed_kernel(self) -> K:
+        raise NotImplementedError
 
     def _open(
-        self, ctx: Context | None, name: object, params: tuple[Any, ...], options: dict[str, Any]
+        self,
+        ctx: Context | None,
+        name: object,
+        params: tuple[Any, ...],
+        options: dict[str, object],
     ) -> Context:
         """Check the arguments, open (or create) the kernel, attach it; return the context."""
         context = _context(ctx)
         user, object_name = self._names(context, name, options)
-        kernel = self._open_kernel(context, object_name, params, True)  # type: ignore[attr-defined]
+        kernel = self._open_kernel(context, object_name, params, True)
         self._attach(context, user, object_name, kernel, options)
         return context
 
     @classmethod
-    def _names(cls, ctx: Context, name: object, options: dict[str, Any]) -> tuple[str | None, str]:
+    def _open_kernel(
+        cls, ctx: Context, object_name: ObjectName, params: tuple[Any, ...], create: bool
+    ) -> K:
+        raise NotImplementedError
+
+    @classmethod
+    def _names(
+        cls, ctx: Context, name: object, options: dict[str, object]
+    ) -> tuple[str | None, ObjectName]:
         user = _validate.name(name)
         backend = ctx.backend
         unknown = sorted(set(options) - backend.primitive_options)
@@ -142,19 +251,25 @@ class _Primitive:
         """The context (backend and options) this object lives in."""
         return self._ctx
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called on this handle."""
+        return isinstance(self._kernel, _Closed)
+
     def close(self) -> None:
-        """Drop this handle; the object lives on for other handles (named: until unlinked)."""
+        """Drop this handle; the object lives on for other handles (named: until unlinked).
+
+        A closed handle holds nothing: every operation raises
+        :class:`~polysync.ClosedError`, ``lost`` and ``owner_died`` read ``False`` and
+        ``fencing_token`` reads ``None``.
+        """
         kernel = self._kernel
-        if isinstance(kernel, _ClosedKernel):
+        if isinstance(kernel, _Closed):
             return
-        closed = _ClosedKernel(f"this {type(self).__name__}")
+        closed = self._closed_kernel()
         self._kernel = closed
         self._bind(closed)
-        self._close_kernel(kernel)
-
-    def _close_kernel(self, kernel: Any) -> None:
-        """Close *kernel* now, unless its finalizer already ran (it then never will)."""
-        if self._finalizer.detach() is not None:
+        if self._finalizer.detach() is not None:  # else the finalizer already closed it
             kernel.close()
 
     def unlink(self) -> None:
@@ -164,11 +279,25 @@ class _Primitive:
         """
         self._ctx.backend.unlink_primitive(self._object_name)
 
+    def statistics(self) -> Statistics:
+        """A snapshot of this object's state (see :class:`~polysync.Statistics`)."""
+        if isinstance(self._kernel, _Closed):
+            raise ClosedError(f"this {type(self).__name__} is closed; open it again to use it")
+        introspect = self._introspect
+        state = introspect.statistics() if introspect is not None else KernelState()
+        return self._statistics(state)
+
+    def _statistics(self, state: KernelState) -> Statistics:
+        return _statistics(self, state, {})
+
     def _params(self) -> tuple[Any, ...]:
         return ()
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        if isinstance(self._kernel, _ClosedKernel):
+    def _restore(self, params: tuple[Any, ...]) -> None:
+        pass
+
+    def __reduce__(self) -> tuple[object, ...]:
+        if isinstance(self._kernel, _Closed):
             raise ClosedError(f"cannot pickle a closed {type(self).__name__}")
         if self._name is None:
             self._ctx.backend.hold_for_transfer(self._object_name)
@@ -184,7 +313,7 @@ class _Primitive:
 
     def __repr__(self) -> str:
         label = f"name={self._name!r}" if self._name is not None else "anonymous"
-        if isinstance(self._kernel, _ClosedKernel):
+        if isinstance(self._kernel, _Closed):
             state = "closed"
         else:
             try:
@@ -195,36 +324,63 @@ class _Primitive:
         return f"<polysync.{type(self).__name__} {label} backend={self._ctx.name!r}{extra}>"
 
 
+def _close_quietly(kernel: _Closable) -> None:
+    with contextlib.suppress(Exception):
+        kernel.close()
+
+
 def _rebuild(
     ctx: Context,
-    cls: type[_Primitive],
+    cls: type[_Primitive[K]],
     name: str | None,
-    object_name: str,
+    object_name: ObjectName,
     params: tuple[Any, ...],
-    options: dict[str, Any],
-) -> _Primitive:
+    options: dict[str, object],
+) -> _Primitive[K]:
     """Reopen a pickled primitive: named ones by name, anonymous ones only if still alive."""
     self = cls.__new__(cls)
     create = name is not None
-    kernel = cls._open_kernel(ctx, object_name, params, create)  # type: ignore[attr-defined]
+    kernel = cls._open_kernel(ctx, object_name, params, create)
+    self._restore(params)
     self._attach(ctx, name, object_name, kernel, options)
-    self._restore(params)  # type: ignore[attr-defined]
     return self
 
 
-class _Acquirable(_Primitive):
+class _NeverRaisedError(Exception):
+    """The release refusal of kernels whose release raises NotHeldError itself."""
+
+
+class _Acquirable(_Primitive[AK]):
     """The shared acquire() of locks and semaphores, with its allocation-free fast path."""
 
-    __slots__ = ("_acquire", "_acquire_failed", "_acquire_forever", "_acquire_within", "_release")
-    _acquire_failed: Any
-    _acquire_within: Any
+    __slots__ = (
+        "_acquire",
+        "_acquire_forever",
+        "_acquire_within",
+        "_fenced",
+        "_leased",
+        "_owner_death",
+        "_release",
+    )
+    _acquire: Callable[[bool, float | None], bool]
+    _acquire_forever: Callable[[], object]
+    _acquire_within: Callable[[float], bool] | None
+    _fenced: Fenced | None
+    _leased: Leased | None
+    _owner_death: OwnerDeath | None
 
-    def _bind(self, kernel: Any) -> None:
+    def _bind(self, kernel: AK) -> None:
+        super()._bind(kernel)
         self._acquire = kernel.acquire
-        self._acquire_forever = kernel.acquire_forever
-        self._acquire_within = getattr(kernel, "acquire_within", None)
-        self._acquire_failed = getattr(kernel, "acquire_failed", None)
-        self._release = kernel.release
+        self._acquire_forever = (
+            kernel.acquire_forever
+            if isinstance(kernel, ForeverAcquire)
+            else functools.partial(kernel.acquire, True, None)
+        )
+        self._acquire_within = kernel.acquire_within if isinstance(kernel, TimedAcquire) else None
+        self._fenced = kernel if isinstance(kernel, Fenced) else None
+        self._leased = kernel if isinstance(kernel, Leased) else None
+        self._owner_death = kernel if isinstance(kernel, OwnerDeath) else None
 
     def acquire(
         self, block: bool = True, timeout: float | None = None, *, blocking: bool | None = None
@@ -233,72 +389,83 @@ class _Acquirable(_Primitive):
 
         ``block=False`` returns at once. ``blocking=`` is accepted as in threading.
         """
-        if block is True and timeout is None and blocking is None:
-            try:
+        if block is True and blocking is None:
+            # The common calls, checked without the general path, and straight to the
+            # kernel's raw waits where it has them.
+            if timeout is None:
                 self._acquire_forever()
-            except Exception:
-                # The fast path's raw call failed (an interrupted wait, a closed handle):
-                # the full path retries and raises polysync's own error if it must.
-                self._acquire(True, None)
-            return True
-        # The common timed call, checked without the general path, and straight to the
-        # backend's raw timed wait where it has one.
-        if block is True and blocking is None and type(timeout) is float and 0 <= timeout < _INF:
-            within = self._acquire_within
-            if within is not None:
-                try:
-                    got_it = within(timeout)
-                except Exception as exc:
-                    failed: bool = self._acquire_failed(exc, timeout)
-                    return failed
-                return got_it is not False
-            got: bool = self._acquire(True, timeout)
-            return got
-        flag, seconds = _validate.block_and_timeout(block, timeout, blocking)
-        result: bool = self._acquire(flag, seconds)
-        return result
-
-
-class _Leased:
-    """Lease and fencing state, on backends that have them (``None``/False elsewhere)."""
-
-    __slots__ = ()
-    _kernel: Any
+                return True
+            if type(timeout) is float:
+                if 0.0 <= timeout < _INF:
+                    within = self._acquire_within
+                    if within is not None:
+                        return within(timeout)
+                    return self._acquire(True, timeout)
+            elif type(timeout) is int and 0 <= timeout <= _LARGEST_INT_TIMEOUT:
+                seconds = float(timeout)
+                within = self._acquire_within
+                if within is not None:
+                    return within(seconds)
+                return self._acquire(True, seconds)
+        flag, seconds_or_none = _validate.block_and_timeout(block, timeout, blocking)
+        return self._acquire(flag, seconds_or_none)
 
     @property
     def fencing_token(self) -> int | None:
         """The fencing token of this handle's latest acquisition (``fencing`` capability).
 
         It strictly increases per object across all holders, lease expiries included:
-        pass it to the resource you protect and have it refuse smaller ones.
+        pass it to the resource you protect and have it refuse smaller ones. ``None``
+        on backends without fencing, before the first acquisition, and once closed.
         """
-        token: int | None = getattr(self._kernel, "fencing_token", None)
-        return token
+        fenced = self._fenced
+        return None if fenced is None else fenced.fencing_token
 
     @property
     def lost(self) -> bool:
-        """Whether the lease of what this handle holds could not be renewed (it may be gone)."""
-        return bool(getattr(self._kernel, "lost", False))
+        """Whether the lease of what this handle holds could not be renewed (it may be gone).
+
+        Always ``False`` on backends without leases, and once closed.
+        """
+        leased = self._leased
+        return leased is not None and leased.lost
+
+    def _statistics(self, state: KernelState) -> Statistics:
+        fenced = self._fenced
+        owner = self._owner_death
+        known = self._derived_state()
+        known["owner_died"] = None if owner is None else owner.owner_died
+        known["fencing_token"] = None if fenced is None else fenced.fencing_token
+        return _statistics(self, state, known)
+
+    def _derived_state(self) -> dict[str, object]:
+        return {}
 
 
-class _LockLike(_Acquirable, _Leased):
-    # A __dict__ so that _bind can shadow release() with the kernel's own method, saving
-    # a Python frame on the hot path (threading.Condition binds its lock's methods alike).
-    __slots__ = ("__dict__",)
+class _LockLike(_Acquirable[LK]):
+    __slots__ = ("_refusal",)
+    _refusal: type[Exception]
 
-    def _bind(self, kernel: Any) -> None:
+    def _bind(self, kernel: LK) -> None:
         super()._bind(kernel)
-        self.__dict__["release"] = kernel.release
+        self._release = kernel.release
+        self._refusal = (
+            kernel.release_refusal if isinstance(kernel, RefusingRelease) else _NeverRaisedError
+        )
 
     def release(self) -> None:
         """Release; raises :class:`~polysync.NotHeldError` when the state does not allow it."""
-        self._release()
+        try:
+            self._release()
+        except self._refusal:
+            raise self._not_held() from None
+
+    @staticmethod
+    def _not_held() -> NotHeldError:
+        return errors.lock_not_held()
 
     def __enter__(self) -> bool:
-        try:
-            self._acquire_forever()
-        except Exception:
-            self._acquire(True, None)
+        self._acquire_forever()
         return True
 
     def __exit__(
@@ -307,12 +474,14 @@ class _LockLike(_Acquirable, _Leased):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._release()
+        try:  # release(), without a frame of its own
+            self._release()
+        except self._refusal:
+            raise self._not_held() from None
 
     def locked(self) -> bool:
         """Whether anyone holds it (a snapshot)."""
-        result: bool = self._kernel.locked()
-        return result
+        return self._kernel.locked()
 
     @property
     def owner_died(self) -> bool:
@@ -323,13 +492,17 @@ class _LockLike(_Acquirable, _Leased):
         the ``owner-death`` capability detect it (posix: RLock always, Lock with
         ``recover_locks=True``).
         """
-        return bool(getattr(self._kernel, "owner_died", False))
+        owner = self._owner_death
+        return owner is not None and owner.owner_died
 
-    def _restore(self, params: tuple[Any, ...]) -> None:
-        pass
+    def _derived_state(self) -> dict[str, object]:
+        return {"locked": self._kernel.locked()}
+
+    def _state(self) -> str:
+        return "locked" if self.locked() else "unlocked"
 
 
-class Lock(_LockLike):
+class Lock(_LockLike[LockKernel]):
     """A non-recursive lock: any process or thread may release it, once per acquire.
 
     Releasing it while unlocked raises :class:`~polysync.NotHeldError`, which is both the
@@ -340,19 +513,21 @@ class Lock(_LockLike):
     _kind = Kind.LOCK
 
     def __init__(
-        self, *, name: str | None = None, ctx: Context | None = None, **options: Any
+        self, *, name: str | None = None, ctx: Context | None = None, **options: object
     ) -> None:
         self._open(ctx, name, (), options)
 
-    @staticmethod
-    def _open_kernel(ctx: Context, object_name: str, params: tuple[Any, ...], create: bool) -> Any:
+    @classmethod
+    def _open_kernel(
+        cls, ctx: Context, object_name: ObjectName, params: tuple[Any, ...], create: bool
+    ) -> LockKernel:
         return ctx.backend.open_lock(object_name, create=create)
 
-    def _state(self) -> str:
-        return "locked" if self.locked() else "unlocked"
+    def _closed_kernel(self) -> LockKernel:
+        return ClosedLock("this Lock")
 
 
-class RLock(_LockLike):
+class RLock(_LockLike[RLockKernel]):
     """A reentrant lock owned by one thread of one process.
 
     The owner may acquire it again; it is free once released as many times. A release by
@@ -364,29 +539,33 @@ class RLock(_LockLike):
     _kind = Kind.RLOCK
 
     def __init__(
-        self, *, name: str | None = None, ctx: Context | None = None, **options: Any
+        self, *, name: str | None = None, ctx: Context | None = None, **options: object
     ) -> None:
         self._open(ctx, name, (), options)
 
-    @staticmethod
-    def _open_kernel(ctx: Context, object_name: str, params: tuple[Any, ...], create: bool) -> Any:
+    @classmethod
+    def _open_kernel(
+        cls, ctx: Context, object_name: ObjectName, params: tuple[Any, ...], create: bool
+    ) -> RLockKernel:
         return ctx.backend.open_rlock(object_name, create=create)
+
+    def _closed_kernel(self) -> RLockKernel:
+        return ClosedLock("this RLock")
+
+    @staticmethod
+    def _not_held() -> NotHeldError:
+        return errors.rlock_not_owned()
 
     def _is_owned(self) -> bool:
         """Whether the calling thread owns it (threading's private API, kept for drop-in use)."""
-        result: bool = self._kernel.is_owned()
-        return result
+        return self._kernel.is_owned()
 
     def _recursion_count(self) -> int:
         """How many times the calling thread holds it (0 if it does not own it)."""
-        result: int = self._kernel.recursion_level()
-        return result
-
-    def _state(self) -> str:
-        return "locked" if self.locked() else "unlocked"
+        return self._kernel.recursion_level()
 
 
-class Semaphore(_Acquirable, _Leased):
+class Semaphore(_Acquirable[SemaphorePrimitiveKernel]):
     """A counting semaphore, starting at *value*.
 
     ``release(n)`` adds *n*; ``acquire`` takes one, waiting while the count is zero.
@@ -396,6 +575,7 @@ class Semaphore(_Acquirable, _Leased):
     __slots__ = ("_initial",)
     _kind = Kind.SEMAPHORE
     _bounded: ClassVar[bool] = False
+    _release: Callable[[int], None]
 
     def __init__(
         self,
@@ -403,19 +583,26 @@ class Semaphore(_Acquirable, _Leased):
         *,
         name: str | None = None,
         ctx: Context | None = None,
-        **options: Any,
+        **options: object,
     ) -> None:
         _validate.count(value, "value", 0)
-        self._open(ctx, name, (value,), options)
         self._initial = value
+        self._open(ctx, name, (value,), options)
 
     @classmethod
     def _open_kernel(
-        cls, ctx: Context, object_name: str, params: tuple[Any, ...], create: bool
-    ) -> Any:
+        cls, ctx: Context, object_name: ObjectName, params: tuple[Any, ...], create: bool
+    ) -> SemaphorePrimitiveKernel:
         return ctx.backend.open_semaphore(
             object_name, params[0], bounded=cls._bounded, create=create
         )
+
+    def _closed_kernel(self) -> SemaphorePrimitiveKernel:
+        return ClosedSemaphore(f"this {type(self).__name__}")
+
+    def _bind(self, kernel: SemaphorePrimitiveKernel) -> None:
+        super()._bind(kernel)
+        self._release = kernel.release
 
     def _params(self) -> tuple[Any, ...]:
         return (self._initial,)
@@ -425,20 +612,25 @@ class Semaphore(_Acquirable, _Leased):
 
     def release(self, n: int = 1) -> None:
         """Add *n* (default 1) to the count, waking up to *n* waiters."""
-        if n != 1:
+        if type(n) is not int or n != 1:
             _validate.count(n, "n", 1)
         self._release(n)
 
     def get_value(self) -> int:
         """The current count (a snapshot)."""
-        result: int = self._kernel.get_value()
-        return result
+        return self._kernel.get_value()
 
     def __enter__(self) -> bool:
-        return self.acquire()
+        self._acquire_forever()
+        return True
 
     def __exit__(self, *exc: object) -> None:
         self._release(1)
+
+    def _derived_state(self) -> dict[str, object]:
+        if Capability.READABLE_VALUE in self._ctx.capabilities:
+            return {"value": self._kernel.get_value()}
+        return {}
 
     def _state(self) -> str:
         return f"value={self.get_value()}"
@@ -456,23 +648,25 @@ class BoundedSemaphore(Semaphore):
     _bounded = True
 
 
-class Event(_Primitive):
+class Event(_Primitive[EventKernel]):
     """A flag that processes can wait for: ``set()`` wakes every waiter."""
 
     __slots__ = ()
     _kind = Kind.EVENT
 
     def __init__(
-        self, *, name: str | None = None, ctx: Context | None = None, **options: Any
+        self, *, name: str | None = None, ctx: Context | None = None, **options: object
     ) -> None:
         self._open(ctx, name, (), options)
 
-    @staticmethod
-    def _open_kernel(ctx: Context, object_name: str, params: tuple[Any, ...], create: bool) -> Any:
+    @classmethod
+    def _open_kernel(
+        cls, ctx: Context, object_name: ObjectName, params: tuple[Any, ...], create: bool
+    ) -> EventKernel:
         return ctx.backend.open_event(object_name, create=create)
 
-    def _restore(self, params: tuple[Any, ...]) -> None:
-        pass
+    def _closed_kernel(self) -> EventKernel:
+        return ClosedEvent("this Event")
 
     def set(self) -> None:
         """Set the flag and wake every waiter."""
@@ -484,19 +678,20 @@ class Event(_Primitive):
 
     def is_set(self) -> bool:
         """Whether the flag is set."""
-        result: bool = self._kernel.is_set()
-        return result
+        return self._kernel.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the flag is set; ``True`` if it was, ``False`` on timeout."""
-        result: bool = self._kernel.wait(_validate.timeout(timeout))
-        return result
+        return self._kernel.wait(_validate.timeout(timeout))
+
+    def _statistics(self, state: KernelState) -> Statistics:
+        return _statistics(self, state, {"is_set": self._kernel.is_set()})
 
     def _state(self) -> str:
         return "set" if self.is_set() else "unset"
 
 
-class Condition(_Primitive):
+class Condition(_Primitive[ConditionKernel]):
     """A condition variable over a polysync Lock or RLock (a new RLock by default).
 
     ``wait``, ``wait_for``, ``notify`` and ``notify_all`` require the lock to be held.
@@ -515,7 +710,7 @@ class Condition(_Primitive):
         *,
         name: str | None = None,
         ctx: Context | None = None,
-        **options: Any,
+        **options: object,
     ) -> None:
         if lock is not None and not isinstance(lock, (Lock, RLock)):
             raise TypeError(
@@ -531,13 +726,23 @@ class Condition(_Primitive):
                 f"the lock belongs to the {lock.context.name!r} context, "
                 f"the Condition to {context.name!r}: they must share one context"
             )
-        kernel = self._open_kernel(context, object_name, (lock,), True)
-        self._attach(context, user, object_name, kernel, options)
-        self._lock = lock
+        try:
+            kernel = self._open_kernel(context, object_name, (lock,), True)
+            self._lock = lock
+            self._attach(context, user, object_name, kernel, options)
+        except BaseException:
+            if self._owns_lock:
+                lock.close()
+            raise
 
-    @staticmethod
-    def _open_kernel(ctx: Context, object_name: str, params: tuple[Any, ...], create: bool) -> Any:
+    @classmethod
+    def _open_kernel(
+        cls, ctx: Context, object_name: ObjectName, params: tuple[Any, ...], create: bool
+    ) -> ConditionKernel:
         return ctx.backend.open_condition(object_name, create=create)
+
+    def _closed_kernel(self) -> ConditionKernel:
+        return ClosedCondition("this Condition")
 
     def _params(self) -> tuple[Any, ...]:
         return (self._lock,)
@@ -562,7 +767,7 @@ class Condition(_Primitive):
         self._lock.release()
 
     def __enter__(self) -> bool:
-        return self._lock.acquire()
+        return self._lock.__enter__()
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
@@ -575,13 +780,10 @@ class Condition(_Primitive):
         """Release the lock, wait for a notification, reacquire; ``False`` on timeout."""
         seconds = _validate.timeout(timeout)
         self._check_owned("wait")
-        result: bool = self._kernel.wait(self._lock._kernel, seconds)
-        return result
+        return self._kernel.wait(self._lock._kernel, seconds)
 
     def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T:
         """Wait until ``predicate()`` is true (checked under the lock); return its last value."""
-        import time
-
         seconds = _validate.timeout(timeout)
         deadline = None if seconds is None else time.monotonic() + seconds
         result = predicate()
@@ -621,7 +823,7 @@ class Condition(_Primitive):
             self._lock.unlink()
 
 
-class Barrier(_Primitive):
+class Barrier(_Primitive[BarrierKernel]):
     """A meeting point for *parties* processes; ``wait()`` returns a distinct index.
 
     The last party to arrive runs *action* (if this handle has one) before the others
@@ -629,7 +831,7 @@ class Barrier(_Primitive):
     :class:`~polysync.BrokenBarrierError`.
     """
 
-    __slots__ = ("_action", "_timeout")
+    __slots__ = ("_action", "_parties", "_timeout")
     _kind = Kind.BARRIER
 
     def __init__(
@@ -640,25 +842,29 @@ class Barrier(_Primitive):
         *,
         name: str | None = None,
         ctx: Context | None = None,
-        **options: Any,
+        **options: object,
     ) -> None:
         _validate.count(parties, "parties", 1)
         if action is not None and not callable(action):
             raise TypeError(f"action must be callable or None, not {type(action).__name__}")
         seconds = _validate.timeout(timeout)
+        self._restore((parties, action, seconds))
         self._open(ctx, name, (parties, action, seconds), options)
-        self._action = action
-        self._timeout = seconds
 
-    @staticmethod
-    def _open_kernel(ctx: Context, object_name: str, params: tuple[Any, ...], create: bool) -> Any:
+    @classmethod
+    def _open_kernel(
+        cls, ctx: Context, object_name: ObjectName, params: tuple[Any, ...], create: bool
+    ) -> BarrierKernel:
         return ctx.backend.open_barrier(object_name, params[0], create=create)
 
+    def _closed_kernel(self) -> BarrierKernel:
+        return ClosedBarrier("this Barrier")
+
     def _params(self) -> tuple[Any, ...]:
-        return (self.parties, self._action, self._timeout)
+        return (self._parties, self._action, self._timeout)
 
     def _restore(self, params: tuple[Any, ...]) -> None:
-        self._action, self._timeout = params[1], params[2]
+        self._parties, self._action, self._timeout = params
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for all parties; return this party's index in ``range(parties)``.
@@ -666,8 +872,7 @@ class Barrier(_Primitive):
         *timeout* ``None`` uses the barrier's own default timeout.
         """
         seconds = self._timeout if timeout is None else _validate.timeout(timeout)
-        result: int = self._kernel.wait(seconds, self._action)
-        return result
+        return self._kernel.wait(seconds, self._action)
 
     def reset(self) -> None:
         """Return to the empty state; parties waiting now get BrokenBarrierError."""
@@ -679,21 +884,25 @@ class Barrier(_Primitive):
 
     @property
     def parties(self) -> int:
-        """How many parties must call ``wait()`` to pass."""
-        result: int = self._kernel.parties
-        return result
+        """How many parties must call ``wait()`` to pass (known even once closed)."""
+        parties: int = self._parties
+        return parties
 
     @property
     def n_waiting(self) -> int:
         """How many parties are waiting now."""
-        result: int = self._kernel.n_waiting()
-        return result
+        return self._kernel.n_waiting()
 
     @property
     def broken(self) -> bool:
         """Whether the barrier is broken."""
-        result: bool = self._kernel.broken()
-        return result
+        return self._kernel.broken()
+
+    def _statistics(self, state: KernelState) -> Statistics:
+        kernel = self._kernel
+        known: dict[str, object] = {"parties": self._parties, "broken": kernel.broken()}
+        known["waiting"] = kernel.n_waiting()
+        return _statistics(self, state, known)
 
     def _state(self) -> str:
         return f"parties={self.parties} waiting={self.n_waiting}" + (

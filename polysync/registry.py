@@ -22,8 +22,7 @@ from polysync.errors import BackendUnavailableError, UnknownBackendError
 if TYPE_CHECKING:
     import pluggy
 
-    from polysync.derived import BaseBackend
-    from polysync.kernel import Capability
+    from polysync.kernel import Backend, Capability
 
 __all__ = ["BackendRegistry", "BackendSpec", "get_registry"]
 
@@ -38,7 +37,8 @@ class BackendSpec:
 
     #: The name passed to ``get_context``.
     name: str
-    #: ``"package.module:ClassName"`` of a :class:`~polysync.derived.BaseBackend` subclass.
+    #: ``"package.module:ClassName"`` of a backend class (usually a
+    #: :class:`~polysync.derived.BaseBackend` subclass).
     target: str
     #: The command that installs what the backend needs, shown when its import fails.
     install_hint: str = ""
@@ -74,7 +74,7 @@ class BackendRegistry:
 
     def __init__(self) -> None:
         self._specs: dict[str, BackendSpec] = {}
-        self._classes: dict[str, type[BaseBackend]] = {}
+        self._classes: dict[str, type[Backend]] = {}
         self._lock = threading.Lock()
         self.plugin_manager: pluggy.PluginManager | None = None
 
@@ -106,7 +106,7 @@ class BackendRegistry:
             f"(registered: {', '.join(names) or 'none'})"
         )
 
-    def load(self, name: str) -> type[BaseBackend]:
+    def load(self, name: str) -> type[Backend]:
         """Import and return the backend class for *name* (cached)."""
         cls = self._classes.get(name)
         if cls is not None:
@@ -121,7 +121,7 @@ class BackendRegistry:
             self._classes[name] = loaded
         return loaded
 
-    def _import(self, spec: BackendSpec) -> type[BaseBackend]:
+    def _import(self, spec: BackendSpec) -> type[Backend]:
         module_name, _, attr = spec.target.partition(":")
         try:
             module = importlib.import_module(module_name)
@@ -135,7 +135,7 @@ class BackendRegistry:
             raise BackendUnavailableError(
                 f"the {spec.name!r} backend's target {spec.target} names nothing in {module_name}"
             )
-        result: type[BaseBackend] = loaded
+        result: type[Backend] = loaded
         return result
 
     def declared_capabilities(self, name: str) -> frozenset[Capability] | None:

@@ -15,6 +15,7 @@ import pytest
 
 import polysync
 from polysync.backends.posix import posix_name
+from polysync.kernel import ObjectName, Scope
 
 from .conftest import (
     SHM,
@@ -40,13 +41,18 @@ def name(ctx: polysync.Context) -> Iterator[str]:
     ctx.unlink(f"{value}.lock")
 
 
+def _named(user: str, part: str = "") -> ObjectName:
+    return ObjectName(Scope.NAMED, user, part)
+
+
 def test_readable_names() -> None:
-    assert posix_name("n:jobs.s0") == "/polysync-n-jobs.s0"
+    assert posix_name(_named("jobs", "s0")) == "/polysync-n-jobs.s0"
+    assert posix_name(ObjectName(Scope.ANONYMOUS, "t1:ab", "c")) == "/polysync-a-t1-ab.c"
 
 
 @pytest.mark.parametrize("user", ["a/b", "a b", "é", "x" * 250, "jobs\n"])
 def test_other_names_are_hashed_within_limits(user: str) -> None:
-    mapped = posix_name(f"n:{user}.s0")
+    mapped = posix_name(_named(user, "s0"))
     assert mapped.startswith("/polysync-h-")
     assert len(mapped) <= 240
     assert "/" not in mapped[1:]
@@ -56,13 +62,13 @@ def test_mapping_is_injective_on_tricky_pairs() -> None:
     pairs = [("a/b", "a_b"), ("ab", "a" + "b"), ("x" * 250, "x" * 251), ("jobs", "h-jobs")]
     for left, right in pairs:
         if left != right:
-            assert posix_name(f"n:{left}.c") != posix_name(f"n:{right}.c")
-    assert posix_name("n:h-abc.c") != posix_name("n:abc.c")
+            assert posix_name(_named(left, "c")) != posix_name(_named(right, "c"))
+    assert posix_name(_named("h-abc", "c")) != posix_name(_named("abc", "c"))
 
 
 def test_objects_are_private_to_the_user(ctx: polysync.Context, name: str) -> None:
     ctx.Event(name=name)
-    base = posix_name(f"n:{name}")
+    base = posix_name(_named(name))
     files = [f"{SHM}{base}.c", f"{SHM}/sem.{base[1:]}.s0"]
     for path in files:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
@@ -155,6 +161,8 @@ def test_anonymous_objects_vanish_once_every_user_is_gone(
     tmp_path: object, ctx: polysync.Context, name: str, child_fate: str
 ) -> None:
     go, done = ctx.Event(name=name), ctx.Event(name=f"{name}.lock")
+    # This thread's waiter semaphore lives as long as the thread: make it before counting.
+    assert done.wait(0.001) is False
     before = polysync_shm_entries()
     script = os.path.join(str(tmp_path), "creator.py")
     with open(script, "w") as f:

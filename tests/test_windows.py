@@ -18,6 +18,7 @@ import pytest
 
 import polysync
 from polysync import Capability
+from polysync.kernel import ObjectName, Scope
 from polysync.testing import BackendSuite
 
 pytestmark = pytest.mark.skipif(
@@ -143,18 +144,27 @@ def test_names_map_injectively_within_max_path() -> None:
         "x" * 255,
         "h-" + "0" * 64,
     ]
-    object_names = [f"n:{u}{suffix}" for u in users for suffix in ("", ".c", ".s0", ".k")]
-    object_names += ["a:1:ab.c", "a:1:ab.k", "a:1-ab.c", "w:1:2:3", "w:1-2:3", "w:1:2-3"]
-    distinct = set(object_names)  # "jobs" + ".c" is "jobs.c" + ""
-    mapped = {windows_name(n) for n in distinct}
+    object_names = [ObjectName(Scope.NAMED, u, p) for u in users for p in ("", "c", "s0", "k")]
+    object_names += [
+        ObjectName(Scope.ANONYMOUS, "1:ab", "c"),
+        ObjectName(Scope.ANONYMOUS, "1:ab", "k"),
+        ObjectName(Scope.ANONYMOUS, "1-ab", "c"),
+        ObjectName(Scope.WAITER, "1:2:3"),
+        ObjectName(Scope.WAITER, "1-2:3"),
+        ObjectName(Scope.WAITER, "1:2-3"),
+    ]
+    # A primitive's own name is never stored, only its parts: ("jobs", part "c") and
+    # ("jobs.c", no part) may share a kernel name, as their flat forms are equal.
+    distinct = {str(n): n for n in object_names}
+    mapped = {windows_name(n) for n in distinct.values()}
     assert len(mapped) == len(distinct)
     for full in mapped:
         assert full.startswith("Local\\polysync-")
         assert "~" not in full  # generations are appended after a "~"
         assert len(full) + len("polysync-d-~") + 20 <= MAX_PATH
-    assert windows_name("n:jobs") == "Local\\polysync-n-jobs"
-    assert windows_name("n:a b").startswith("Local\\polysync-h-")
-    assert windows_name("n:jobs", "Global") == "Global\\polysync-n-jobs"
+    assert windows_name(ObjectName(Scope.NAMED, "jobs")) == "Local\\polysync-n-jobs"
+    assert windows_name(ObjectName(Scope.NAMED, "a b")).startswith("Local\\polysync-h-")
+    assert windows_name(ObjectName(Scope.NAMED, "jobs"), "Global") == "Global\\polysync-n-jobs"
 
 
 def test_names_are_case_sensitive(ctx: polysync.Context, name: str) -> None:
@@ -175,7 +185,7 @@ def test_anonymous_object_vanishes_with_its_last_handle(
     backend = ctx.backend
     assert isinstance(backend, WindowsBackend)
     lock = ctx.Lock()
-    kernel_name = backend.windows_name(lock._object_name + ".k")
+    kernel_name = backend.windows_name(lock._object_name.child("k"))
     assert _exists(kernel_name)
     lock.close()
     assert not _exists(kernel_name)

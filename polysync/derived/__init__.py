@@ -11,6 +11,7 @@ from polysync.derived.backend import BaseBackend as BaseBackend
 from polysync.derived.header import HEADER as HEADER
 from polysync.derived.header import MAGIC as MAGIC
 from polysync.derived.header import MAX_SEMS as MAX_SEMS
+from polysync.derived.header import PARTS as PARTS
 from polysync.derived.header import Block as Block
 from polysync.derived.header import open_block as open_block
 from polysync.derived.header import unlink_block as unlink_block

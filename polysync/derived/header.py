@@ -1,29 +1,36 @@
-"""The block behind every derived primitive: its cells header, race-free creation, unlinking."""
+"""The block behind every derived primitive: its cells header, race-free creation, unlinking.
+
+A block is one cell array (a header, then the primitive's state) and up to two
+semaphores, all parts of the primitive's name (cells ``"c"``, semaphores ``"s0"`` and
+``"s1"``). The creator writes ``MAGIC`` last; an opener waits for it, then checks the
+kind (and, where it must match, the parameter) before using anything, so it never
+sees a half-made object and never misuses a name that belongs to another kind.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from polysync.errors import BackendUnavailableError, KindMismatchError, NotFoundError
-from polysync.kernel import Cells, Kind, SemaphoreKernel
-
-if TYPE_CHECKING:
-    from polysync.derived.backend import BaseBackend
+from polysync import errors
+from polysync.errors import BackendUnavailableError, NotFoundError
+from polysync.kernel import Capability, Cells, Kind, ObjectName, SemaphoreBackend, SemaphoreKernel
 
 MAGIC = 0x70_6F_6C_79_73_79_6E_63  # "polysync"
 HEADER = 4  # magic, kind code, parameter, reserved
 _OPEN_WAIT = 5.0  # seconds an opener waits for a concurrent creator to finish
 MAX_SEMS = 2
+#: The parts a block may have (what unlink_block removes).
+PARTS = ("c", *(f"s{i}" for i in range(MAX_SEMS)))
 
 
 @dataclass
 class Block:
     """The objects making up one primitive."""
 
-    backend: BaseBackend
+    backend: SemaphoreBackend
+    name: ObjectName
     sems: list[SemaphoreKernel]
     cells: Cells | None
     closed: bool = field(default=False)
@@ -38,19 +45,14 @@ class Block:
             self.backend.close_cells(self.cells)
 
 
-def _has_cells(backend: BaseBackend) -> bool:
-    return type(backend).cells_kernel is not _base_cells_kernel()
-
-
-def _base_cells_kernel() -> object:
-    from polysync.derived.backend import BaseBackend
-
-    return BaseBackend.cells_kernel
+def has_cells(backend: SemaphoreBackend) -> bool:
+    """Whether *backend* supplies cells: exactly when it declares ``SHARED_CELLS``."""
+    return Capability.SHARED_CELLS in backend.capabilities
 
 
 def open_block(
-    backend: BaseBackend,
-    name: str,
+    backend: SemaphoreBackend,
+    name: ObjectName,
     kind: Kind,
     param: int,
     sem_values: tuple[int, ...],
@@ -61,46 +63,41 @@ def open_block(
     param_label: Callable[[int], str] = str,
 ) -> Block:
     """Open (or create) the block for primitive *name*; see the module docstring."""
-    if not _has_cells(backend):
+    if not has_cells(backend):
         if state_cells:
             raise BackendUnavailableError(
                 f"the {backend.name!r} backend has no shared cells, which a {kind.value} "
-                "needs; its author must supply cells_kernel() or open_"
-                f"{kind.value}()"
+                "needs; its author must declare shared-cells and supply cells_kernel(), "
+                f"or supply open_{kind.value}()"
             )
         return Block(
             backend,
+            name,
             [
-                backend.semaphore_kernel(f"{name}.s{i}", v, create=create)
+                backend.semaphore_kernel(name.child(f"s{i}"), v, create=create)
                 for i, v in enumerate(sem_values)
             ],
             None,
         )
-    cells, created = backend.cells_kernel(f"{name}.c", HEADER + state_cells, create=create)
+    cells, created = backend.cells_kernel(name.child("c"), HEADER + state_cells, create=create)
     sems: list[SemaphoreKernel] = []
     try:
         if created:
             for i, v in enumerate(sem_values):
-                sems.append(_create_fresh_semaphore(backend, f"{name}.s{i}", v))
+                sems.append(_create_fresh_semaphore(backend, name.child(f"s{i}"), v))
             cells[1] = kind.code
             cells[2] = param
             cells[0] = MAGIC
         else:
             _wait_ready(cells, name)
             if cells[1] != kind.code:
-                found = _kind_of(cells[1])
-                raise KindMismatchError(
-                    f"{_display(name)} already exists as a {found} (asked for a "
-                    f"{kind.value}): choose another name, or unlink the existing object"
-                )
+                raise errors.kind_mismatch(name.describe(), _kind_of(cells[1]), kind.value)
             if param_must_match and cells[2] != param:
-                raise KindMismatchError(
-                    f"{_display(name)} already exists as a {kind.value} of "
-                    f"{param_label(cells[2])} (asked for {param_label(param)}): open it "
-                    "the same way, or unlink it first"
+                raise errors.shape_mismatch(
+                    name.describe(), kind.value, param_label(cells[2]), param_label(param)
                 )
             for i in range(len(sem_values)):
-                sems.append(backend.semaphore_kernel(f"{name}.s{i}", 0, create=False))
+                sems.append(backend.semaphore_kernel(name.child(f"s{i}"), 0, create=False))
     except BaseException:
         for sem in sems:
             sem.close()
@@ -108,22 +105,24 @@ def open_block(
         if created:
             unlink_block(backend, name)
         raise
-    return Block(backend, sems, cells)
+    return Block(backend, name, sems, cells)
 
 
-def _create_fresh_semaphore(backend: BaseBackend, name: str, value: int) -> SemaphoreKernel:
+def _create_fresh_semaphore(
+    backend: SemaphoreBackend, name: ObjectName, value: int
+) -> SemaphoreKernel:
     # The cells were just created, so a semaphore already under this name is a leftover
     # of a creator that died half-way: replace it.
     backend.unlink(name)
     return backend.semaphore_kernel(name, value, create=True)
 
 
-def _wait_ready(cells: Cells, name: str) -> None:
+def _wait_ready(cells: Cells, name: ObjectName) -> None:
     deadline = time.monotonic() + _OPEN_WAIT
     while cells[0] != MAGIC:
         if time.monotonic() > deadline:
             raise NotFoundError(
-                f"{_display(name)} exists but was never finished by its creator "
+                f"{name.describe()} exists but was never finished by its creator "
                 "(it probably died while creating it): unlink it and open it again"
             )
         time.sleep(0.001)
@@ -136,14 +135,9 @@ def _kind_of(code: int) -> str:
     return f"object of unknown kind {code}"
 
 
-def _display(name: str) -> str:
-    tag, _, rest = name.partition(":")
-    return f"the object named {rest!r}" if tag == "n" else "the anonymous object"
-
-
-def unlink_block(backend: BaseBackend, name: str) -> bool:
+def unlink_block(backend: SemaphoreBackend, name: ObjectName) -> bool:
     """Remove the cells and semaphores of primitive *name*; ``True`` if any existed."""
-    found = backend.unlink(f"{name}.c")
-    for i in range(MAX_SEMS):
-        found = backend.unlink(f"{name}.s{i}") or found
+    found = False
+    for part in PARTS:
+        found = backend.unlink(name.child(part)) or found
     return found

@@ -1,39 +1,69 @@
-"""The derived Lock, RLock, Semaphore and BoundedSemaphore kernels, over one block each."""
+"""The derived Lock, RLock, Semaphore and BoundedSemaphore kernels, over one block each.
+
+Each passes on its semaphore's optional fast paths (:class:`~polysync.kernel.ForeverAcquire`,
+:class:`~polysync.kernel.TimedAcquire`) where the semaphore has them and nothing stands
+between (a Lock that records its holder must run its own code on every acquire).
+"""
 
 from __future__ import annotations
 
-import functools
+import socket
 import threading
-from typing import Any
+from collections.abc import Callable
 
+from polysync import errors
 from polysync.derived import liveness
 from polysync.derived.header import HEADER, Block
 from polysync.derived.owner import OwnerWatch
-from polysync.errors import NotHeldError
-from polysync.kernel import Capability, SemaphoreKernel
+from polysync.kernel import (
+    Capability,
+    ForeverAcquire,
+    Holder,
+    KernelState,
+    SemaphoreKernel,
+    TimedAcquire,
+)
+
+__all__ = ["DerivedLock", "DerivedRLock", "DerivedSemaphore", "RecoverableLock", "local_holder"]
 
 
-def _timed_fast_path(kernel: Any, sem: SemaphoreKernel) -> None:
-    """Pass on the semaphore's optional raw timed acquire (see ``SemaphoreKernel``)."""
-    kernel.acquire_within = getattr(sem, "acquire_within", None)
-    kernel.acquire_failed = getattr(sem, "acquire_failed", None)
+def local_holder(identity: int, thread: int | None = None) -> Holder | None:
+    """The holder recorded as *identity* (a :mod:`~polysync.derived.liveness` identity)."""
+    if not identity:
+        return None
+    return Holder(pid=liveness.pid_of(identity), host=socket.gethostname(), thread=thread or None)
 
 
-class DerivedLock:
-    """A binary semaphore; releasing it while unlocked raises."""
+class _Fast:
+    """The semaphore's own fast paths, bound on the kernel when the semaphore has them.
 
-    __slots__ = ("_block", "_sem", "acquire", "acquire_failed", "acquire_forever", "acquire_within")
+    They live in the instance's ``__dict__``, not in slots: a slot would make the class
+    answer to the optional Protocol even on an instance that never set it.
+    """
+
+    __slots__ = ()  # the subclass has the __dict__: two bases with slots cannot combine
+    acquire_forever: Callable[[], object]
+    acquire_within: Callable[[float], bool]
+
+    def _take_fast_paths(self, sem: SemaphoreKernel) -> None:
+        if isinstance(sem, ForeverAcquire):
+            self.acquire_forever = sem.acquire_forever
+        if isinstance(sem, TimedAcquire):
+            self.acquire_within = sem.acquire_within
+
+
+class _BinaryLock:
+    """A binary semaphore used as a Lock: what every derived Lock shares."""
+
+    __slots__ = ("_block", "_sem")
 
     def __init__(self, block: Block) -> None:
         self._block = block
         self._sem = block.sems[0]
-        self.acquire = self._sem.acquire
-        self.acquire_forever = self._sem.acquire_forever
-        _timed_fast_path(self, self._sem)
 
     def release(self) -> None:
         if self._sem.get_value() >= 1:
-            raise NotHeldError("release of an unlocked lock")
+            raise errors.lock_not_held()
         self._sem.release()
 
     def locked(self) -> bool:
@@ -49,26 +79,38 @@ class DerivedLock:
     def is_owned(self) -> bool:
         return self.locked()
 
+    def statistics(self) -> KernelState:
+        return KernelState(locked=self.locked())
+
     def close(self) -> None:
         self._block.close()
+
+
+class DerivedLock(_Fast, _BinaryLock):
+    """A binary semaphore; releasing it while unlocked raises. Its holder is not recorded."""
+
+    __slots__ = ("__dict__", "acquire")
+
+    def __init__(self, block: Block) -> None:
+        super().__init__(block)
+        self.acquire = self._sem.acquire
+        self._take_fast_paths(self._sem)
 
 
 def _watches_owner(block: Block) -> bool:
     return Capability.OWNER_DEATH in block.backend.capabilities
 
 
-class RecoverableLock(DerivedLock):
+class RecoverableLock(_BinaryLock):
     """A Lock whose holder is recorded, so that a holder's death does not wedge it."""
 
-    __slots__ = ("_watch",)
+    __slots__ = ("_watch", "acquire")
 
     def __init__(self, block: Block) -> None:
         assert block.cells is not None
         super().__init__(block)
         self._watch = OwnerWatch(block.sems[0], block.sems[1], block.cells, HEADER)
-        self.acquire = self._watch.acquire
-        self.acquire_forever = functools.partial(self._watch.acquire, True, None)
-        self.acquire_within = None  # every acquire must record the holder
+        self.acquire = self._watch.acquire  # every acquire records the holder
 
     @property
     def owner_died(self) -> bool:
@@ -76,11 +118,16 @@ class RecoverableLock(DerivedLock):
 
     def release(self) -> None:
         if self._sem.get_value() >= 1:
-            raise NotHeldError("release of an unlocked lock")
+            raise errors.lock_not_held()
         self._watch.clear_and_post()
 
     def acquire_restore(self, state: object) -> None:
         self._watch.acquire(True, None)
+
+    def statistics(self) -> KernelState:
+        cells = self._block.cells
+        assert cells is not None
+        return KernelState(locked=self.locked(), holder=local_holder(cells[HEADER]))
 
 
 _OWNER, _OWNER_TID, _COUNT = HEADER, HEADER + 1, HEADER + 2
@@ -90,7 +137,7 @@ class DerivedRLock:
     """A binary semaphore plus (owner process identity, owner thread, depth) in cells.
 
     On a backend declaring ``OWNER_DEATH`` a blocked acquirer takes the lock over from
-    an owner process that died (see :class:`OwnerWatch`).
+    an owner process that died (see :class:`~polysync.derived.owner.OwnerWatch`).
     """
 
     __slots__ = ("_block", "_cells", "_sem", "_watch")
@@ -133,9 +180,6 @@ class DerivedRLock:
         self._cells[_OWNER] = liveness.identity()
         return True
 
-    def acquire_forever(self) -> object:
-        return self.acquire(True, None)
-
     def _drop(self) -> None:
         c = self._cells
         c[_COUNT] = 0
@@ -148,7 +192,7 @@ class DerivedRLock:
 
     def release(self) -> None:
         if not self._mine():
-            raise NotHeldError("cannot release an RLock that this thread does not own")
+            raise errors.rlock_not_owned()
         c = self._cells
         depth = c[_COUNT] - 1
         if depth:
@@ -176,42 +220,39 @@ class DerivedRLock:
     def recursion_level(self) -> int:
         return self._cells[_COUNT] if self._mine() else 0
 
+    def statistics(self) -> KernelState:
+        c = self._cells
+        return KernelState(locked=self.locked(), holder=local_holder(c[_OWNER], c[_OWNER_TID]))
+
     def close(self) -> None:
         self._block.close()
 
 
-class DerivedSemaphore:
-    __slots__ = (
-        "_block",
-        "_max",
-        "_sem",
-        "acquire",
-        "acquire_failed",
-        "acquire_forever",
-        "acquire_within",
-        "release",
-    )
+class DerivedSemaphore(_Fast):
+    """A semaphore; a bounded one checks its bound (kept in the header) on release."""
+
+    __slots__ = ("__dict__", "_block", "_max", "_sem", "acquire", "release")
 
     def __init__(self, block: Block, maxvalue: int | None) -> None:
         self._block = block
         self._sem = block.sems[0]
         self._max = maxvalue
         self.acquire = self._sem.acquire
-        self.acquire_forever = self._sem.acquire_forever
-        _timed_fast_path(self, self._sem)
+        self._take_fast_paths(self._sem)
         # Unbounded: nothing to check, so release goes straight to the kernel.
         self.release = self._sem.release if maxvalue is None else self._release_bounded
 
-    def _release_bounded(self, n: int) -> None:
+    def _release_bounded(self, n: int = 1) -> None:
         # Like multiprocessing, the bound is checked against a snapshot of the value.
         if self._max is not None and self._sem.get_value() + n > self._max:
-            raise NotHeldError(
-                f"BoundedSemaphore released too many times (its bound is {self._max})"
-            )
+            raise errors.over_released(self._max)
         self._sem.release(n)
 
     def get_value(self) -> int:
         return self._sem.get_value()
+
+    def statistics(self) -> KernelState:
+        return KernelState(value=self._sem.get_value())
 
     def close(self) -> None:
         self._block.close()

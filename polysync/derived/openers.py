@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from polysync.derived.header import open_block
 from polysync.derived.locks import DerivedLock, DerivedRLock, DerivedSemaphore, RecoverableLock
 from polysync.derived.parking import LOT_CELLS
 from polysync.derived.waits import DerivedBarrier, DerivedCondition, DerivedEvent
-from polysync.kernel import Kind
-
-if TYPE_CHECKING:
-    from polysync.derived.backend import BaseBackend
-
-# -- openers used by BaseBackend ---------------------------------------------------------
+from polysync.kernel import Kind, ObjectName, SemaphoreBackend
 
 
 def lock_label(param: int) -> str:
+    """How a Lock's header parameter reads in a mismatch: the plain kind, or the recovering."""
     return "the recovering kind (recover_locks=True)" if param == 2 else "the plain kind"
 
 
-def open_lock(backend: BaseBackend, name: str, *, create: bool) -> DerivedLock:
+def open_lock(backend: SemaphoreBackend, name: ObjectName, *, create: bool) -> DerivedLock:
     return DerivedLock(
         open_block(
             backend,
@@ -36,11 +30,13 @@ def open_lock(backend: BaseBackend, name: str, *, create: bool) -> DerivedLock:
     )
 
 
-def open_rlock(backend: BaseBackend, name: str, *, create: bool) -> DerivedRLock:
+def open_rlock(backend: SemaphoreBackend, name: ObjectName, *, create: bool) -> DerivedRLock:
     return DerivedRLock(open_block(backend, name, Kind.RLOCK, 1, (1, 1), 3, create=create))
 
 
-def open_recoverable_lock(backend: BaseBackend, name: str, *, create: bool) -> RecoverableLock:
+def open_recoverable_lock(
+    backend: SemaphoreBackend, name: ObjectName, *, create: bool
+) -> RecoverableLock:
     """A Lock that records its holder (the header's parameter 2 tells it from a plain Lock)."""
     block = open_block(
         backend,
@@ -57,7 +53,7 @@ def open_recoverable_lock(backend: BaseBackend, name: str, *, create: bool) -> R
 
 
 def open_semaphore(
-    backend: BaseBackend, name: str, value: int, *, bounded: bool, create: bool
+    backend: SemaphoreBackend, name: ObjectName, value: int, *, bounded: bool, create: bool
 ) -> DerivedSemaphore:
     kind = Kind.BOUNDED_SEMAPHORE if bounded else Kind.SEMAPHORE
     block = open_block(
@@ -67,19 +63,23 @@ def open_semaphore(
     return DerivedSemaphore(block, maxvalue)
 
 
-def open_event(backend: BaseBackend, name: str, *, create: bool) -> DerivedEvent:
+def open_event(backend: SemaphoreBackend, name: ObjectName, *, create: bool) -> DerivedEvent:
     return DerivedEvent(
         open_block(backend, name, Kind.EVENT, 0, (1,), 1 + LOT_CELLS, create=create)
     )
 
 
-def open_condition(backend: BaseBackend, name: str, *, create: bool) -> DerivedCondition:
+def open_condition(
+    backend: SemaphoreBackend, name: ObjectName, *, create: bool
+) -> DerivedCondition:
     return DerivedCondition(
         open_block(backend, name, Kind.CONDITION, 0, (), LOT_CELLS, create=create)
     )
 
 
-def open_barrier(backend: BaseBackend, name: str, parties: int, *, create: bool) -> DerivedBarrier:
+def open_barrier(
+    backend: SemaphoreBackend, name: ObjectName, parties: int, *, create: bool
+) -> DerivedBarrier:
     block = open_block(
         backend,
         name,

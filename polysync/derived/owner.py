@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-import warnings
 
+from polysync import errors
 from polysync.derived import liveness
-from polysync.errors import OwnerDiedWarning
 from polysync.kernel import Cells, SemaphoreKernel
 
 #: Seconds between checks, by a blocked acquirer, that the holder is still alive.
@@ -69,19 +68,11 @@ class OwnerWatch:
         finally:
             self._mutex.release()
         self.owner_died = True
-        try:
-            warnings.warn(
-                OwnerDiedWarning(
-                    f"process {liveness.pid_of(holder)} died holding this lock; this "
-                    "handle took it over: check the state it protects"
-                ),
-                stacklevel=5,
-            )
-        except BaseException:
-            # The warning was turned into an error: the acquire fails, so give the lock
-            # back rather than leave it held by a caller who does not know it holds it.
-            self.clear_and_post()
-            raise
+        errors.warn_owner_died(
+            f"process {liveness.pid_of(holder)} died holding this lock; this handle took "
+            "it over: check the state it protects",
+            self.clear_and_post,
+        )
         return True
 
     def clear_and_post(self) -> None:

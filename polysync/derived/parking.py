@@ -13,14 +13,10 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from polysync.derived.liveness import current_pid
 from polysync.errors import NotFoundError
-from polysync.kernel import Cells, SemaphoreKernel
-
-if TYPE_CHECKING:
-    from polysync.derived.backend import BaseBackend
+from polysync.kernel import Cells, ObjectName, Scope, SemaphoreBackend, SemaphoreKernel
 
 #: Waiters one primitive can queue at once.
 LOT_CAPACITY = 512
@@ -41,11 +37,14 @@ class _Waiter:
         self.sem = sem
 
 
-def waiter_object_name(ident: int, nonce: int) -> str:
-    return f"w:{ident >> 24}:{ident & 0xFFFFFF}:{nonce:x}"
+def waiter_object_name(ident: int, nonce: int) -> ObjectName:
+    """The name of waiter (*ident*, *nonce*): its process, its index there, its nonce."""
+    return ObjectName(Scope.WAITER, f"{ident >> 24}:{ident & 0xFFFFFF}:{nonce:x}")
 
 
-def _retire_waiter(backend: BaseBackend, sem: SemaphoreKernel, name: str, pid: int) -> None:
+def _retire_waiter(
+    backend: SemaphoreBackend, sem: SemaphoreKernel, name: ObjectName, pid: int
+) -> None:
     """A waiter's thread ended (or its process exits): drop its semaphore."""
     sem.close()
     if pid == current_pid():  # in a forked child the parent's waiter is still the parent's
@@ -62,7 +61,7 @@ class WaiterRegistry:
 
     _CACHE = 256
 
-    def __init__(self, backend: BaseBackend) -> None:
+    def __init__(self, backend: SemaphoreBackend) -> None:
         self._backend = backend
         self._local = threading.local()
         self._next_index = 0
@@ -114,15 +113,14 @@ _registries: dict[int, WaiterRegistry] = {}
 _registries_lock = threading.Lock()
 
 
-def waiters_of(backend: BaseBackend) -> WaiterRegistry:
+def waiters_of(backend: SemaphoreBackend) -> WaiterRegistry:
     reg = _registries.get(id(backend))
     if reg is None:
         with _registries_lock:
             reg = _registries.get(id(backend))
             if reg is None:
                 reg = _registries[id(backend)] = WaiterRegistry(backend)
-                # Keep the backend alive with its registry: ids must not be reused.
-                reg.backend_ref = backend  # type: ignore[attr-defined]
+                # The registry keeps its backend alive, so ids are never reused.
     return reg
 
 
@@ -134,7 +132,7 @@ class ParkingLot:
 
     __slots__ = ("_base", "_cells", "_reg")
 
-    def __init__(self, backend: BaseBackend, cells: Cells, base: int) -> None:
+    def __init__(self, backend: SemaphoreBackend, cells: Cells, base: int) -> None:
         self._reg = waiters_of(backend)
         self._cells = cells
         self._base = base

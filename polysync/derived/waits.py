@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 from polysync.derived.header import HEADER, Block
 from polysync.derived.parking import LOT_CAPACITY, ParkingLot, park_and_wait
 from polysync.errors import BrokenBarrierError
-from polysync.kernel import SemaphoreKernel
+from polysync.kernel import ForeverAcquire, KernelState, SemaphoreKernel
 
 if TYPE_CHECKING:
     from polysync.kernel import LockKernel
@@ -18,16 +19,18 @@ if TYPE_CHECKING:
 class _Mutex:
     """A semaphore used as a short internal lock."""
 
-    __slots__ = ("_sem",)
+    __slots__ = ("_acquire", "_sem")
 
     def __init__(self, sem: SemaphoreKernel) -> None:
         self._sem = sem
+        self._acquire: Callable[[], object] = (
+            sem.acquire_forever
+            if isinstance(sem, ForeverAcquire)
+            else functools.partial(sem.acquire, True, None)
+        )
 
     def __enter__(self) -> None:
-        try:
-            self._sem.acquire_forever()
-        except Exception:
-            self._sem.acquire(True, None)
+        self._acquire()
 
     def __exit__(self, *exc: object) -> None:
         self._sem.release()
@@ -67,6 +70,9 @@ class DerivedEvent:
     def is_set(self) -> bool:
         return self._cells[_FLAG] == 1
 
+    def statistics(self) -> KernelState:
+        return KernelState(is_set=self.is_set(), waiting=self._lot.queued())
+
     def wait(self, timeout: float | None) -> bool:
         if self._cells[_FLAG]:
             return True
@@ -101,6 +107,9 @@ class DerivedCondition:
 
     def notify_all(self) -> None:
         self._lot.unpark(LOT_CAPACITY)
+
+    def statistics(self) -> KernelState:
+        return KernelState(waiting=self._lot.queued())
 
     def close(self) -> None:
         self._block.close()
@@ -193,6 +202,9 @@ class DerivedBarrier:
 
     def broken(self) -> bool:
         return self._cells[_STATE] == _BROKEN
+
+    def statistics(self) -> KernelState:
+        return KernelState(broken=self.broken(), waiting=self.n_waiting())
 
     def close(self) -> None:
         self._block.close()

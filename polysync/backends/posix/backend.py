@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -21,7 +22,7 @@ from polysync.backends.posix.kernels import (
 from polysync.backends.posix.names import posix_name
 from polysync.derived import BaseBackend
 from polysync.errors import KindMismatchError, NotFoundError, PolysyncError
-from polysync.kernel import Capability, Cells, Kind, LockKernel
+from polysync.kernel import Capability, Cells, Kind, LockKernel, ObjectName, Scope
 
 _MODE = 0o600
 
@@ -54,32 +55,36 @@ class PosixBackend(BaseBackend):
         super().__init__(recover_locks=recover_locks)
         self.recover_locks = recover_locks
 
-    def _tracked(self, object_name: str, entry: str, *, created: bool) -> Any:
+    @property
+    def cleanup_bound(self) -> float:
+        # The tracker unlinks as soon as the last user's connection closes; a pickled
+        # object is held for its receiver for TRANSFER_GRACE seconds on top.
+        return _tracker.TRANSFER_GRACE + 5.0
+
+    def _tracked(self, name: ObjectName, entry: str, *, created: bool) -> Any:
         """Register *entry* with the tracker if the object needs it; return the close hook.
 
         Anonymous objects count every process that opens them. A waiter semaphore
         belongs to the thread that created it: only its creator registers it, so a
         process that merely posted it cannot take it away when it exits.
         """
-        tag, _, rest = object_name.partition(":")
-        if tag not in ("a", "w") or (tag == "w" and not created):
+        if name.scope is Scope.NAMED or (name.scope is Scope.WAITER and not created):
             return None
-        tracker = _tracker.client(rest.split(":", 1)[0] if tag == "a" else None)
+        tracker = _tracker.client(_tracker_of(name) if name.scope is Scope.ANONYMOUS else None)
         tracker.register(entry)
         return lambda: tracker.unregister(entry)
 
-    def hold_for_transfer(self, name: str) -> None:
-        tracker = _tracker.client(name.partition(":")[2].split(":", 1)[0])
-        tracker.hold_for_transfer("m" + posix_name(f"{name}.c"))
+    def hold_for_transfer(self, name: ObjectName) -> None:
+        tracker = _tracker.client(_tracker_of(name))
+        tracker.hold_for_transfer("m" + posix_name(name.child("c")))
         for i in range(derived.MAX_SEMS):
-            tracker.hold_for_transfer("s" + posix_name(f"{name}.s{i}"))
+            tracker.hold_for_transfer("s" + posix_name(name.child(f"s{i}")))
 
-    def anonymous_name(self) -> str:
-        import secrets
+    def anonymous_name(self) -> ObjectName:
+        # The key starts with the id of the tracker that reclaims the object.
+        return ObjectName(Scope.ANONYMOUS, f"{_tracker.own_tracker_id()}:{secrets.token_hex(8)}")
 
-        return f"a:{_tracker.own_tracker_id()}:{secrets.token_hex(8)}"
-
-    def semaphore_kernel(self, name: str, value: int, *, create: bool) -> PosixSemaphore:
+    def semaphore_kernel(self, name: ObjectName, value: int, *, create: bool) -> PosixSemaphore:
         pname = posix_name(name)
         try:
             if create:
@@ -97,7 +102,7 @@ class PosixBackend(BaseBackend):
             raise
         return PosixSemaphore(raw, hook, semlock(pname))
 
-    def cells_kernel(self, name: str, size: int, *, create: bool) -> tuple[Cells, bool]:
+    def cells_kernel(self, name: ObjectName, size: int, *, create: bool) -> tuple[Cells, bool]:
         pname = posix_name(name)
         nbytes = size * 8
         created = False
@@ -132,9 +137,9 @@ class PosixBackend(BaseBackend):
         assert isinstance(cells, PosixCells)
         cells.close()
 
-    def unlink(self, name: str) -> bool:
+    def unlink(self, name: ObjectName) -> bool:
         pname = posix_name(name)
-        unlink = posix_ipc.unlink_shared_memory if name.endswith(".c") else None
+        unlink = posix_ipc.unlink_shared_memory if name.part == "c" else None
         try:
             if unlink is not None:
                 unlink(pname)
@@ -144,7 +149,7 @@ class PosixBackend(BaseBackend):
             return False
         return True
 
-    def open_lock(self, name: str, *, create: bool) -> LockKernel:
+    def open_lock(self, name: ObjectName, *, create: bool) -> LockKernel:
         if self.recover_locks:
             return derived.open_recoverable_lock(self, name, create=create)
         block = derived.open_block(
@@ -165,6 +170,11 @@ class PosixBackend(BaseBackend):
     def describe(self) -> str:
         extra = ", recover_locks=True" if self.recover_locks else ""
         return f"posix (POSIX named semaphores and shared memory, this host{extra})"
+
+
+def _tracker_of(name: ObjectName) -> str:
+    """The id of the tracker that reclaims the anonymous object *name* (its key's first part)."""
+    return name.key.split(":", 1)[0]
 
 
 def _wait_for_size(seg: posix_ipc.SharedMemory, pname: str) -> int:

@@ -6,12 +6,13 @@ import contextlib
 import functools
 import mmap
 import time
+from collections.abc import Callable
 from typing import Any
 
 import posix_ipc
 
-from polysync import derived
-from polysync.errors import NotHeldError
+from polysync import derived, errors
+from polysync.kernel import KernelState
 
 try:
     from _multiprocessing import SemLock as _SemLock
@@ -26,7 +27,7 @@ _SEMLOCK_SEMAPHORE = 1
 def semlock(pname: str) -> Any:
     """The semaphore *pname* opened again as a ``SemLock`` (``None`` where that fails).
 
-    Its maximum is 1, which only its release checks: only a Lock's release uses it.
+    Its maximum is 1, which only its release checks: a Lock's release relies on it.
     """
     if _SemLock is None:
         return None
@@ -37,39 +38,42 @@ def semlock(pname: str) -> Any:
 
 
 class PosixSemaphore:
-    """A posix_ipc semaphore as a :class:`~polysync.kernel.SemaphoreKernel`."""
+    """A posix_ipc semaphore as a :class:`~polysync.kernel.SemaphoreKernel`.
+
+    Its waits go through *fast* (the same semaphore opened as CPython's ``SemLock``)
+    where there is one: bound as C calls, they need no frame of ours, and they keep a
+    timed wait's deadline across signals themselves.
+    """
 
     __slots__ = ("_fast", "_on_close", "_raw", "acquire_forever", "acquire_within", "release_one")
+    acquire_forever: Callable[[], object]
+    acquire_within: Callable[[float], bool]
 
     def __init__(self, raw: posix_ipc.Semaphore, on_close: Any = None, fast: Any = None) -> None:
         self._raw = raw
         self._on_close = on_close
         self._fast = fast
         self.release_one = raw.release
-        self._bind_waits()
-
-    def _bind_waits(self) -> None:
-        fast, raw = self._fast, self._raw
         if fast is not None:
-            self.acquire_forever = fast.acquire
+            self.acquire_forever = fast.acquire  # True once acquired
             self.acquire_within = functools.partial(fast.acquire, True)  # False on expiry
         else:
-            self.acquire_forever = raw.acquire
-            self.acquire_within = raw.acquire  # raises BusyError on expiry
-
-    def acquire_failed(self, exc: Exception, timeout: float) -> bool:
-        """What a failed ``acquire_within(timeout)`` means: expired, or cut by a signal."""
-        if isinstance(exc, posix_ipc.BusyError):
-            return False
-        if isinstance(exc, posix_ipc.SignalError):
-            return self._acquire_after_signal(timeout)
-        raise exc
+            self.acquire_forever = self._acquire_forever_raw
+            self.acquire_within = self._acquire_within_raw
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         if self._fast is not None:  # retries a wait cut by a signal itself, same deadline
             return bool(self._fast.acquire(blocking, timeout))
-        if not blocking:
-            timeout = 0.0
+        return self._acquire_within_raw(timeout if blocking else 0.0)
+
+    def _acquire_forever_raw(self) -> object:
+        try:
+            self._raw.acquire()
+        except posix_ipc.SignalError:
+            return self._acquire_after_signal(None)
+        return True
+
+    def _acquire_within_raw(self, timeout: float | None) -> bool:
         try:
             self._raw.acquire(timeout)
         except posix_ipc.BusyError:
@@ -106,8 +110,6 @@ class PosixSemaphore:
         return value
 
     def close(self) -> None:
-        self._fast = None  # its handle closes with it; waits now fail on the closed raw one
-        self._bind_waits()
         with contextlib.suppress(posix_ipc.ExistentialError):
             self._raw.close()
         if self._on_close is not None:
@@ -132,6 +134,9 @@ class PosixCells:
     def __setitem__(self, index: int, value: int) -> None:
         self._view[index] = value
 
+    def __len__(self) -> int:
+        return len(self._view)
+
     def close(self) -> None:
         self._view.release()
         self._map.close()
@@ -141,7 +146,7 @@ class PosixCells:
 
 
 class PosixLock(derived.DerivedLock):
-    """The derived Lock with its release check done straight on posix_ipc (the hot path)."""
+    """The derived Lock with its release check done straight on posix_ipc."""
 
     __slots__ = ("_post", "_raw")
 
@@ -154,21 +159,47 @@ class PosixLock(derived.DerivedLock):
 
     def release(self) -> None:
         if self._raw.value:
-            raise NotHeldError("release of an unlocked lock")
+            raise errors.lock_not_held()
         self._post()
 
 
-class SemLockPosixLock(PosixLock):
-    """The Lock whose release is SemLock's: the value check and the post in one C call."""
+class SemLockPosixLock:
+    """The Lock on CPython's SemLock: acquire and the checked release are each one C call.
 
-    __slots__ = ("_checked_release",)
+    SemLock's release raises ``ValueError`` when the lock is free (its maximum is 1):
+    declared as :attr:`release_refusal`, which the neutral layer turns into
+    :class:`~polysync.NotHeldError`.
+    """
+
+    __slots__ = ("_block", "_fast", "acquire", "acquire_forever", "acquire_within", "release")
+    release_refusal = ValueError
 
     def __init__(self, block: derived.Block, fast: Any) -> None:
-        super().__init__(block)
-        self._checked_release = fast.release  # ValueError when the value is already 1
+        self._block = block
+        self._fast = fast
+        self.acquire = fast.acquire  # acquire(blocking, timeout), as the protocol has it
+        self.acquire_forever = fast.acquire
+        self.acquire_within = functools.partial(fast.acquire, True)
+        self.release = fast.release
 
-    def release(self) -> None:
+    def locked(self) -> bool:
+        return bool(self._fast._get_value() == 0)
+
+    def release_save(self) -> object:
         try:
-            self._checked_release()
+            self._fast.release()
         except ValueError:
-            raise NotHeldError("release of an unlocked lock") from None
+            raise errors.lock_not_held() from None
+        return None
+
+    def acquire_restore(self, state: object) -> None:
+        self._fast.acquire()
+
+    def is_owned(self) -> bool:
+        return self.locked()
+
+    def statistics(self) -> KernelState:
+        return KernelState(locked=self.locked())
+
+    def close(self) -> None:
+        self._block.close()

@@ -11,4 +11,4 @@ users as polysync's own, chained.
 """
 
 from polysync.backends.redis.backend import RedisBackend as RedisBackend
-from polysync.backends.redis.kernels import LeaseLostError as LeaseLostError
+from polysync.errors import LeaseLostError as LeaseLostError

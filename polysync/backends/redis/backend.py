@@ -9,15 +9,15 @@ from typing import Any, ClassVar
 import redis
 import redis.exceptions
 
+from polysync import errors
 from polysync.backends.redis import connection as _connection
 from polysync.backends.redis import kernels as _kernels
 from polysync.backends.redis.server import RedisServer, text, translated
 from polysync.derived import BaseBackend
 from polysync.errors import (
-    KindMismatchError,
     NotFoundError,
 )
-from polysync.kernel import Capability, Kind
+from polysync.kernel import Capability, Kind, ObjectName
 
 __all__ = ["RedisBackend"]
 
@@ -93,17 +93,24 @@ class RedisBackend(BaseBackend):
         )
         self.client = client
 
-    def _base(self, name: str) -> str:
+    @property
+    def cleanup_bound(self) -> float:
+        # Keys of an anonymous object expire anonymous_ttl after the last touch; a closing
+        # handle touches them once more, and the renewer touches every third of it.
+        return self.anonymous_ttl * 2 + 5.0
+
+    def _base(self, name: ObjectName) -> str:
+        flat = str(name)
         tag = (
-            name
-            if "{" not in name and "}" not in name
-            else ("h:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:40])
+            flat
+            if "{" not in flat and "}" not in flat
+            else ("h:" + hashlib.sha256(flat.encode("utf-8", "surrogatepass")).hexdigest()[:40])
         )
         return f"{self.settings['prefix']}:{{{tag}}}"
 
     def _open(
         self,
-        name: str,
+        name: ObjectName,
         kind: Kind,
         param: int,
         create: bool,
@@ -113,81 +120,81 @@ class RedisBackend(BaseBackend):
         must_match: bool = False,
     ) -> str:
         base = self._base(name)
-        anonymous = self.is_anonymous(name)
+        anonymous = name.is_anonymous
         keys = [f"{base}:k"] + ([f"{base}:{init_suffix}"] if init_suffix else [])
         ttl = int(self.anonymous_ttl * 1000) if anonymous else 0
         found = self.server.run(
             "open", keys, [f"{kind.value}:{param}", int(create), ttl, init_value]
         )
         if found is None:
-            raise NotFoundError(f"{_display(name)} does not exist (any more) on the server")
+            raise NotFoundError(f"{name.describe()} does not exist (any more) on the server")
         found = text(found)
         if found:
             found_kind, found_param, _ttl = found.rsplit(":", 2)
             if found_kind != kind.value:
-                raise KindMismatchError(
-                    f"{_display(name)} already exists as a {found_kind} (asked for a "
-                    f"{kind.value}): choose another name, or unlink the existing object"
-                )
+                raise errors.kind_mismatch(name.describe(), found_kind, kind.value)
             if must_match and int(found_param) != param:
-                raise KindMismatchError(
-                    f"{_display(name)} already exists as a {kind.value} of {found_param} "
-                    f"(asked for {param}): open it the same way, or unlink it first"
-                )
+                raise errors.shape_mismatch(name.describe(), kind.value, found_param, str(param))
         return base
 
     # -- the kernels -------------------------------------------------------------------
 
-    def open_lock(self, name: str, *, create: bool) -> _kernels.RedisLock:
+    def open_lock(self, name: ObjectName, *, create: bool) -> _kernels.RedisLock:
         base = self._open(name, Kind.LOCK, 1, create)
-        return _kernels.RedisLock(self.server, base, self.is_anonymous(name), self.lease)
+        return _kernels.RedisLock(self.server, base, name.is_anonymous, self.lease)
 
-    def open_rlock(self, name: str, *, create: bool) -> _kernels.RedisRLock:
+    def open_rlock(self, name: ObjectName, *, create: bool) -> _kernels.RedisRLock:
         base = self._open(name, Kind.RLOCK, 1, create)
         return _kernels.RedisRLock(
-            _kernels.RedisLock(self.server, base, self.is_anonymous(name), self.lease)
+            _kernels.RedisLock(self.server, base, name.is_anonymous, self.lease)
         )
 
     def open_semaphore(
-        self, name: str, value: int, *, bounded: bool, create: bool
+        self, name: ObjectName, value: int, *, bounded: bool, create: bool
     ) -> _kernels.RedisSemaphore:
         kind = Kind.BOUNDED_SEMAPHORE if bounded else Kind.SEMAPHORE
         base = self._open(
             name, kind, value, create, init_suffix="v", init_value=value, must_match=bounded
         )
         return _kernels.RedisSemaphore(
-            self.server, base, self.is_anonymous(name), self.lease, value if bounded else None
+            self.server, base, name.is_anonymous, self.lease, value if bounded else None
         )
 
-    def open_event(self, name: str, *, create: bool) -> _kernels.RedisEvent:
+    def open_event(self, name: ObjectName, *, create: bool) -> _kernels.RedisEvent:
         base = self._open(name, Kind.EVENT, 0, create)
-        return _kernels.RedisEvent(self.server, base, self.is_anonymous(name), self.lease)
+        return _kernels.RedisEvent(self.server, base, name.is_anonymous)
 
-    def open_condition(self, name: str, *, create: bool) -> _kernels.RedisCondition:
+    def open_condition(self, name: ObjectName, *, create: bool) -> _kernels.RedisCondition:
         base = self._open(name, Kind.CONDITION, 0, create)
-        return _kernels.RedisCondition(self.server, base, self.is_anonymous(name), self.lease)
+        return _kernels.RedisCondition(self.server, base, name.is_anonymous)
 
-    def open_barrier(self, name: str, parties: int, *, create: bool) -> _kernels.RedisBarrier:
+    def open_barrier(
+        self, name: ObjectName, parties: int, *, create: bool
+    ) -> _kernels.RedisBarrier:
         base = self._open(name, Kind.BARRIER, parties, create, must_match=True)
-        return _kernels.RedisBarrier(
-            self.server, base, self.is_anonymous(name), self.lease, parties
-        )
+        return _kernels.RedisBarrier(self.server, base, name.is_anonymous, parties)
 
-    def configure_primitive(self, kernel: Any, options: Mapping[str, Any]) -> None:
+    def configure_primitive(self, kernel: object, options: Mapping[str, object]) -> None:
+        if not isinstance(
+            kernel, (_kernels.RedisLock, _kernels.RedisRLock, _kernels.RedisSemaphore)
+        ):
+            raise TypeError(
+                f"lease= and on_lost= apply to a Lock, RLock, Semaphore or BoundedSemaphore "
+                f"(what holds a lease), not to {type(kernel).__name__.removeprefix('Redis')}"
+            )
         lease = options.get("lease")
-        if lease is not None:
-            lease = _positive("lease", lease)
+        seconds = None if lease is None else _positive("lease", lease)
         on_lost = options.get("on_lost")
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
-        kernel.configure(lease=lease, on_lost=on_lost)
+        kernel.configure(seconds, on_lost)
 
-    def unlink_primitive(self, name: str) -> bool:
+    def unlink_primitive(self, name: ObjectName) -> bool:
         base = self._base(name)
         with self.server.translated():
             return bool(self.client.delete(*[f"{base}:{s}" for s in _ALL_SUFFIXES]))
 
-    def unlink(self, name: str) -> bool:
+    def unlink(self, name: ObjectName) -> bool:
         return self.unlink_primitive(name)
 
     def picklable_settings(self) -> dict[str, Any]:
@@ -198,8 +205,3 @@ class RedisBackend(BaseBackend):
 
     def describe(self) -> str:
         return f"redis ({self.describe_where()}, lease {self.lease:g} s)"
-
-
-def _display(name: str) -> str:
-    tag, _, rest = name.partition(":")
-    return f"the object named {rest!r}" if tag == "n" else "the anonymous object"

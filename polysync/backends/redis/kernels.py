@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from polysync.backends.redis.server import CLAIM, CLEANUP_TIMEOUT, text
-from polysync.errors import BrokenBarrierError, NotHeldError, OwnerDiedWarning
+from polysync import errors
+from polysync.backends.redis.server import CLAIM, CLEANUP_TIMEOUT, holder_of, text
+from polysync.errors import BrokenBarrierError
+from polysync.kernel import KernelState
 
 if TYPE_CHECKING:
     from polysync.backends.redis.server import RedisServer
@@ -30,23 +31,17 @@ LEASE_MARGIN = 0.05
 MESSAGE_TTL_MS = 60_000
 
 
-class LeaseLostError(NotHeldError):
-    """Released after the lease had run out: someone else may have held it meanwhile."""
-
-
 class _Kernel:
     """What every redis kernel shares: its keys, its script, waiting, closing."""
 
     script_name = ""
     suffixes: tuple[str, ...] = ()
 
-    def __init__(self, server: RedisServer, base: str, anonymous: bool, lease: float) -> None:
+    def __init__(self, server: RedisServer, base: str, anonymous: bool) -> None:
         self._server = server
         self._base = base
         self.keys = [f"{base}:{suffix}" for suffix in self.suffixes]
         self._touch = self._keep_alive() if anonymous else None
-        self.lease = lease
-        self.on_lost: Callable[[], None] | None = None
 
     def _keep_alive(self) -> int:
         # A child forked with this handle holds it too, and keeps the object alive itself.
@@ -71,12 +66,6 @@ class _Kernel:
 
     def _pop(self, wkey: str, timeout: float | None) -> str | None:
         return self._server.pop(wkey, timeout)
-
-    def configure(self, lease: float | None = None, on_lost: Any = None) -> None:
-        if lease is not None:
-            self.lease = lease
-        if on_lost is not None:
-            self.on_lost = on_lost
 
     def close(self) -> None:
         for action in self._detach():
@@ -106,18 +95,23 @@ class _Leased(_Kernel):
     """A kernel whose grants are leases: renewal, the lost flag, fencing tokens."""
 
     def __init__(self, server: RedisServer, base: str, anonymous: bool, lease: float) -> None:
-        super().__init__(server, base, anonymous, lease)
+        super().__init__(server, base, anonymous)
+        self.lease = lease
+        self.on_lost: Callable[[], object] | None = None
         self._renewal: int | None = None
         self._state = threading.Lock()
         self.fencing_token: int | None = None
         self.lost = False
 
+    def configure(self, lease: float | None, on_lost: Callable[[], object] | None) -> None:
+        if lease is not None:
+            self.lease = lease
+        if on_lost is not None:
+            self.on_lost = on_lost
+
     @property
     def _lease_ms(self) -> int:
         return max(1, int(self.lease * 1000))
-
-    def acquire_forever(self) -> object:
-        return self.acquire(True, None)
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         raise NotImplementedError
@@ -238,7 +232,8 @@ class RedisLock(_Leased):
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         # One owner id per acquisition: a thread acquiring again must wait like anyone.
-        owner = self._server.unique_id()
+        # It names the holder too, for statistics().
+        owner = self._server.holder_id()
         waits = blocking and timeout != 0
         wkey = self._waiter_key() if waits else ""
         if waits and self._contended:
@@ -290,19 +285,11 @@ class RedisLock(_Leased):
             self.owner_died = holder_died
             self._granted_lease(token, claimed=claimed)
         if holder_died:
-            try:
-                warnings.warn(
-                    OwnerDiedWarning(
-                        "the previous holder died holding this lock (its lease ran out): "
-                        "this handle took it over; check the state it protects"
-                    ),
-                    stacklevel=4,
-                )
-            except BaseException:
-                # The warning was made an error: the acquire fails, so give the lock back.
-                with contextlib.suppress(Exception):
-                    self.release()
-                raise
+            errors.warn_owner_died(
+                "the previous holder died holding this lock (its lease ran out): this "
+                "handle took it over; check the state it protects",
+                self.release,
+            )
 
     def _holds(self) -> bool:
         return self._owner is not None
@@ -324,11 +311,8 @@ class RedisLock(_Leased):
         if int(self._run("release", owner or "", self._lease_ms)):
             return
         if owner and self.lost:
-            raise LeaseLostError(
-                "the lock's lease ran out before this release: another holder may have "
-                "had it meanwhile (see the lost flag and fencing tokens)"
-            )
-        raise NotHeldError("release of an unlocked lock")
+            raise errors.lease_lost()
+        raise errors.lock_not_held()
 
     def locked(self) -> bool:
         return bool(int(self._run("locked")))
@@ -342,6 +326,18 @@ class RedisLock(_Leased):
 
     def is_owned(self) -> bool:
         return self.locked()
+
+    def statistics(self) -> KernelState:
+        owner, pttl, queued, _fence = self._run("stats")
+        owner = text(owner)
+        mine = bool(owner) and owner == self._owner
+        return KernelState(
+            locked=bool(owner),
+            holder=holder_of(owner),
+            waiting=int(queued),
+            lease_remaining=int(pttl) / 1000 if mine and int(pttl) >= 0 else None,
+            fencing_token=self.fencing_token,
+        )
 
     def _forked(self) -> None:
         super()._forked()
@@ -362,8 +358,31 @@ class RedisRLock:
         self._lock = lock
         self._depth: dict[tuple[int, int], int] = {}
 
-    def __getattr__(self, name: str) -> Any:  # fencing_token, lost, owner_died, configure
-        return getattr(self._lock, name)
+    @property
+    def fencing_token(self) -> int | None:
+        return self._lock.fencing_token
+
+    @property
+    def lost(self) -> bool:
+        return self._lock.lost
+
+    @property
+    def owner_died(self) -> bool:
+        return self._lock.owner_died
+
+    @property
+    def on_lost(self) -> Callable[[], object] | None:
+        return self._lock.on_lost
+
+    @on_lost.setter
+    def on_lost(self, callback: Callable[[], object] | None) -> None:
+        self._lock.on_lost = callback
+
+    def configure(self, lease: float | None, on_lost: Callable[[], object] | None) -> None:
+        self._lock.configure(lease, on_lost)
+
+    def statistics(self) -> KernelState:
+        return self._lock.statistics()
 
     def _me(self) -> tuple[int, int]:
         import os
@@ -381,14 +400,11 @@ class RedisRLock:
         self._depth[me] = 1
         return True
 
-    def acquire_forever(self) -> object:
-        return self.acquire(True, None)
-
     def release(self) -> None:
         me = self._me()
         depth = self._depth.get(me, 0)
         if not depth:
-            raise NotHeldError("cannot release an RLock that this thread does not own")
+            raise errors.rlock_not_owned()
         if depth > 1:
             self._depth[me] = depth - 1
             return
@@ -475,12 +491,14 @@ class RedisSemaphore(_Leased):
         if int(self._run("release", n, bound, self._lease_ms, *mine)) < 0:
             with self._state:
                 self._permits.extend(mine)
-            raise NotHeldError(
-                f"BoundedSemaphore released too many times (its bound is {self._bound})"
-            )
+            raise errors.over_released(self._bound or 0)
 
     def get_value(self) -> int:
         return int(self._run("value"))
+
+    def statistics(self) -> KernelState:
+        value, queued, _held = self._run("stats")
+        return KernelState(value=int(value), waiting=int(queued), fencing_token=self.fencing_token)
 
     def _forked(self) -> None:
         super()._forked()
@@ -506,6 +524,10 @@ class RedisEvent(_Kernel):
 
     def is_set(self) -> bool:
         return bool(int(self._run("is_set")))
+
+    def statistics(self) -> KernelState:
+        flag, queued = self._run("stats")
+        return KernelState(is_set=bool(int(flag)), waiting=int(queued))
 
     def wait(self, timeout: float | None) -> bool:
         wkey = self._waiter_key()
@@ -556,15 +578,16 @@ class RedisCondition(_Kernel):
     def notify_all(self) -> None:
         self._run("notify", -1, MESSAGE_TTL_MS)
 
+    def statistics(self) -> KernelState:
+        return KernelState(waiting=int(self._run("stats")))
+
 
 class RedisBarrier(_Kernel):
     script_name = "barrier"
     suffixes = ("k", "b", "q")
 
-    def __init__(
-        self, server: RedisServer, base: str, anonymous: bool, lease: float, parties: int
-    ) -> None:
-        super().__init__(server, base, anonymous, lease)
+    def __init__(self, server: RedisServer, base: str, anonymous: bool, parties: int) -> None:
+        super().__init__(server, base, anonymous)
         self.parties = parties
 
     def wait(self, timeout: float | None, action: Callable[[], object] | None) -> int:
@@ -608,3 +631,7 @@ class RedisBarrier(_Kernel):
 
     def broken(self) -> bool:
         return bool(int(self._run("status")[1]))
+
+    def statistics(self) -> KernelState:
+        count, broken = self._run("status")
+        return KernelState(broken=bool(int(broken)), waiting=0 if int(broken) else int(count))

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from polysync.backends.redis.lanes import Lanes, server_demoted
 from polysync.backends.redis.lease import Renewer
 from polysync.derived.liveness import current_pid
 from polysync.errors import BackendConnectionError, PolysyncError
+from polysync.kernel import Holder
 
 # RedisClusterException (no reachable node, ...) is not a RedisError.
 _REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
@@ -54,6 +56,19 @@ CLEANUP_TIMEOUT = 1.0
 
 def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def holder_of(owner: str) -> Holder | None:
+    """Who holds a lock whose owner id (:meth:`RedisServer.holder_id`) is *owner*."""
+    if not owner:
+        return None
+    parts = owner.split(":", 4)
+    try:
+        if len(parts) == 5:
+            return Holder(pid=int(parts[1]), thread=int(parts[3]), host=parts[4])
+        return Holder(pid=int(parts[1]))
+    except (IndexError, ValueError):  # an id of another format: someone holds it
+        return Holder()
 
 
 def translate(exc: Exception, where: str) -> PolysyncError:
@@ -91,6 +106,8 @@ class RedisServer:
         self._scripts: dict[str, Any] = {}
         self.renewer = Renewer()
         self._client_id = secrets.token_hex(6)
+        # Host names hold none of the separators the scripts use (":", "|", "#").
+        self._host = socket.gethostname().translate({ord(c): "_" for c in ":|#"})
         self._counter = itertools.count()
 
     def translated(self) -> contextlib.AbstractContextManager[None]:
@@ -211,6 +228,10 @@ class RedisServer:
     def unique_id(self) -> str:
         """An id no other acquisition or wait anywhere will use (no system call)."""
         return f"{self._client_id}:{current_pid()}:{next(self._counter)}"
+
+    def holder_id(self) -> str:
+        """A :meth:`unique_id` that also says who holds: ``<unique id>:<thread>:<host>``."""
+        return f"{self.unique_id()}:{threading.get_ident()}:{self._host}"
 
     def keep_alive(self, keys: list[str], on_fork: Any = None) -> int:
         ttl_ms = int(self.anonymous_ttl * 1000)

@@ -10,16 +10,16 @@ from typing import ClassVar
 from polysync.backends.thread.kernels import ThreadCells, ThreadSemaphore
 from polysync.derived import BaseBackend
 from polysync.errors import NotFoundError
-from polysync.kernel import Capability, Cells
+from polysync.kernel import Capability, Cells, ObjectName
 
-_named: dict[str, object] = {}
+_named: dict[ObjectName, object] = {}
 # Anonymous objects and waiters vanish with their last handle, as on the other backends.
-_anonymous: weakref.WeakValueDictionary[str, object] = weakref.WeakValueDictionary()
+_anonymous: weakref.WeakValueDictionary[ObjectName, object] = weakref.WeakValueDictionary()
 _table_lock = threading.Lock()
 
 
-def _table(name: str) -> MutableMapping[str, object]:
-    return _anonymous if name[:2] in ("a:", "w:") else _named
+def _table(name: ObjectName) -> MutableMapping[ObjectName, object]:
+    return _anonymous if name.is_anonymous else _named
 
 
 class ThreadBackend(BaseBackend):
@@ -29,18 +29,18 @@ class ThreadBackend(BaseBackend):
     capabilities = frozenset({Capability.NAMED, Capability.READABLE_VALUE, Capability.SHARED_CELLS})
     options: ClassVar[Mapping[str, object]] = {}
 
-    def semaphore_kernel(self, name: str, value: int, *, create: bool) -> ThreadSemaphore:
+    def semaphore_kernel(self, name: ObjectName, value: int, *, create: bool) -> ThreadSemaphore:
         with _table_lock:
             table = _table(name)
             sem = table.get(name)
             if sem is None:
                 if not create:
-                    raise NotFoundError(f"no thread-backend semaphore {name!r}")
+                    raise NotFoundError(f"no thread-backend semaphore {name}")
                 sem = table[name] = ThreadSemaphore(value)
         assert isinstance(sem, ThreadSemaphore)
         return sem
 
-    def cells_kernel(self, name: str, size: int, *, create: bool) -> tuple[Cells, bool]:
+    def cells_kernel(self, name: ObjectName, size: int, *, create: bool) -> tuple[Cells, bool]:
         with _table_lock:
             table = _table(name)
             cells = table.get(name)
@@ -48,12 +48,12 @@ class ThreadBackend(BaseBackend):
                 assert isinstance(cells, ThreadCells)
                 return cells, False
             if not create:
-                raise NotFoundError(f"no thread-backend cells {name!r}")
+                raise NotFoundError(f"no thread-backend cells {name}")
             cells = ThreadCells([0] * size)
             table[name] = cells
             return cells, True
 
-    def unlink(self, name: str) -> bool:
+    def unlink(self, name: ObjectName) -> bool:
         with _table_lock:
             return _table(name).pop(name, None) is not None
 

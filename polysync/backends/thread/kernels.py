@@ -23,9 +23,6 @@ class ThreadSemaphore:
             self._value -= 1
             return True
 
-    def acquire_forever(self) -> object:
-        return self.acquire(True, None)
-
     def release(self, n: int = 1) -> None:
         with self._cond:
             self._value += n

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Callable, Mapping
 from typing import ClassVar
 
-from polysync import derived
+from polysync import derived, errors
 from polysync.backends.windows import win32 as _win32
 from polysync.backends.windows.kernels import (
     WinCells,
@@ -16,7 +17,7 @@ from polysync.backends.windows.kernels import (
     WinSemaphore,
     WinSemaphorePrimitive,
 )
-from polysync.backends.windows.names import NAMESPACES, _directory_name, _is_generated, windows_name
+from polysync.backends.windows.names import NAMESPACES, _directory_name, windows_name
 from polysync.backends.windows.objects import (
     HOLD_SECONDS,
     MAX_COUNT,
@@ -37,20 +38,23 @@ from polysync.backends.windows.win32 import (
     ERROR_FILE_NOT_FOUND,
 )
 from polysync.derived import BaseBackend
-from polysync.errors import (
-    PolysyncError,
-)
+from polysync.errors import NotHeldError, PolysyncError
 from polysync.kernel import (
     Capability,
     Cells,
     EventKernel,
     Kind,
     LockKernel,
+    ObjectName,
     RLockKernel,
     SemaphorePrimitiveKernel,
 )
 
 __all__ = ["WindowsBackend"]
+
+
+def _past_maximum() -> NotHeldError:
+    return NotHeldError(f"Semaphore released past its maximum count {MAX_COUNT}")
 
 
 # -- the backend ----------------------------------------------------------------------
@@ -88,17 +92,17 @@ class WindowsBackend(BaseBackend):
 
     # -- names ----------------------------------------------------------------------
 
-    def windows_name(self, object_name: str) -> str:
-        """The kernel name of *object_name* (a named object's also ends in ``~<generation>``)."""
-        return windows_name(object_name, self.namespace)
+    def windows_name(self, name: ObjectName) -> str:
+        """The kernel name of *name* (a named object's also ends in ``~<generation>``)."""
+        return windows_name(name, self.namespace)
 
     # -- the kernels every backend supplies -------------------------------------------
 
-    def semaphore_kernel(self, name: str, value: int, *, create: bool) -> WinSemaphore:
+    def semaphore_kernel(self, name: ObjectName, value: int, *, create: bool) -> WinSemaphore:
         obj = _open_object(_semaphore_type(value, MAX_COUNT), name, self.namespace, create=create)
-        return WinSemaphore(obj, f"Semaphore released past its maximum count {MAX_COUNT}")
+        return WinSemaphore(obj, _past_maximum)
 
-    def cells_kernel(self, name: str, size: int, *, create: bool) -> tuple[Cells, bool]:
+    def cells_kernel(self, name: ObjectName, size: int, *, create: bool) -> tuple[Cells, bool]:
         obj = _open_object(_mapping_type(size * 8), name, self.namespace, create=create)
         k = _win32.kernel32()
         # The whole mapping is viewed: an existing block keeps its creator's size.
@@ -119,7 +123,7 @@ class WindowsBackend(BaseBackend):
         assert isinstance(cells, WinCells)
         cells.close()
 
-    def unlink(self, name: str) -> bool:
+    def unlink(self, name: ObjectName) -> bool:
         """Make *name* open a fresh object from now on; ``True`` if an object had it.
 
         On Windows a kernel object lives while any handle to it is open, in any process,
@@ -131,7 +135,7 @@ class WindowsBackend(BaseBackend):
         handle anyway.
         """
         wname = self.windows_name(name)
-        if _is_generated(name):
+        if name.is_anonymous:
             return _exists(wname)
         k = _win32.kernel32()
         dname = _directory_name(wname)
@@ -157,15 +161,15 @@ class WindowsBackend(BaseBackend):
         _drop_keepalive(wname)
         return existed
 
-    def unlink_primitive(self, name: str) -> bool:
+    def unlink_primitive(self, name: ObjectName) -> bool:
         found = derived.unlink_block(self, name)
-        return self.unlink(f"{name}.k") or found
+        return self.unlink(name.child("k")) or found
 
-    def hold_for_transfer(self, name: str) -> None:
+    def hold_for_transfer(self, name: ObjectName) -> None:
         """Keep every object of anonymous primitive *name* open ~5 s for its receiver."""
         handles = []
-        for suffix in (".c", ".k", *(f".s{i}" for i in range(derived.MAX_SEMS))):
-            handle = _open_any(self.windows_name(name + suffix))
+        for part in (*derived.PARTS, "k"):
+            handle = _open_any(self.windows_name(name.child(part)))
             if handle:
                 handles.append(handle)
         if handles:
@@ -174,7 +178,7 @@ class WindowsBackend(BaseBackend):
     # -- native primitives -------------------------------------------------------------
 
     def _header(
-        self, name: str, kind: Kind, param: int, state: int, *, create: bool, match: bool
+        self, name: ObjectName, kind: Kind, param: int, state: int, *, create: bool, match: bool
     ) -> derived.Block:
         label: Callable[[int], str] = derived.lock_label if kind is Kind.LOCK else str
         return derived.open_block(
@@ -189,24 +193,24 @@ class WindowsBackend(BaseBackend):
             param_label=label,
         )
 
-    def _native(self, block: derived.Block, name: str, kind: _Type, create: bool) -> _Object:
+    def _native(self, block: derived.Block, name: ObjectName, kind: _Type, create: bool) -> _Object:
         try:
-            return _open_object(kind, f"{name}.k", self.namespace, create=create)
+            return _open_object(kind, name.child("k"), self.namespace, create=create)
         except BaseException:
             block.close()
             raise
 
-    def open_lock(self, name: str, *, create: bool) -> LockKernel:
+    def open_lock(self, name: ObjectName, *, create: bool) -> LockKernel:
         block = self._header(name, Kind.LOCK, 1, 0, create=create, match=True)
         obj = self._native(block, name, _semaphore_type(1, 1), create)
-        return WinLock(block, WinSemaphore(obj, "release of an unlocked lock"))
+        return WinLock(block, WinSemaphore(obj, errors.lock_not_held))
 
-    def open_rlock(self, name: str, *, create: bool) -> RLockKernel:
+    def open_rlock(self, name: ObjectName, *, create: bool) -> RLockKernel:
         block = self._header(name, Kind.RLOCK, 1, 1, create=create, match=False)
         return WinRLock(block, self._native(block, name, _mutex_type(), create))
 
     def open_semaphore(
-        self, name: str, value: int, *, bounded: bool, create: bool
+        self, name: ObjectName, value: int, *, bounded: bool, create: bool
     ) -> SemaphorePrimitiveKernel:
         kind = Kind.BOUNDED_SEMAPHORE if bounded else Kind.SEMAPHORE
         block = self._header(name, kind, value, 0, create=create, match=bounded)
@@ -214,14 +218,10 @@ class WindowsBackend(BaseBackend):
         first = block.cells[2]  # the creator's value: "first value wins"
         maximum = first if bounded else MAX_COUNT
         obj = self._native(block, name, _semaphore_type(first, maximum), create)
-        over = (
-            f"BoundedSemaphore released too many times (its bound is {first})"
-            if bounded
-            else f"Semaphore released past its maximum count {MAX_COUNT}"
-        )
+        over = functools.partial(errors.over_released, first) if bounded else _past_maximum
         return WinSemaphorePrimitive(block, WinSemaphore(obj, over))
 
-    def open_event(self, name: str, *, create: bool) -> EventKernel:
+    def open_event(self, name: ObjectName, *, create: bool) -> EventKernel:
         block = self._header(name, Kind.EVENT, 0, 1, create=create, match=False)
         return WinEvent(block, self._native(block, name, _event_type(), create))
 

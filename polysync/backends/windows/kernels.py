@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 import threading
-import warnings
+from collections.abc import Callable
 
-from polysync import derived
+from polysync import derived, errors
 from polysync.backends.windows import win32 as _win32
 from polysync.backends.windows.objects import SLICE_MS, _Object, _raise, _wait_handle
 from polysync.backends.windows.win32 import (
@@ -17,11 +18,8 @@ from polysync.backends.windows.win32 import (
     WAIT_OBJECT_0,
     WAIT_TIMEOUT,
 )
-from polysync.errors import (
-    NotHeldError,
-    OwnerDiedWarning,
-    PolysyncError,
-)
+from polysync.errors import NotHeldError, PolysyncError
+from polysync.kernel import Holder, KernelState
 
 _HEADER = derived.HEADER  # the cells a block header takes
 
@@ -34,7 +32,7 @@ class WinSemaphore:
 
     __slots__ = ("_handle", "_obj", "_over", "_release", "_wait")
 
-    def __init__(self, obj: _Object, over_release: str) -> None:
+    def __init__(self, obj: _Object, over_release: Callable[[], NotHeldError]) -> None:
         k = _win32.kernel32()
         self._obj = obj
         self._handle = obj.handle
@@ -60,7 +58,7 @@ class WinSemaphore:
         if not self._release(self._handle, n, None):
             code = _win32.last_error()
             if code == ERROR_TOO_MANY_POSTS:
-                raise NotHeldError(self._over)
+                raise self._over()
             _raise(code, "semaphore", self._obj.name, "release")
 
     def get_value(self) -> int:
@@ -132,7 +130,6 @@ class WinLock(derived.DerivedLock):
         self._sem = sem
         self.acquire = sem.acquire
         self.acquire_forever = sem.acquire_forever
-        self.acquire_within = self.acquire_failed = None
 
     def release(self) -> None:
         self._sem.release()  # ERROR_TOO_MANY_POSTS: "release of an unlocked lock"
@@ -154,6 +151,9 @@ class WinSemaphorePrimitive:
         self.acquire_forever = sem.acquire_forever
         self.release = sem.release
         self.get_value = sem.get_value
+
+    def statistics(self) -> KernelState:
+        return KernelState(value=self._sem.get_value())
 
     def close(self) -> None:
         self._sem.close()
@@ -190,6 +190,9 @@ class WinEvent:
 
     def is_set(self) -> bool:
         return self._wait(self._handle, 0) == WAIT_OBJECT_0
+
+    def statistics(self) -> KernelState:
+        return KernelState(is_set=self.is_set())
 
     def wait(self, timeout: float | None) -> bool:
         if self._wait(self._handle, 0) == WAIT_OBJECT_0:
@@ -235,19 +238,11 @@ class WinRLock:
         self._cells[_OWNER] = os.getpid()
         if rc == WAIT_ABANDONED:
             self.owner_died = True
-            try:
-                warnings.warn(
-                    OwnerDiedWarning(
-                        "a thread or process died holding this lock (WAIT_ABANDONED); this "
-                        "handle took it over: check the state it protects"
-                    ),
-                    stacklevel=4,
-                )
-            except BaseException:
-                # The warning was made an error: the acquire fails, so the lock goes back
-                # rather than stay held by a caller who does not know it holds it.
-                self._give_up()
-                raise
+            errors.warn_owner_died(
+                "a thread or process died holding this lock (WAIT_ABANDONED); this handle "
+                "took it over: check the state it protects",
+                self._give_up,
+            )
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         local = self._local
@@ -261,9 +256,6 @@ class WinRLock:
         self._took(rc, 1)
         return True
 
-    def acquire_forever(self) -> object:
-        return self.acquire(True, None)
-
     def _give_up(self) -> None:
         self._local.depth = 0
         self.owner_died = False
@@ -271,13 +263,13 @@ class WinRLock:
         if not self._release(self._handle):
             code = _win32.last_error()
             if code == ERROR_NOT_OWNER:
-                raise NotHeldError("cannot release an RLock that this thread does not own")
+                raise errors.rlock_not_owned()
             _raise(code, "mutex", self._obj.name, "release")
 
     def release(self) -> None:
         depth: int = getattr(self._local, "depth", 0)
         if not depth:
-            raise NotHeldError("cannot release an RLock that this thread does not own")
+            raise errors.rlock_not_owned()
         if depth > 1:
             self._local.depth = depth - 1
         else:
@@ -302,6 +294,11 @@ class WinRLock:
     def recursion_level(self) -> int:
         depth: int = getattr(self._local, "depth", 0)
         return depth
+
+    def statistics(self) -> KernelState:
+        owner = self._cells[_OWNER]
+        holder = Holder(pid=owner, host=socket.gethostname()) if owner else None
+        return KernelState(locked=owner != 0, holder=holder)
 
     def close(self) -> None:
         self._obj.close()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from polysync.backends.windows import win32 as _win32
-from polysync.backends.windows.names import _directory_name, _is_generated, windows_name
+from polysync.backends.windows.names import _directory_name, windows_name
 from polysync.backends.windows.win32 import (
     ERROR_ALREADY_EXISTS,
     ERROR_FILE_NOT_FOUND,
@@ -26,6 +26,7 @@ from polysync.errors import (
     NotFoundError,
     PolysyncError,
 )
+from polysync.kernel import ObjectName
 
 #: Longest single wait, in ms: a pending Ctrl-C is seen at least this often.
 SLICE_MS = 50
@@ -246,9 +247,9 @@ def _create_or_open(kind: _Type, wname: str, create: bool) -> tuple[int, bool]:
     return handle, False
 
 
-def _open_object(kind: _Type, object_name: str, namespace: str, *, create: bool) -> _Object:
-    wname = windows_name(object_name, namespace)
-    if _is_generated(object_name):
+def _open_object(kind: _Type, name: ObjectName, namespace: str, *, create: bool) -> _Object:
+    wname = windows_name(name, namespace)
+    if name.is_anonymous:
         handle, created = _create_or_open(kind, wname, create)
         return _Object(handle, wname, None, created)
     directory = _acquire_directory(wname)

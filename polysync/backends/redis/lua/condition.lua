@@ -21,5 +21,7 @@ elseif op == 'notify' then
 elseif op == 'cancel' then
   -- ARGV: op, waiter key
   return cancel_waiter(queue, ARGV[2])
+elseif op == 'stats' then
+  return redis.call('LLEN', queue)
 end
 return redis.error_reply('unknown condition operation ' .. op)

@@ -24,5 +24,7 @@ elseif op == 'wait' then
 elseif op == 'cancel' then
   -- ARGV: op, waiter key
   return cancel_waiter(queue, ARGV[2])
+elseif op == 'stats' then
+  return {redis.call('EXISTS', flag), redis.call('LLEN', queue)}
 end
 return redis.error_reply('unknown event operation ' .. op)

@@ -86,5 +86,9 @@ elseif op == 'renew' then
   return 1
 elseif op == 'locked' then
   return redis.call('EXISTS', owner_key)
+elseif op == 'stats' then
+  -- {owner id or '', ms its lease has left, queued waiters, latest fencing token}
+  return {redis.call('GET', owner_key) or '', redis.call('PTTL', owner_key),
+          redis.call('LLEN', queue), tonumber(redis.call('GET', fence_key) or '0')}
 end
 return redis.error_reply('unknown lock operation ' .. op)

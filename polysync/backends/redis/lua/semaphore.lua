@@ -92,5 +92,9 @@ elseif op == 'forget' then
   return 1
 elseif op == 'value' then
   return tonumber(redis.call('GET', value_key))
+elseif op == 'stats' then
+  -- {available permits, queued waiters, permits held}
+  return {tonumber(redis.call('GET', value_key)), redis.call('LLEN', queue),
+          redis.call('ZCARD', holders)}
 end
 return redis.error_reply('unknown semaphore operation ' .. op)
