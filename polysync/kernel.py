@@ -206,7 +206,8 @@ class Cells(Protocol):
     def __setitem__(self, index: int, value: int, /) -> None: ...
 
     def __len__(self) -> int:
-        """How many cells the block has: its creator's size, whatever an opener asked."""
+        """How many cells the block has: at least its creator's size (a backend may round
+        up), the same for every opener, whatever size the opener asked for."""
 
 
 class SemaphoreKernel(Protocol):

@@ -44,10 +44,11 @@ def _keys(server: RedisServer, prefix: str) -> list[bytes]:
 
 
 class TestRedis(BackendSuite):
-    # A short lease: the suite expects a dead owner's lock back within seconds.
+    # A short lease and idle TTL: the suite expects a dead owner's lock back, and unused
+    # anonymous objects gone, within seconds.
     @pytest.fixture
     def context(self, redis_server: RedisServer) -> polysync.Context:
-        return polysync.get_context("redis", url=redis_server.url, lease=2.0)
+        return polysync.get_context("redis", url=redis_server.url, lease=2.0, anonymous_ttl=2.0)
 
 
 class TestRedisCluster(LockTests, SemaphoreTests, EventTests, ConditionTests, BarrierTests):

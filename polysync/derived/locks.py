@@ -24,7 +24,14 @@ from polysync.kernel import (
     TimedAcquire,
 )
 
-__all__ = ["DerivedLock", "DerivedRLock", "DerivedSemaphore", "RecoverableLock", "local_holder"]
+__all__ = [
+    "DerivedBoundedSemaphore",
+    "DerivedLock",
+    "DerivedRLock",
+    "DerivedSemaphore",
+    "RecoverableLock",
+    "local_holder",
+]
 
 
 def local_holder(identity: int, thread: int | None = None) -> Holder | None:
@@ -229,22 +236,42 @@ class DerivedRLock:
 
 
 class DerivedSemaphore(_Fast):
-    """A semaphore; a bounded one checks its bound (kept in the header) on release."""
+    """A semaphore: its release goes straight to the semaphore kernel (nothing to check)."""
 
-    __slots__ = ("__dict__", "_block", "_max", "_sem", "acquire", "release")
+    __slots__ = ("__dict__", "_block", "_sem", "acquire", "release")
 
-    def __init__(self, block: Block, maxvalue: int | None) -> None:
+    def __init__(self, block: Block) -> None:
+        self._block = block
+        self._sem = block.sems[0]
+        self.acquire = self._sem.acquire
+        self.release = self._sem.release
+        self._take_fast_paths(self._sem)
+
+    def get_value(self) -> int:
+        return self._sem.get_value()
+
+    def statistics(self) -> KernelState:
+        return KernelState(value=self._sem.get_value())
+
+    def close(self) -> None:
+        self._block.close()
+
+
+class DerivedBoundedSemaphore(_Fast):
+    """A semaphore whose release checks its bound (kept in the header)."""
+
+    __slots__ = ("__dict__", "_block", "_max", "_sem", "acquire")
+
+    def __init__(self, block: Block, maxvalue: int) -> None:
         self._block = block
         self._sem = block.sems[0]
         self._max = maxvalue
         self.acquire = self._sem.acquire
         self._take_fast_paths(self._sem)
-        # Unbounded: nothing to check, so release goes straight to the kernel.
-        self.release = self._sem.release if maxvalue is None else self._release_bounded
 
-    def _release_bounded(self, n: int = 1) -> None:
+    def release(self, n: int = 1) -> None:
         # Like multiprocessing, the bound is checked against a snapshot of the value.
-        if self._max is not None and self._sem.get_value() + n > self._max:
+        if self._sem.get_value() + n > self._max:
             raise errors.over_released(self._max)
         self._sem.release(n)
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from polysync.derived.header import open_block
-from polysync.derived.locks import DerivedLock, DerivedRLock, DerivedSemaphore, RecoverableLock
+from polysync.derived.locks import (
+    DerivedBoundedSemaphore,
+    DerivedLock,
+    DerivedRLock,
+    DerivedSemaphore,
+    RecoverableLock,
+)
 from polysync.derived.parking import LOT_CELLS
 from polysync.derived.waits import DerivedBarrier, DerivedCondition, DerivedEvent
 from polysync.kernel import Kind, ObjectName, SemaphoreBackend
@@ -54,13 +60,15 @@ def open_recoverable_lock(
 
 def open_semaphore(
     backend: SemaphoreBackend, name: ObjectName, value: int, *, bounded: bool, create: bool
-) -> DerivedSemaphore:
+) -> DerivedSemaphore | DerivedBoundedSemaphore:
     kind = Kind.BOUNDED_SEMAPHORE if bounded else Kind.SEMAPHORE
     block = open_block(
         backend, name, kind, value, (value,), 0, create=create, param_must_match=bounded
     )
-    maxvalue = (block.cells[2] if block.cells is not None else value) if bounded else None
-    return DerivedSemaphore(block, maxvalue)
+    if not bounded:
+        return DerivedSemaphore(block)
+    # The bound is the creator's value, which the header keeps (without cells: our own).
+    return DerivedBoundedSemaphore(block, block.cells[2] if block.cells is not None else value)
 
 
 def open_event(backend: SemaphoreBackend, name: ObjectName, *, create: bool) -> DerivedEvent:

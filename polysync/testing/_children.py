@@ -110,3 +110,31 @@ def counter_work(lock: Any, counter: Any, iterations: int) -> None:
     for _ in range(iterations):
         with lock:
             counter.value += 1
+
+
+def acquire_token(lock: Any, timeout: float) -> int | None:
+    """Acquire *lock*, note its fencing token, release; return the token."""
+    if not lock.acquire(timeout=timeout):
+        return None
+    token: int | None = lock.fencing_token
+    lock.release()
+    return token
+
+
+def hold_and_report_loss(lock: Any, held: Any, go: Any, timeout: float) -> list[object]:
+    """Hold *lock* until *go*; then wait to learn the lease was lost, and release.
+
+    Returns ``[lost, the release's error type or "no error"]``.
+    """
+    if not lock.acquire(timeout=timeout):
+        return [False, "not acquired"]
+    held.set()
+    go.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while not lock.lost and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        lock.release()
+    except polysync.NotHeldError as exc:
+        return [lock.lost, type(exc).__name__]
+    return [lock.lost, "no error"]

@@ -14,7 +14,11 @@ A backend proves itself by subclassing :class:`BackendSuite` and overriding one 
 Tests that need an optional behaviour are gated on the backend's declared
 :class:`~polysync.Capability` and skip, naming the capability, when it is absent. New
 tests arrive behind new capabilities, so upgrading polysync does not turn a plugin's CI
-red. Every test is bounded in time and unlinks the names it used.
+red. Every test is bounded in time and unlinks the names it used. The bound is your
+run's own ``--timeout`` (pytest-timeout) where you set one; without one, polysync's
+pytest plugin gives each suite test 60 s (120 s for tests that start processes). Threads
+and child processes the suite starts are daemons, so a broken backend fails tests but
+never keeps the run from exiting.
 """
 
 from __future__ import annotations
@@ -22,11 +26,9 @@ from __future__ import annotations
 import math
 import multiprocessing
 import pickle
-import queue
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,6 +36,26 @@ import pytest
 import polysync
 from polysync import Capability
 from polysync.testing import _children
+from polysync.testing.capabilities import (
+    CleanupTests,
+    ClosedHandleTests,
+    CrossHostTests,
+    FencingTests,
+    LeaseTests,
+    OwnerDeathTests,
+    SharedCellsTests,
+    StatisticsTests,
+)
+from polysync.testing.helpers import (
+    PROMPT,
+    SHORT,
+    Child,
+    SuiteBase,
+    eventually,
+    in_thread,
+    join_all,
+    require,
+)
 
 __all__ = [
     "BackendSuite",
@@ -48,91 +70,8 @@ __all__ = [
     "SemaphoreTests",
 ]
 
-#: Generous bound for anything that should happen "promptly".
-PROMPT = 10.0
-#: A short timeout for waits that are expected to time out.
-SHORT = 0.05
 
-
-def require(context: polysync.Context, capability: Capability) -> None:
-    """Skip the calling test unless *context*'s backend declares *capability*."""
-    if capability not in context.capabilities:
-        pytest.skip(f"the {context.name!r} backend does not declare {capability.value!r}")
-
-
-def _child_entry(results: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    try:
-        results.put(("ok", fn(*args)))
-    except BaseException as exc:  # report everything to the parent
-        results.put(("error", f"{type(exc).__name__}: {exc}"))
-
-
-class Child:
-    """``fn(*args)`` in a child process (spawn by default), with a bounded wait for its result."""
-
-    def __init__(self, fn: Callable[..., Any], *args: Any, method: str = "spawn") -> None:
-        mp: Any = multiprocessing.get_context(method)
-        self._results = mp.Queue()
-        self.process = mp.Process(target=_child_entry, args=(self._results, fn, args))
-        self.process.start()
-
-    def result(self, timeout: float = PROMPT * 3) -> Any:
-        try:
-            status, value = self._results.get(timeout=timeout)
-        except queue.Empty:
-            self.process.kill()
-            self.process.join(PROMPT)
-            pytest.fail(f"child {self.process.name} gave no result within {timeout} s")
-        self.process.join(PROMPT)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(PROMPT)
-        if status != "ok":
-            pytest.fail(f"child raised {value}")
-        return value
-
-
-class _Base:
-    """Fixtures shared by every test class of the suite."""
-
-    @pytest.fixture
-    def context(self) -> polysync.Context:
-        raise pytest.UsageError(
-            "override the 'context' fixture in your BackendSuite subclass to return "
-            "polysync.get_context('<your backend>', ...)"
-        )
-
-    @pytest.fixture
-    def name(self, context: polysync.Context) -> Iterator[str]:
-        """A fresh object name, unlinked (with its derived names) after the test."""
-        value = f"pstest-{uuid.uuid4().hex[:12]}"
-        yield value
-        for used in (value, f"{value}.lock"):
-            if Capability.NAMED in context.capabilities:
-                context.unlink(used)
-
-
-def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    out: list[Any] = []
-
-    def run() -> None:
-        out.append(fn())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
-
-
-def _eventually(predicate: Callable[[], bool], what: str, timeout: float = PROMPT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.002)
-
-
-@pytest.mark.timeout(60)
-class LockTests(_Base):
+class LockTests(SuiteBase):
     def test_acquire_release(self, context: polysync.Context) -> None:
         lock = context.Lock()
         assert lock.acquire() is True
@@ -171,14 +110,14 @@ class LockTests(_Base):
     def test_another_thread_may_release(self, context: polysync.Context) -> None:
         lock = context.Lock()
         lock.acquire()
-        thread, _ = _in_thread(lock.release)
+        thread, _ = in_thread(lock.release)
         thread.join(PROMPT)
         assert not lock.locked()
 
     def test_waiting_thread_gets_it_on_release(self, context: polysync.Context) -> None:
         lock = context.Lock()
         lock.acquire()
-        thread, out = _in_thread(lambda: lock.acquire(timeout=PROMPT))
+        thread, out = in_thread(lambda: lock.acquire(timeout=PROMPT))
         time.sleep(SHORT)
         assert not out
         lock.release()
@@ -197,11 +136,10 @@ class LockTests(_Base):
                     time.sleep(0)
                     counter[0] = value + 1
 
-        threads = [threading.Thread(target=work) for _ in range(4)]
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(4)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join(PROMPT * 3)
+        join_all(threads)
         assert counter[0] == 1200
 
     @pytest.mark.parametrize(
@@ -233,8 +171,7 @@ class LockTests(_Base):
         lock.release()
 
 
-@pytest.mark.timeout(60)
-class RLockTests(_Base):
+class RLockTests(SuiteBase):
     def test_recursion(self, context: polysync.Context) -> None:
         rlock = context.RLock()
         for depth in range(1, 5):
@@ -249,10 +186,10 @@ class RLockTests(_Base):
     def test_other_thread_neither_acquires_nor_releases(self, context: polysync.Context) -> None:
         rlock = context.RLock()
         rlock.acquire()
-        thread, out = _in_thread(lambda: rlock.acquire(timeout=SHORT))
+        thread, out = in_thread(lambda: rlock.acquire(timeout=SHORT))
         thread.join(PROMPT)
         assert out == [False]
-        thread, out = _in_thread(lambda: _children.release_foreign(rlock))
+        thread, out = in_thread(lambda: _children.release_foreign(rlock))
         thread.join(PROMPT)
         assert out == ["NotHeldError"]
         assert rlock._is_owned()
@@ -263,7 +200,7 @@ class RLockTests(_Base):
         rlock = context.RLock()
         rlock.acquire()
         rlock.acquire()
-        thread, out = _in_thread(lambda: _children.try_acquire(rlock, PROMPT))
+        thread, out = in_thread(lambda: _children.try_acquire(rlock, PROMPT))
         rlock.release()
         time.sleep(SHORT)
         assert not out  # still held once
@@ -272,8 +209,7 @@ class RLockTests(_Base):
         assert out == [True]
 
 
-@pytest.mark.timeout(60)
-class SemaphoreTests(_Base):
+class SemaphoreTests(SuiteBase):
     def test_counts(self, context: polysync.Context) -> None:
         sem = context.Semaphore(2)
         assert sem.acquire()
@@ -292,7 +228,7 @@ class SemaphoreTests(_Base):
 
     def test_zero_blocks_until_released(self, context: polysync.Context) -> None:
         sem = context.Semaphore(0)
-        thread, out = _in_thread(lambda: sem.acquire(timeout=PROMPT))
+        thread, out = in_thread(lambda: sem.acquire(timeout=PROMPT))
         time.sleep(SHORT)
         assert not out
         sem.release()
@@ -330,8 +266,7 @@ class SemaphoreTests(_Base):
             sem.release(0)
 
 
-@pytest.mark.timeout(60)
-class EventTests(_Base):
+class EventTests(SuiteBase):
     def test_set_clear(self, context: polysync.Context) -> None:
         event = context.Event()
         assert not event.is_set()
@@ -346,7 +281,7 @@ class EventTests(_Base):
 
     def test_set_wakes_every_waiting_thread(self, context: polysync.Context) -> None:
         event = context.Event()
-        runs = [_in_thread(lambda: event.wait(PROMPT)) for _ in range(5)]
+        runs = [in_thread(lambda: event.wait(PROMPT)) for _ in range(5)]
         time.sleep(SHORT)
         event.set()
         for thread, out in runs:
@@ -355,7 +290,7 @@ class EventTests(_Base):
 
     def test_waiter_woken_even_if_cleared_right_after(self, context: polysync.Context) -> None:
         event = context.Event()
-        runs = [_in_thread(lambda: event.wait(PROMPT)) for _ in range(3)]
+        runs = [in_thread(lambda: event.wait(PROMPT)) for _ in range(3)]
         time.sleep(SHORT)
         event.set()
         event.clear()
@@ -369,8 +304,7 @@ class EventTests(_Base):
             event.wait(-0.5)
 
 
-@pytest.mark.timeout(60)
-class ConditionTests(_Base):
+class ConditionTests(SuiteBase):
     def test_requires_the_lock(self, context: polysync.Context) -> None:
         cond = context.Condition()
         with pytest.raises(polysync.NotHeldError):
@@ -407,10 +341,10 @@ class ConditionTests(_Base):
             with cond:
                 return parked[0] == 3
 
-        _eventually(all_parked, "three threads wait on the condition")
+        eventually(all_parked, "three threads wait on the condition")
         with cond:
             cond.notify(1)
-        _eventually(lambda: len(woken) == 1, "one waiter wakes")
+        eventually(lambda: len(woken) == 1, "one waiter wakes")
         time.sleep(SHORT * 2)
         assert woken == [True]
         with cond:
@@ -430,11 +364,11 @@ class ConditionTests(_Base):
                     box[0] += 1
                     cond.notify_all()
 
-        thread = threading.Thread(target=producer)
+        thread = threading.Thread(target=producer, daemon=True)
         thread.start()
         with cond:
             assert cond.wait_for(lambda: box[0] == 3, PROMPT) is True
-        thread.join(PROMPT)
+        join_all([thread])
         with cond:
             assert cond.wait_for(lambda: box[0] == 4, SHORT) is False
 
@@ -449,15 +383,14 @@ class ConditionTests(_Base):
             context.Condition(threading.Lock())  # type: ignore[arg-type]
 
 
-@pytest.mark.timeout(60)
-class BarrierTests(_Base):
+class BarrierTests(SuiteBase):
     def test_threads_get_distinct_indexes_and_action_runs_once(
         self, context: polysync.Context
     ) -> None:
         runs: list[int] = []
         barrier = context.Barrier(3, action=lambda: runs.append(1), timeout=PROMPT)
         assert barrier.parties == 3
-        results = [_in_thread(barrier.wait) for _ in range(3)]
+        results = [in_thread(barrier.wait) for _ in range(3)]
         indexes = []
         for thread, out in results:
             thread.join(PROMPT)
@@ -469,7 +402,7 @@ class BarrierTests(_Base):
 
     def test_reusable_for_phases(self, context: polysync.Context) -> None:
         barrier = context.Barrier(2)
-        thread, out = _in_thread(lambda: [barrier.wait(PROMPT) for _ in range(5)])
+        thread, out = in_thread(lambda: [barrier.wait(PROMPT) for _ in range(5)])
         mine = [barrier.wait(PROMPT) for _ in range(5)]
         thread.join(PROMPT)
         assert all(sorted(pair) == [0, 1] for pair in zip(mine, out[0], strict=False))
@@ -492,15 +425,15 @@ class BarrierTests(_Base):
 
     def test_abort_and_reset_release_waiters(self, context: polysync.Context) -> None:
         barrier = context.Barrier(3)
-        runs = [_in_thread(lambda: _children.barrier_wait_broken(barrier, PROMPT)) for _ in "ab"]
-        _eventually(lambda: barrier.n_waiting == 2, "two parties wait")
+        runs = [in_thread(lambda: _children.barrier_wait_broken(barrier, PROMPT)) for _ in "ab"]
+        eventually(lambda: barrier.n_waiting == 2, "two parties wait")
         barrier.abort()
         for thread, out in runs:
             thread.join(PROMPT)
             assert out == ["broken"]
         barrier.reset()
-        runs = [_in_thread(lambda: _children.barrier_wait_broken(barrier, PROMPT)) for _ in "ab"]
-        _eventually(lambda: barrier.n_waiting == 2, "two parties wait again")
+        runs = [in_thread(lambda: _children.barrier_wait_broken(barrier, PROMPT)) for _ in "ab"]
+        eventually(lambda: barrier.n_waiting == 2, "two parties wait again")
         barrier.reset()
         for thread, out in runs:
             thread.join(PROMPT)
@@ -532,8 +465,7 @@ class BarrierTests(_Base):
             context.Barrier(**kwargs)
 
 
-@pytest.mark.timeout(60)
-class NamingTests(_Base):
+class NamingTests(SuiteBase):
     def test_same_name_same_object(self, context: polysync.Context, name: str) -> None:
         require(context, Capability.NAMED)
         first, second = context.Lock(name=name), context.Lock(name=name)
@@ -623,8 +555,7 @@ class NamingTests(_Base):
         assert "closed" in repr(lock)
 
 
-@pytest.mark.timeout(60)
-class PicklingTests(_Base):
+class PicklingTests(SuiteBase):
     def test_round_trip_shares_state(self, context: polysync.Context) -> None:
         lock = context.Lock()
         twin = pickle.loads(pickle.dumps(lock))
@@ -647,14 +578,15 @@ class PicklingTests(_Base):
 
 
 # Marked per test, not per class: class marks reach every test of BackendSuite via the MRO.
+# The mark tells polysync's pytest plugin to allow these more time when the run sets none.
 def _cross_process_test(fn: Callable[..., None]) -> Callable[..., None]:
-    marked: Callable[..., None] = pytest.mark.timeout(120)(
+    marked: Callable[..., None] = pytest.mark.polysync_processes(
         pytest.mark.usefixtures("cross_process")(fn)
     )
     return marked
 
 
-class CrossProcessTests(_Base):
+class CrossProcessTests(SuiteBase):
     """Primitives passed to, and opened by, separate processes (spawn: fresh interpreters)."""
 
     @pytest.fixture
@@ -723,7 +655,7 @@ class CrossProcessTests(_Base):
     def test_barrier_timeout_seen_by_another_process(self, context: polysync.Context) -> None:
         barrier = context.Barrier(3)
         child = Child(_children.barrier_wait_broken, barrier, PROMPT)
-        _eventually(lambda: barrier.n_waiting == 1, "the child waits at the barrier")
+        eventually(lambda: barrier.n_waiting == 1, "the child waits at the barrier")
         with pytest.raises(polysync.BrokenBarrierError):
             barrier.wait(SHORT)
         assert child.result() == "broken"
@@ -794,7 +726,8 @@ class CrossProcessTests(_Base):
         counter = mp.RawValue("i", 0)
         lock = context.Lock()
         procs = [
-            mp.Process(target=_children.counter_work, args=(lock, counter, 500)) for _ in range(3)
+            mp.Process(target=_children.counter_work, args=(lock, counter, 500), daemon=True)
+            for _ in range(3)
         ]
         for p in procs:
             p.start()
@@ -805,6 +738,14 @@ class CrossProcessTests(_Base):
 
 
 class BackendSuite(
+    ClosedHandleTests,
+    CleanupTests,
+    StatisticsTests,
+    FencingTests,
+    LeaseTests,
+    CrossHostTests,
+    OwnerDeathTests,
+    SharedCellsTests,
     LockTests,
     RLockTests,
     SemaphoreTests,

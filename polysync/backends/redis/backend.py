@@ -58,6 +58,7 @@ class RedisBackend(BaseBackend):
             Capability.READABLE_VALUE,
             Capability.OWNER_DEATH,
             Capability.FENCING,
+            Capability.LEASES,
         }
     )
     options: ClassVar[Mapping[str, object]] = {
