@@ -156,7 +156,7 @@ def _error(message: str) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from polysync import _demo
+    from polysync import demo
     from polysync.api import get_context
 
     options = dict(args.option or [])
@@ -165,13 +165,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except (PolysyncError, TypeError) as exc:
         return _error(str(exc))
     try:
-        kind = _demo.worker_kind(ctx, args.worker_kind)
+        kind = demo.worker_kind(ctx, args.worker_kind)
     except ValueError as exc:
         return _error(str(exc))
     if kind == "process" and args.start_method not in multiprocessing.get_all_start_methods():
         available = ", ".join(multiprocessing.get_all_start_methods())
         return _error(f"start method {args.start_method!r} is not available here ({available})")
-    config = _demo.DemoConfig(
+    config = demo.DemoConfig(
         workers=args.workers,
         timeout=args.timeout,
         start_method=args.start_method,
@@ -185,9 +185,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         else "threads (the backend does not cross processes)"
     )
     print(f"polysync demo on {ctx.backend.describe()}: {args.workers} workers as {how}")
-    width = max(len(name) for name in _demo.SCENARIOS)
+    width = max(len(name) for name in demo.SCENARIOS)
 
-    def report(result: _demo.ScenarioResult) -> None:
+    def report(result: demo.ScenarioResult) -> None:
         verdict = "PASS" if result.passed else "FAIL"
         figure = result.outcome.figure
         print(f"{verdict}  {result.name:<{width}}  {figure:<58} {result.elapsed_ms:>8.1f} ms")
@@ -197,7 +197,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        results = _demo.run_demo(ctx, config, report)
+        results = demo.run_demo(ctx, config, report)
     except ValueError as exc:
         return _error(str(exc))
     except KeyboardInterrupt:
@@ -215,7 +215,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``polysync`` command."""
-    from polysync import _demo
+    from polysync.demo import SCENARIOS
 
     parser = argparse.ArgumentParser(
         prog=_PROG,
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     backends.add_argument("--json", action="store_true", help="print JSON")
     backends.set_defaults(handler=_cmd_backends)
 
-    names = list(_demo.SCENARIOS)
+    names = list(SCENARIOS)
     demo = commands.add_parser(
         "demo",
         help="run the synchronization scenarios on real workers",

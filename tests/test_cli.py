@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 import polysync
-from polysync import _demo, cli
+from polysync import cli, demo
 from polysync.registry import BackendRegistry, BackendSpec
 
 pytestmark = pytest.mark.timeout(120)
 
-SCENARIOS = list(_demo.SCENARIOS)
+SCENARIOS = list(demo.SCENARIOS)
 PASS_LINE = re.compile(r"^PASS  (\w+)\s", re.MULTILINE)
 FAIL_LINE = re.compile(r"^FAIL  (\w+)\s", re.MULTILINE)
 POSIX = pytest.mark.skipif(
@@ -323,13 +323,13 @@ def test_sabotaged_scenarios_fail_on_processes() -> None:
 
 
 def test_check_lock() -> None:
-    assert _demo.check_lock(100, 100).passed
-    bad = _demo.check_lock(99, 100)
+    assert demo.check_lock(100, 100).passed
+    bad = demo.check_lock(99, 100)
     assert not bad.passed
     assert "1 lost" in bad.problems[0]
 
 
-def _rlock_facts(**changes: object) -> _demo.RLockFacts:
+def _rlock_facts(**changes: object) -> demo.RLockFacts:
     good = {
         "depth": 4,
         "depth_reached": 4,
@@ -341,7 +341,7 @@ def _rlock_facts(**changes: object) -> _demo.RLockFacts:
         "reentered": True,
         "over_release_refused": True,
     }
-    return _demo.RLockFacts(**{**good, **changes})  # type: ignore[arg-type]
+    return demo.RLockFacts(**{**good, **changes})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -358,57 +358,57 @@ def _rlock_facts(**changes: object) -> _demo.RLockFacts:
     ],
 )
 def test_check_rlock(broken: dict[str, object]) -> None:
-    assert _demo.check_rlock(_rlock_facts()).passed
-    outcome = _demo.check_rlock(_rlock_facts(**broken))
+    assert demo.check_rlock(_rlock_facts()).passed
+    outcome = demo.check_rlock(_rlock_facts(**broken))
     assert not outcome.passed
     assert len(outcome.problems) == 1
 
 
 def test_check_semaphore() -> None:
-    assert _demo.check_semaphore(3, 3, 8, 8, 0, 3).passed
-    assert "limit 3" in _demo.check_semaphore(4, 3, 8, 8, 0, 3).problems[0]
-    assert "over-serialised" in _demo.check_semaphore(2, 3, 8, 8, 0, 3).problems[0]
-    assert _demo.check_semaphore(2, 3, 2, 2, 0, 3).passed  # 2 workers can only reach 2
-    assert not _demo.check_semaphore(3, 3, 8, 7, 0, 3).passed
-    assert not _demo.check_semaphore(3, 3, 8, 8, 1, 3).passed
-    assert not _demo.check_semaphore(3, 3, 8, 8, 0, 2).passed
-    assert not _demo.check_semaphore(3, 3, 8, 8, 0, 3, bounded_refused=False).passed
+    assert demo.check_semaphore(3, 3, 8, 8, 0, 3).passed
+    assert "limit 3" in demo.check_semaphore(4, 3, 8, 8, 0, 3).problems[0]
+    assert "over-serialised" in demo.check_semaphore(2, 3, 8, 8, 0, 3).problems[0]
+    assert demo.check_semaphore(2, 3, 2, 2, 0, 3).passed  # 2 workers can only reach 2
+    assert not demo.check_semaphore(3, 3, 8, 7, 0, 3).passed
+    assert not demo.check_semaphore(3, 3, 8, 8, 1, 3).passed
+    assert not demo.check_semaphore(3, 3, 8, 8, 0, 2).passed
+    assert not demo.check_semaphore(3, 3, 8, 8, 0, 3, bounded_refused=False).passed
 
 
 def test_check_event() -> None:
-    assert _demo.check_event([1, 1, 1], 0, True, True).passed
-    assert not _demo.check_event([1, 2, 1], 0, True, True).passed  # one wait() timed out
-    assert not _demo.check_event([1, 0, 1], 0, True, True).passed  # one never returned
-    assert not _demo.check_event([1, 1, 1], 1, True, True).passed  # one returned early
-    assert not _demo.check_event([1, 1, 1], 0, False, True).passed
-    assert not _demo.check_event([1, 1, 1], 0, True, False).passed
+    assert demo.check_event([1, 1, 1], 0, True, True).passed
+    assert not demo.check_event([1, 2, 1], 0, True, True).passed  # one wait() timed out
+    assert not demo.check_event([1, 0, 1], 0, True, True).passed  # one never returned
+    assert not demo.check_event([1, 1, 1], 1, True, True).passed  # one returned early
+    assert not demo.check_event([1, 1, 1], 0, False, True).passed
+    assert not demo.check_event([1, 1, 1], 0, True, False).passed
 
 
 def test_check_condition() -> None:
-    assert _demo.check_condition([1] * 6, [3, 3], 3).passed
-    lost = _demo.check_condition([1, 0, 1, 1, 1, 1], [3, 2], 3)
+    assert demo.check_condition([1] * 6, [3, 3], 3).passed
+    lost = demo.check_condition([1, 0, 1, 1, 1, 1], [3, 2], 3)
     assert not lost.passed
     assert "never consumed: [1]" in lost.problems[0]
-    doubled = _demo.check_condition([1, 2, 1, 1, 1, 1], [4, 3], 3)
+    doubled = demo.check_condition([1, 2, 1, 1, 1, 1], [4, 3], 3)
     assert "more than once: [1]" in doubled.problems[0]
-    assert not _demo.check_condition([1] * 6, [4, 2], 3).passed  # one consumer starved
+    assert not demo.check_condition([1] * 6, [4, 2], 3).passed  # one consumer starved
 
 
 def test_check_barrier() -> None:
     good = [[1, 2, 3, 4], [4, 3, 2, 1], [2, 1, 4, 3]]
-    assert _demo.check_barrier(4, 3, 3, 0, 0, good).passed
-    assert not _demo.check_barrier(4, 3, 2, 0, 0, good).passed  # action ran too few times
-    assert not _demo.check_barrier(4, 3, 3, 1, 0, good).passed  # action ran early
-    assert not _demo.check_barrier(4, 3, 3, 0, 1, good).passed  # a worker passed too soon
+    assert demo.check_barrier(4, 3, 3, 0, 0, good).passed
+    assert not demo.check_barrier(4, 3, 2, 0, 0, good).passed  # action ran too few times
+    assert not demo.check_barrier(4, 3, 3, 1, 0, good).passed  # action ran early
+    assert not demo.check_barrier(4, 3, 3, 0, 1, good).passed  # a worker passed too soon
     dup = [[1, 2, 3, 4], [1, 1, 2, 3], [2, 1, 4, 3]]
-    assert "phase 1" in _demo.check_barrier(4, 3, 3, 0, 0, dup).problems[0]
+    assert "phase 1" in demo.check_barrier(4, 3, 3, 0, 0, dup).problems[0]
 
 
 # -- the demo's machinery ------------------------------------------------------------------------
 
 
 def test_shared_ints_pickle_to_the_same_memory_and_destroy_removes_the_file() -> None:
-    cells = _demo.SharedInts.create(4)
+    cells = demo.SharedInts.create(4)
     try:
         other = pickle.loads(pickle.dumps(cells))
         other[2] = -7
@@ -423,8 +423,8 @@ def test_shared_ints_pickle_to_the_same_memory_and_destroy_removes_the_file() ->
         cells[0]
 
 
-def _spawn_harness(timeout: float) -> _demo.Harness:
-    return _demo.Harness(
+def _spawn_harness(timeout: float) -> demo.Harness:
+    return demo.Harness(
         polysync.get_context("thread"),
         multiprocessing.get_context("spawn"),
         workers=2,
@@ -457,7 +457,7 @@ def test_a_worker_exception_is_reported() -> None:
 
 
 def test_worker_kind_follows_the_cross_process_capability() -> None:
-    assert _demo.worker_kind(polysync.get_context("thread")) == "thread"
-    assert _demo.worker_kind(polysync.get_context("thread"), "thread") == "thread"
+    assert demo.worker_kind(polysync.get_context("thread")) == "thread"
+    assert demo.worker_kind(polysync.get_context("thread"), "thread") == "thread"
     with pytest.raises(ValueError, match="cross-process"):
-        _demo.worker_kind(polysync.get_context("thread"), "process")
+        demo.worker_kind(polysync.get_context("thread"), "process")
