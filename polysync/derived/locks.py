@@ -8,8 +8,8 @@ between (a Lock that records its holder must run its own code on every acquire).
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable
+from threading import get_ident
 
 from polysync import errors
 from polysync.derived import liveness
@@ -166,16 +166,17 @@ class DerivedRLock:
 
     def _mine(self) -> bool:
         c = self._cells
-        return c[_OWNER_TID] == threading.get_ident() and c[_OWNER] == liveness.identity()
+        return c[_OWNER_TID] == get_ident() and c[_OWNER] == liveness.identity()
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         c = self._cells
-        if self._mine():
+        tid = get_ident()
+        if c[_OWNER_TID] == tid and c[_OWNER] == liveness.identity():
             c[_COUNT] += 1
             return True
         if not self._take(blocking, timeout):
             return False
-        c[_OWNER_TID] = threading.get_ident()
+        c[_OWNER_TID] = tid
         c[_COUNT] = 1
         return True
 
@@ -198,9 +199,9 @@ class DerivedRLock:
             self._sem.release()
 
     def release(self) -> None:
-        if not self._mine():
-            raise errors.rlock_not_owned()
         c = self._cells
+        if c[_OWNER_TID] != get_ident() or c[_OWNER] != liveness.identity():
+            raise errors.rlock_not_owned()
         depth = c[_COUNT] - 1
         if depth:
             c[_COUNT] = depth
@@ -218,7 +219,7 @@ class DerivedRLock:
     def acquire_restore(self, state: object) -> None:
         assert isinstance(state, int)
         self._take(True, None)
-        self._cells[_OWNER_TID] = threading.get_ident()
+        self._cells[_OWNER_TID] = get_ident()
         self._cells[_COUNT] = state
 
     def is_owned(self) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 
 from polysync import errors
 from polysync.derived import liveness
-from polysync.kernel import Cells, SemaphoreKernel
+from polysync.kernel import Cells, SemaphoreKernel, TimedAcquire
 
 #: Seconds between checks, by a blocked acquirer, that the holder is still alive.
 RECOVERY_INTERVAL = 0.25
@@ -23,7 +25,7 @@ class OwnerWatch:
     one: the lock changes hands without ever being free, so two waiters cannot both get it.
     """
 
-    __slots__ = ("_cell", "_cells", "_mutex", "_sem", "owner_died")
+    __slots__ = ("_cell", "_cells", "_mutex", "_sem", "_try", "owner_died")
 
     def __init__(self, sem: SemaphoreKernel, mutex: SemaphoreKernel, cells: Cells, cell: int):
         self._sem = sem
@@ -31,16 +33,19 @@ class OwnerWatch:
         self._cells = cells
         self._cell = cell
         self.owner_died = False
+        # The uncontended acquire tries first, by the semaphore's raw call where it has one.
+        self._try: Callable[[], bool] = (
+            functools.partial(sem.acquire_within, 0.0)
+            if isinstance(sem, TimedAcquire)
+            else functools.partial(sem.acquire, False, None)
+        )
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         """Take the semaphore (or the dead holder's place) and record this process as holder."""
-        if not blocking or timeout == 0:
-            got = self._sem.acquire(False, None)
-        else:
-            got = self._wait(timeout)
-        if got:
+        if self._try() or (blocking and timeout != 0 and self._wait(timeout)):
             self._cells[self._cell] = liveness.identity()
-        return got
+            return True
+        return False
 
     def _wait(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -13,8 +13,8 @@ import posix_ipc
 from polysync import derived
 from polysync.backends.posix import tracker as _tracker
 from polysync.backends.posix.kernels import (
-    PosixCells,
     PosixLock,
+    PosixSegment,
     PosixSemaphore,
     SemLockPosixLock,
     semlock,
@@ -54,6 +54,8 @@ class PosixBackend(BaseBackend):
             )
         super().__init__(recover_locks=recover_locks)
         self.recover_locks = recover_locks
+        # The mapped segments of the cells handed out, by id of their view.
+        self._segments: dict[int, PosixSegment] = {}
 
     @property
     def cleanup_bound(self) -> float:
@@ -131,11 +133,15 @@ class PosixBackend(BaseBackend):
         except BaseException:
             segment.close()
             raise
-        return PosixCells(segment, nbytes // 8, hook), created
+        mapped = PosixSegment(segment, nbytes // 8, hook)
+        # Dict operations alone, no lock: a GC finalizer may close cells in any thread.
+        self._segments[id(mapped.view)] = mapped
+        return mapped.view, created
 
     def close_cells(self, cells: Cells) -> None:
-        assert isinstance(cells, PosixCells)
-        cells.close()
+        mapped = self._segments.pop(id(cells), None)
+        if mapped is not None:
+            mapped.close()
 
     def unlink(self, name: ObjectName) -> bool:
         pname = posix_name(name)

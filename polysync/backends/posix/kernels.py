@@ -117,28 +117,22 @@ class PosixSemaphore:
             self._on_close = None
 
 
-class PosixCells:
-    """Shared 64-bit cells in a POSIX shared-memory segment."""
+class PosixSegment:
+    """A mapped shared-memory segment; its cells are a memoryview of signed 64-bit ints.
 
-    __slots__ = ("_map", "_on_close", "_view")
+    The view itself is what the derived kernels index (in C, with no frame of ours);
+    this object keeps what closing it needs.
+    """
+
+    __slots__ = ("_map", "_on_close", "view")
 
     def __init__(self, segment: mmap.mmap, size: int, on_close: Any = None) -> None:
         self._map = segment
-        self._view = memoryview(segment).cast("q")[:size]
+        self.view = memoryview(segment).cast("q")[:size]
         self._on_close = on_close
 
-    def __getitem__(self, index: int) -> int:
-        value: int = self._view[index]
-        return value
-
-    def __setitem__(self, index: int, value: int) -> None:
-        self._view[index] = value
-
-    def __len__(self) -> int:
-        return len(self._view)
-
     def close(self) -> None:
-        self._view.release()
+        self.view.release()
         self._map.close()
         if self._on_close is not None:
             self._on_close()
