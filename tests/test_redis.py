@@ -1,4 +1,4 @@
-"""The redis backend against real, private redis-server processes (see redis_support.py)."""
+"""The redis backend against real, private redis-server processes (see redis_servers/)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from polysync.testing import (
 from polysync.testing.suite import PROMPT, Child
 
 from .conftest import collected_while_holding
-from .redis_support import RedisServer, wait_for
+from .redis_servers import RedisServer, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -745,7 +745,7 @@ def test_no_keys_command_anywhere() -> None:
 
 def test_tls_url(tmp_path: Any) -> None:
     """rediss:// with the server's CA: the whole path runs over TLS."""
-    from .redis_support import free_port
+    from .redis_servers import free_port
 
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     made = subprocess.run(
@@ -802,7 +802,7 @@ def test_tls_url(tmp_path: Any) -> None:
 
 
 def test_unreachable_cluster_is_a_clear_error() -> None:
-    from .redis_support import free_port
+    from .redis_servers import free_port
 
     with pytest.raises(polysync.BackendConnectionError, match="cannot be reached"):
         polysync.get_context("redis", url=f"redis://127.0.0.1:{free_port()}/0", cluster=True)

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from . import redis_support as rs
-from .redis_support import (
+from . import redis_servers as rs
+from .redis_servers import (
     RedisCluster,
     RedisSentinel,
     RedisServer,
     RedisSupportError,
     RespConnection,
     RespError,
+    fixtures,
     pid_alive,
+    processes,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,7 +231,7 @@ def test_every_process_is_gone_after_stop() -> None:
     sentinel.stop()
     assert all(_gone(p) for p in pids)
     assert not set(pids) & set(rs.live_pids())
-    assert all(rs._port_free(p) for p in ports)
+    assert all(processes._port_free(p) for p in ports)
     assert all(d is not None and not d.exists() for d in dirs)
 
 
@@ -277,7 +279,7 @@ ctypes.CDLL(None, use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
 child = subprocess.Popen(
     [sys.executable, "-c",
      "import sys, time; sys.path.insert(0, sys.argv[1]);"
-     "from tests.redis_support import RedisServer;"
+     "from tests.redis_servers import RedisServer;"
      "s = RedisServer().start(); print(s.pid, s.dir, flush=True); time.sleep(60)",
      sys.argv[1]],
     stdout=subprocess.PIPE, text=True,
@@ -320,7 +322,9 @@ def test_a_server_dies_with_the_process_that_started_it() -> None:
 
 @pytest.mark.timeout(30)
 def test_missing_binary_skips_or_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rs, "find_binary", lambda name: None)
+    # Where each module looks the binaries up: require_redis and the start of a server.
+    monkeypatch.setattr(fixtures, "find_binary", lambda name: None)
+    monkeypatch.setattr(processes, "find_binary", lambda name: None)
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="redis-server not installed"):
         rs.require_redis()
