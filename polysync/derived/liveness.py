@@ -11,7 +11,6 @@ import os
 
 _PID_BITS = 23
 _PID_MASK = (1 << _PID_BITS) - 1
-_own: int | None = None
 _pid = os.getpid()
 
 
@@ -29,13 +28,19 @@ def _start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def _identity_of_this_process() -> int:
+    pid = os.getpid()
+    return pid | ((_start_time(pid) or 0) << _PID_BITS)
+
+
+#: This process's identity (never 0), kept current across fork: read it as
+#: ``liveness.own`` on a hot path, where a call to :func:`identity` would cost a frame.
+own = _identity_of_this_process()
+
+
 def identity() -> int:
     """This process's identity (never 0)."""
-    global _own
-    if _own is None:
-        pid = os.getpid()
-        _own = pid | ((_start_time(pid) or 0) << _PID_BITS)
-    return _own
+    return own
 
 
 def pid_of(ident: int) -> int:
@@ -64,9 +69,9 @@ def current_pid() -> int:
 
 
 def _after_fork() -> None:
-    global _own, _pid
-    _own = None
+    global own, _pid
     _pid = os.getpid()
+    own = _identity_of_this_process()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork

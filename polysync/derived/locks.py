@@ -7,6 +7,7 @@ between (a Lock that records its holder must run its own code on every acquire).
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Callable
 from threading import get_ident
@@ -144,10 +145,12 @@ class DerivedRLock:
     """A binary semaphore plus (owner process identity, owner thread, depth) in cells.
 
     On a backend declaring ``OWNER_DEATH`` a blocked acquirer takes the lock over from
-    an owner process that died (see :class:`~polysync.derived.owner.OwnerWatch`).
+    an owner process that died (see :class:`~polysync.derived.owner.OwnerWatch`). The
+    uncontended acquire and release are written out in one frame each: they are the hot
+    path of every RLock and every Condition.
     """
 
-    __slots__ = ("_block", "_cells", "_sem", "_watch")
+    __slots__ = ("_block", "_cells", "_post", "_sem", "_try", "_watch")
 
     def __init__(self, block: Block) -> None:
         assert block.cells is not None
@@ -159,48 +162,53 @@ class DerivedRLock:
             if _watches_owner(block)
             else None
         )
+        sem = self._sem
+        self._try: Callable[[], bool] = (
+            functools.partial(sem.acquire_within, 0.0)
+            if isinstance(sem, TimedAcquire)
+            else functools.partial(sem.acquire, False, None)
+        )
+        self._post = sem.release
 
     @property
     def owner_died(self) -> bool:
         return self._watch is not None and self._watch.owner_died
 
-    def _mine(self) -> bool:
-        c = self._cells
-        return c[_OWNER_TID] == get_ident() and c[_OWNER] == liveness.identity()
-
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         c = self._cells
         tid = get_ident()
-        if c[_OWNER_TID] == tid and c[_OWNER] == liveness.identity():
+        me = liveness.own
+        if c[_OWNER_TID] == tid and c[_OWNER] == me:
             c[_COUNT] += 1
             return True
-        if not self._take(blocking, timeout):
+        if not self._try() and not (blocking and timeout != 0 and self._wait(timeout)):
             return False
+        # Recorded right after the semaphore is taken: a recorded owner holds it.
+        c[_OWNER] = me
         c[_OWNER_TID] = tid
         c[_COUNT] = 1
         return True
 
-    def _take(self, blocking: bool, timeout: float | None) -> bool:
+    def acquire_forever(self) -> object:
+        return self.acquire(True, None)
+
+    def _wait(self, timeout: float | None) -> bool:
         if self._watch is not None:
-            return self._watch.acquire(blocking, timeout)
-        if not self._sem.acquire(blocking, timeout):
-            return False
-        self._cells[_OWNER] = liveness.identity()
-        return True
+            return self._watch.acquire(True, timeout)
+        return self._sem.acquire(True, timeout)
 
     def _drop(self) -> None:
         c = self._cells
         c[_COUNT] = 0
         c[_OWNER_TID] = 0
+        c[_OWNER] = 0  # cleared right before the post: a recorded owner holds it
         if self._watch is not None:
-            self._watch.clear_and_post()
-        else:
-            c[_OWNER] = 0
-            self._sem.release()
+            self._watch.owner_died = False
+        self._post()
 
     def release(self) -> None:
         c = self._cells
-        if c[_OWNER_TID] != get_ident() or c[_OWNER] != liveness.identity():
+        if c[_OWNER_TID] != get_ident() or c[_OWNER] != liveness.own:
             raise errors.rlock_not_owned()
         depth = c[_COUNT] - 1
         if depth:
@@ -218,15 +226,15 @@ class DerivedRLock:
 
     def acquire_restore(self, state: object) -> None:
         assert isinstance(state, int)
-        self._take(True, None)
-        self._cells[_OWNER_TID] = get_ident()
+        self.acquire(True, None)
         self._cells[_COUNT] = state
 
     def is_owned(self) -> bool:
-        return self._mine()
+        c = self._cells
+        return c[_OWNER_TID] == get_ident() and c[_OWNER] == liveness.own
 
     def recursion_level(self) -> int:
-        return self._cells[_COUNT] if self._mine() else 0
+        return self._cells[_COUNT] if self.is_owned() else 0
 
     def statistics(self) -> KernelState:
         c = self._cells
