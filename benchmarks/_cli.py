@@ -1,6 +1,6 @@
 """The command line both suites share: their options, the sections chosen, the run's sizes.
 
-``run.py`` and ``redis_run.py`` take the same options (``--quick``, ``--json``,
+``posix_run.py`` and ``redis_run.py`` take the same options (``--quick``, ``--json``,
 ``--only``, ``--samples``, ``--iters``, ``-v``), differ only in their pinning switch and
 defaults, and size a run with the same :class:`Config` fields.
 """

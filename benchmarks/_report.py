@@ -1,7 +1,7 @@
 """Reports the suites' results: figures, tables, ratios, contended summaries, targets, JSON.
 
-Both command lines (``run.py`` and ``redis_run.py``) print through these helpers, so their
-tables, ratio rows, ``targets`` block, closing line and JSON document share one layout.
+Both command lines (``posix_run.py`` and ``redis_run.py``) print through these helpers, so
+their tables, ratio rows, ``targets`` block, closing line and JSON document share one layout.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The timed loops both suites' workloads share: A's batches, B1, B2 and C's rounds.
 
-``_measure`` (posix) and ``redis_measure`` make their systems' objects and participants
+``posix_measure`` and ``redis_measure`` make their systems' objects and participants
 differently, but time them with the same loops, kept here: section A's self-calibrated
 batches, B1's hand-off rounds, B2's ping-pong rounds, and C's worker loop and the tally
 of the workers' stamps.

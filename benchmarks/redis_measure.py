@@ -5,7 +5,7 @@ deadline) and forks its own participants. Participants coordinate through an ano
 shared ``mmap`` (inherited by fork), never through the lock under test or the server.
 Every blocking call has a timeout of :data:`redis_peers.TIMEOUT` seconds.
 
-Unlike ``_measure`` (posix), the participants here never busy-wait for each other outside
+Unlike ``posix_measure``, the participants here never busy-wait for each other outside
 the timed window: the Redis server is a third process that needs a CPU too, so waits
 between rounds sleep in short steps.
 """
@@ -46,9 +46,9 @@ def _await(view: memoryview, index: int, value: int, timeout: float = TIMEOUT) -
 
 
 def _fork(target: Callable[..., object], *args: object) -> Any:
-    import _peers
+    import posix_peers
 
-    return _peers.fork_process(target, *args)
+    return posix_peers.fork_process(target, *args)
 
 
 def diagnosable() -> None:
@@ -187,7 +187,7 @@ def handoff(
     cpus: tuple[int, int] | None,
     seed: int,
 ) -> dict[str, Any]:
-    """B1 through the server at *url*, as :func:`_measure.handoff`: latencies in µs.
+    """B1 through the server at *url*, as :func:`posix_measure.handoff`: latencies in µs.
 
     A sleeps through the bulk of its hold (see :func:`_hold`) instead of spinning.
     """

@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -37,11 +36,8 @@ import _harness
 import _report
 import redis_measure as rm
 import redis_peers as rp
+from _redis_server import RedisServer, RedisServerError, redis_version
 from redis_peers import LABELS, NOLOCK, PEERS, POLL_INTERVAL, POLYSYNC, PRL, REDIS_PY, TOKEN
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # for tests.redis_support (the private server)
 
 #: The peers' distributions (what to pip install) by the module each one imports.
 PEER_MODULES: dict[str, tuple[str, str]] = {
@@ -372,16 +368,16 @@ def probe_polysync(url: str) -> tuple[bool, str]:
     return False, lines[-1] if lines else outcome.status
 
 
-def leftover_keys(server: Any) -> dict[str, Any]:
+def leftover_keys(server: RedisServer) -> dict[str, Any]:
     """The keys still in the server: the peers' (``psbench``), others with and without TTL.
 
     polysync's anonymous objects expire a while after their last user is gone, so keys
     with a TTL are expected; a key of polysync's without one outlives every process.
     """
-    with server.connect(timeout=10.0) as conn:
-        keys = conn.command("KEYS", "*")
+    with server.connect(timeout=10.0) as client:
+        keys = [k.decode(errors="backslashreplace") for k in client.keys("*")]
         other = [k for k in keys if rp.PREFIX not in k]
-        persistent = sorted(k for k in other if conn.command("PTTL", k) == -1)
+        persistent = sorted(k for k in other if client.pttl(k) == -1)
     return {
         "peers": len(keys) - len(other),
         "expiring": len(other) - len(persistent),
@@ -398,8 +394,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = make_config(args)
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _on_sigterm)
-    from tests.redis_support import RedisServer, RedisSupportError, redis_version
-
     print(
         f"{_report.banner('polysync Redis benchmarks', cfg.quick)}, "
         f"redis-server {redis_version() or '(not installed)'}; "
@@ -414,15 +408,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             versions.append(f"{dist} {importlib.metadata.version(dist)}")
     print("peers: " + ", ".join(versions))
 
-    server = RedisServer(name="redis-bench")
+    server = RedisServer()
     try:
-        try:
-            server.start()
-        except RedisSupportError as exc:
-            print(f"cannot start the private redis-server: {exc}", file=sys.stderr)
-            return 2
+        server.start()
+    except RedisServerError as exc:
+        print(f"cannot start the private redis-server: {exc}", file=sys.stderr)
+        return 2
+    with server:  # stopped on the way out, also after an error, Ctrl-C or SIGTERM
         url = server.url
-        print(f"private redis-server on {url} (pid {server.pid})")
+        print(f"private redis-server {server.version} on {url} (pid {server.pid})")
         polysync_ok, detail = probe_polysync(url)
         if polysync_ok:
             print(f"polysync redis: available ({detail})")
@@ -448,8 +442,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             unknown = _report.NO_FIGURE if polysync_ok else "UNKNOWN (polysync redis absent)"
             _report.print_targets(found, unknown)
         keys_left = leftover_keys(server)
-    finally:
-        server.stop()
     failures = _report.job_failures(results)
     elapsed = time.perf_counter() - started
     status = 1 if counter_fails or failures else 0
@@ -462,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  key without a TTL (not a peer's; a leak?): {key}")
     if args.json:
         meta = {
-            "redis_server": redis_version(),
+            "redis_server": server.version,
             "peers": versions,
             "polysync_redis": {"available": polysync_ok, "detail": detail},
         }
@@ -474,6 +466,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # the jobs and the server are already stopped (finally)
+    except KeyboardInterrupt:  # the jobs and the server are already stopped (with/finally)
         print("\ninterrupted: every job and the private redis-server are stopped", file=sys.stderr)
         sys.exit(130)

@@ -80,6 +80,15 @@ def make_lock(system: str) -> Any:
     raise ValueError(f"no Lock for {system!r}")
 
 
+def make_rlock(system: str) -> Any:
+    """An RLock of *system* (raw posix_ipc has none)."""
+    if system == POLYSYNC:
+        return polysync_context().RLock()
+    if system == MP:
+        return _FORK.RLock()
+    raise ValueError(f"no RLock for {system!r}")
+
+
 def make_semaphore(system: str, value: int) -> Any:
     """A Semaphore of *system* starting at *value*."""
     if system == POLYSYNC:

@@ -1,6 +1,6 @@
 """The benchmark suite's command line: runs the sections, reports tables, ratios, targets, JSON.
 
-Usage: ``python benchmarks/run.py [--quick] [--json PATH] [--only A,B1,B2,C]``.
+Usage: ``python benchmarks/posix_run.py [--quick] [--json PATH] [--only A,B1,B2,C]``.
 polysync's posix backend, multiprocessing (fork context) and a raw posix_ipc semaphore
 are measured side by side in this one run; the ratios ``polysync / peer`` are the figures
 to compare across machines (absolute figures drift). See ``benchmarks/README.md``.
@@ -22,13 +22,13 @@ from typing import Any
 
 import _cli
 import _harness
-import _measure
-import _peers
 import _report
+import posix_measure
+import posix_peers
 from _cli import SECTIONS, Config
 from _report import pin_text as _pin_text
 
-POLY, MP, RAW, NOLOCK = _peers.POLYSYNC, _peers.MP, _peers.RAW, _peers.NOLOCK
+POLY, MP, RAW, NOLOCK = posix_peers.POLYSYNC, posix_peers.MP, posix_peers.RAW, posix_peers.NOLOCK
 VS_MP = "polysync / multiprocessing"
 VS_RAW = "polysync / raw posix_ipc"
 
@@ -67,7 +67,7 @@ _our_pids: set[int] = set()
 
 def _job_with_pids(fn: Callable[..., Any], /, **kwargs: Any) -> dict[str, Any]:
     """Inside a job: run *fn* and return its value with the pids of the job's processes."""
-    return {"value": fn(**kwargs), "pids": _peers.started_pids()}
+    return {"value": fn(**kwargs), "pids": posix_peers.started_pids()}
 
 
 def _unwrap(outcome: _harness.Outcome) -> Any:
@@ -85,7 +85,7 @@ def with_pids(fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
 
 
 #: :func:`_harness.run_cells` with this suite's labels, collecting the pids of every job.
-run_cells = functools.partial(_harness.run_cells, labels=_peers.LABELS, unwrap=_unwrap)
+run_cells = functools.partial(_harness.run_cells, labels=posix_peers.LABELS, unwrap=_unwrap)
 
 
 # -- sections ----------------------------------------------------------------------------
@@ -100,33 +100,34 @@ def vs_peers(us: dict[str, dict[str, float | None]], cols: Sequence[str]) -> dic
 
 
 def section_a(cfg: Config, verbose: bool) -> dict[str, Any]:
-    cols = _measure.A_COLUMNS
-    jobs = [(s, c) for s, cs in _measure.A_SYSTEMS.items() for c in cs]
+    cols = posix_measure.A_COLUMNS
+    jobs = [(s, c) for s, cs in posix_measure.A_SYSTEMS.items() for c in cs]
     # One trial per job, the trials of all cells interleaved (see run_cells).
     cells = run_cells(
         "A",
         jobs,
         cfg.a_trials,
-        with_pids(_measure.uncontended),
+        with_pids(posix_measure.uncontended),
         lambda s, c: 60.0,
         lambda s, c, rep: {"system": s, **cfg.uncontended_job(c)},
         verbose,
     )
     us = {
         s: {c: _report.median_or_none(cells.pooled(s, c, "trials_us")) for c in cols}
-        for s in _measure.A_SYSTEMS
+        for s in posix_measure.A_SYSTEMS
     }
     ratios = vs_peers(us, cols)
     header = [
         "system",
         "Lock",
-        f"Lock(timeout={_measure.TIMEOUT:g})",
+        f"Lock(timeout={posix_measure.TIMEOUT:g})",
+        "RLock",
         "Semaphore",
         "Event set+clear+is_set",
         "Condition acq+notify+rel",
         "Barrier(1).wait",
     ]
-    rows = _report.grid_rows(cells, _measure.A_SYSTEMS, cols, us, _peers.LABELS)
+    rows = _report.grid_rows(cells, posix_measure.A_SYSTEMS, cols, us, posix_peers.LABELS)
     title = (
         f"A. Uncontended, one process (µs per pair, median of {cfg.a_trials} trials "
         f"of ~{cfg.a_batch_s:g} s batches)"
@@ -140,7 +141,7 @@ def section_a(cfg: Config, verbose: bool) -> dict[str, Any]:
 
 
 def section_b1(cfg: Config, verbose: bool) -> dict[str, Any]:
-    systems = _measure.B1_SYSTEMS
+    systems = posix_measure.B1_SYSTEMS
     per_rep = math.ceil(cfg.b1_samples / cfg.reps)
     per_sample_s = (cfg.b1_settle_us + cfg.b1_phase_us) / 1e6 + 0.002
     deadline = 20.0 + (per_rep + cfg.b1_warmup) * per_sample_s * 3
@@ -148,7 +149,7 @@ def section_b1(cfg: Config, verbose: bool) -> dict[str, Any]:
         "B1",
         [(s, "Lock") for s in systems],
         cfg.reps,
-        with_pids(_measure.handoff),
+        with_pids(posix_measure.handoff),
         lambda s, c: deadline,
         lambda s, c, rep: {"system": s, **cfg.handoff_job(per_rep, cfg.b1_phase_us, rep)},
         verbose,
@@ -175,25 +176,25 @@ def section_b1(cfg: Config, verbose: bool) -> dict[str, Any]:
 
 
 def section_b2(cfg: Config, verbose: bool) -> dict[str, Any]:
-    cols = _measure.B2_COLUMNS
-    jobs = [(s, c) for s, cs in _measure.B2_SYSTEMS.items() for c in cs]
+    cols = posix_measure.B2_COLUMNS
+    jobs = [(s, c) for s, cs in posix_measure.B2_SYSTEMS.items() for c in cs]
     per_rep = math.ceil(cfg.b2_rounds / cfg.reps)
     cells = run_cells(
         "B2",
         jobs,
         cfg.reps,
-        with_pids(_measure.pingpong),
+        with_pids(posix_measure.pingpong),
         lambda s, c: 30.0,
         lambda s, c, rep: {"system": s, **cfg.pingpong_job(c, per_rep)},
         verbose,
     )
     us = {
         s: {c: _report.median_or_none(cells.pooled(s, c, "us")) for c in cols}
-        for s in _measure.B2_SYSTEMS
+        for s in posix_measure.B2_SYSTEMS
     }
     ratios = vs_peers(us, cols)
     header = ["system", "Event", "Semaphore", "Condition", "Barrier(2) cycle"]
-    rows = _report.grid_rows(cells, _measure.B2_SYSTEMS, cols, us, _peers.LABELS)
+    rows = _report.grid_rows(cells, posix_measure.B2_SYSTEMS, cols, us, posix_peers.LABELS)
     title = (
         "B2. Ping-pong between two busy processes (µs one-way = round trip / 2; Barrier: µs "
         f"per cycle; median of {per_rep * cfg.reps} rounds; {pin_text(cfg)})"
@@ -207,7 +208,7 @@ def section_b2(cfg: Config, verbose: bool) -> dict[str, Any]:
 
 
 def section_c(cfg: Config, verbose: bool) -> tuple[dict[str, Any], list[str]]:
-    systems = _measure.C_SYSTEMS
+    systems = posix_measure.C_SYSTEMS
     cols = [f"N={n}" for n in cfg.c_procs]
     # Generous: a lock that hands over on every acquisition may run 50x slower than the peers.
     worker_timeout = 60.0 if not cfg.quick else 25.0
@@ -215,7 +216,7 @@ def section_c(cfg: Config, verbose: bool) -> tuple[dict[str, Any], list[str]]:
         "C",
         [(s, c) for s in systems for c in cols],
         cfg.reps,
-        with_pids(_measure.contended),
+        with_pids(posix_measure.contended),
         lambda s, c: worker_timeout + 15.0,
         lambda s, c, rep: {"system": s, **cfg.contended_job(c, worker_timeout)},
         verbose,
@@ -276,8 +277,8 @@ def wait_for_cleanup(before: set[str], tracker_id: str | None, seconds: float) -
     while True:
         left = sorted(
             n
-            for n in _peers.shm_entries() - before
-            if _peers.created_by_us(n, tracker_id, _our_pids)
+            for n in posix_peers.shm_entries() - before
+            if posix_peers.created_by_us(n, tracker_id, _our_pids)
         )
         if not left or time.monotonic() > end:
             return left
@@ -288,12 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = make_config(args)
     started = time.perf_counter()
-    before = _peers.shm_entries()
+    before = posix_peers.shm_entries()
     print(
         f"{_report.banner('polysync benchmarks', cfg.quick)}; sections {','.join(args.sections)}\n"
     )
-    tracker_lock = _peers.start_polysync_tracker()
-    tracker_id = _peers.polysync_tracker_id()
+    tracker_lock = posix_peers.start_polysync_tracker()
+    tracker_id = posix_peers.polysync_tracker_id()
     if cfg.warmup_s:
         _harness.warm_up(cfg.warmup_s)
     results: dict[str, Any] = {}

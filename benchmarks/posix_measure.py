@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import _peers
 import _timing as t
+import posix_peers
 from _timing import pin
 
 #: Seconds any single blocking call may wait before the measurement fails.
@@ -62,36 +62,39 @@ def _join_all(procs: list[Any], timeout: float) -> None:
 
 # -- A. uncontended ----------------------------------------------------------------------
 
-A_COLUMNS = ("Lock", "Lock timeout=", "Semaphore", "Event", "Condition", "Barrier(1)")
+A_COLUMNS = ("Lock", "Lock timeout=", "RLock", "Semaphore", "Event", "Condition", "Barrier(1)")
 A_SYSTEMS: dict[str, tuple[str, ...]] = {
-    _peers.MP: A_COLUMNS,
-    _peers.RAW: ("Lock", "Lock timeout=", "Semaphore"),
-    _peers.POLYSYNC: A_COLUMNS,
+    posix_peers.MP: A_COLUMNS,
+    posix_peers.RAW: ("Lock", "Lock timeout=", "Semaphore"),
+    posix_peers.POLYSYNC: A_COLUMNS,
 }
 
 
 def _a_batch(system: str, column: str) -> tuple[Callable[[int], int], list[Any]]:
     """The batch runner ``n -> ns`` of one cell, and the objects to keep alive meanwhile."""
     if column in ("Lock", "Lock timeout="):
-        lock = _peers.make_lock(system)
+        lock = posix_peers.make_lock(system)
         if column == "Lock":
             return functools.partial(t.loop2, lock.acquire, lock.release), [lock]
-        if system == _peers.RAW:
+        if system == posix_peers.RAW:
             timed = functools.partial(lock.acquire, TIMEOUT)
         else:
             timed = functools.partial(lock.acquire, True, TIMEOUT)
         return functools.partial(t.loop2, timed, lock.release), [lock]
+    if column == "RLock":
+        rlock = posix_peers.make_rlock(system)
+        return functools.partial(t.loop2, rlock.acquire, rlock.release), [rlock]
     if column == "Semaphore":
-        sem = _peers.make_semaphore(system, 1)
+        sem = posix_peers.make_semaphore(system, 1)
         return functools.partial(t.loop2, sem.acquire, sem.release), [sem]
     if column == "Event":
-        ev = _peers.make_event(system)
+        ev = posix_peers.make_event(system)
         return functools.partial(t.loop3, ev.set, ev.clear, ev.is_set), [ev]
     if column == "Condition":
-        cond = _peers.make_condition(system)
+        cond = posix_peers.make_condition(system)
         return functools.partial(t.loop3, cond.acquire, cond.notify, cond.release), [cond]
     if column == "Barrier(1)":
-        barrier = _peers.make_barrier(system, 1)
+        barrier = posix_peers.make_barrier(system, 1)
         return functools.partial(t.loop1, functools.partial(barrier.wait, TIMEOUT)), [barrier]
     raise ValueError(column)
 
@@ -106,12 +109,12 @@ def uncontended(system: str, column: str, batch_seconds: float, trials: int) -> 
 
 # -- B1. hand-off to a parked waiter -----------------------------------------------------
 
-B1_SYSTEMS = (_peers.MP, _peers.RAW, _peers.POLYSYNC)
+B1_SYSTEMS = (posix_peers.MP, posix_peers.RAW, posix_peers.POLYSYNC)
 
 
 def _b1_waiter(system: str, lock: Any, view: memoryview, rounds: int, cpu: int | None) -> None:
     pin(cpu)
-    acquire = _peers.timed_acquire(system, lock, TIMEOUT)
+    acquire = posix_peers.timed_acquire(system, lock, TIMEOUT)
     t.b1_waiter(view, rounds, acquire, lock.release, _wait_cell)
 
 
@@ -131,9 +134,9 @@ def handoff(
     """
     rounds = warmup + samples
     segment, view = t.shared(t.b1_cells(rounds))
-    lock = _peers.make_lock(system)
-    acquire = _peers.timed_acquire(system, lock, TIMEOUT)
-    waiter = _peers.fork_process(
+    lock = posix_peers.make_lock(system)
+    acquire = posix_peers.timed_acquire(system, lock, TIMEOUT)
+    waiter = posix_peers.fork_process(
         _b1_waiter, system, lock, view, rounds, None if cpus is None else cpus[1]
     )
     pin(None if cpus is None else cpus[0])
@@ -156,9 +159,9 @@ def handoff(
 
 B2_COLUMNS = ("Event", "Semaphore", "Condition", "Barrier(2)")
 B2_SYSTEMS: dict[str, tuple[str, ...]] = {
-    _peers.MP: B2_COLUMNS,
-    _peers.RAW: ("Semaphore",),
-    _peers.POLYSYNC: B2_COLUMNS,
+    posix_peers.MP: B2_COLUMNS,
+    posix_peers.RAW: ("Semaphore",),
+    posix_peers.POLYSYNC: B2_COLUMNS,
 }
 
 
@@ -169,7 +172,7 @@ def _pp_event_pong(ping: Any, pong: Any, rounds: int, cpu: int | None) -> None:
 
 def _pp_semaphore_pong(system: str, ping: Any, pong: Any, rounds: int, cpu: int | None) -> None:
     pin(cpu)
-    acquire = _peers.timed_acquire(system, ping, TIMEOUT)
+    acquire = posix_peers.timed_acquire(system, ping, TIMEOUT)
     release = pong.release
     for _ in range(rounds):
         acquire()
@@ -203,28 +206,31 @@ def pingpong(
     other: Any = None
     try:
         if column == "Event":
-            ping, pong = _peers.make_event(system), _peers.make_event(system)
+            ping, pong = posix_peers.make_event(system), posix_peers.make_event(system)
             keep += [ping, pong]
-            other = _peers.fork_process(_pp_event_pong, ping, pong, total, theirs)
+            other = posix_peers.fork_process(_pp_event_pong, ping, pong, total, theirs)
             pin(mine)
             t.event_ping(ping, pong, stamps)
         elif column == "Semaphore":
-            ping, pong = _peers.make_semaphore(system, 0), _peers.make_semaphore(system, 0)
+            ping, pong = (
+                posix_peers.make_semaphore(system, 0),
+                posix_peers.make_semaphore(system, 0),
+            )
             keep += [ping, pong]
-            other = _peers.fork_process(_pp_semaphore_pong, system, ping, pong, total, theirs)
+            other = posix_peers.fork_process(_pp_semaphore_pong, system, ping, pong, total, theirs)
             pin(mine)
-            t.signal_ping(ping.release, _peers.timed_acquire(system, pong, TIMEOUT), stamps)
+            t.signal_ping(ping.release, posix_peers.timed_acquire(system, pong, TIMEOUT), stamps)
         elif column == "Condition":
-            cond = _peers.make_condition(system)
+            cond = posix_peers.make_condition(system)
             keep.append(cond)
-            other = _peers.fork_process(_pp_condition_pong, cond, view, total, theirs)
+            other = posix_peers.fork_process(_pp_condition_pong, cond, view, total, theirs)
             pin(mine)
             with cond:
                 t.condition_ping(cond, view, stamps)
         elif column == "Barrier(2)":
-            barrier = _peers.make_barrier(system, 2)
+            barrier = posix_peers.make_barrier(system, 2)
             keep.append(barrier)
-            other = _peers.fork_process(_pp_barrier_pong, barrier, total, theirs)
+            other = posix_peers.fork_process(_pp_barrier_pong, barrier, total, theirs)
             pin(mine)
             t.barrier_ping(barrier, stamps)
         else:
@@ -241,24 +247,28 @@ def pingpong(
 
 # -- C. contended ------------------------------------------------------------------------
 
-C_SYSTEMS = (_peers.MP, _peers.RAW, _peers.POLYSYNC, _peers.NOLOCK)
+C_SYSTEMS = (posix_peers.MP, posix_peers.RAW, posix_peers.POLYSYNC, posix_peers.NOLOCK)
 
 
 def _c_worker(
     system: str, lock: Any, view: memoryview, me: int, iters: int, timeout: float
 ) -> None:
-    calls = None if lock is None else (_peers.timed_acquire(system, lock, TIMEOUT), lock.release)
+    calls = (
+        None if lock is None else (posix_peers.timed_acquire(system, lock, TIMEOUT), lock.release)
+    )
     t.c_worker(view, me, iters, calls, lambda: _sleep_until_cell(view, t.C_GO, 1, timeout))
 
 
 def contended(system: str, procs: int, iters: int, timeout: float) -> dict[str, Any]:
     """C: *procs* processes x *iters* locked increments; throughput, exactness, owner changes."""
     segment, view = t.shared(t.c_cells(procs))
-    lock = None if system == _peers.NOLOCK else _peers.make_lock(system)
+    lock = None if system == posix_peers.NOLOCK else posix_peers.make_lock(system)
     workers: list[Any] = []
     try:
         for me in range(1, procs + 1):
-            workers.append(_peers.fork_process(_c_worker, system, lock, view, me, iters, timeout))
+            workers.append(
+                posix_peers.fork_process(_c_worker, system, lock, view, me, iters, timeout)
+            )
         for me in range(1, procs + 1):
             _sleep_until_cell(view, t.c_slot(me), 1, TIMEOUT)
         view[t.C_GO] = 1

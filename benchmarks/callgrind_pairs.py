@@ -1,0 +1,267 @@
+"""Instructions per uncontended acquire+release pair, counted by valgrind's callgrind.
+
+Usage: ``python benchmarks/callgrind_pairs.py [--n N] [--warmup W] [--json PATH]``.
+
+Timings on a shared VM drift from run to run; an instruction count does not. For each
+system a tiny Python child runs under ``valgrind --tool=callgrind`` twice: both runs do the
+same imports, set-up and W warm-up pairs, then one does N pairs and the other 2N. The
+figure is ``(I(2N) - I(N)) / N``, the instructions of one pair, with the start-up, set-up
+and shut-down cancelled out. The systems are polysync's posix Lock and RLock,
+multiprocessing's Lock and RLock (fork context), and a raw posix_ipc semaphore (a binary
+semaphore as a Lock). Every call is the bare ``acquire()`` then ``release()``, as in
+section A's ``Lock`` column of ``posix_run.py``. See ``benchmarks/README.md``.
+
+Exit status: 0 when every system was counted; 1 when a child failed; 2 when valgrind is
+missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import _report
+import posix_peers
+
+RAW = "raw"
+MP_LOCK, POLY_LOCK = "mp-lock", "polysync-lock"
+MP_RLOCK, POLY_RLOCK = "mp-rlock", "polysync-rlock"
+#: Table order; each polysync row is compared with the multiprocessing row of its primitive.
+SYSTEMS = (RAW, MP_LOCK, POLY_LOCK, MP_RLOCK, POLY_RLOCK)
+LABELS = {
+    RAW: "raw posix_ipc semaphore",
+    MP_LOCK: "multiprocessing Lock",
+    POLY_LOCK: "polysync posix Lock",
+    MP_RLOCK: "multiprocessing RLock",
+    POLY_RLOCK: "polysync posix RLock",
+}
+SAME_PRIMITIVE_IN_MP = {
+    MP_LOCK: MP_LOCK,
+    POLY_LOCK: MP_LOCK,
+    MP_RLOCK: MP_RLOCK,
+    POLY_RLOCK: MP_RLOCK,
+}
+
+#: The child run under callgrind: ``python -c CHILD <system> <pairs> <warmup>``. Both runs
+#: of a system execute exactly the same code but for the pair count of the last loop.
+CHILD = f"""
+import sys
+
+system, pairs, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if system == {RAW!r}:
+    import os, secrets, posix_ipc
+    name = "{posix_peers.PREFIX}" + str(os.getpid()) + "-" + secrets.token_hex(6)
+    lock = posix_ipc.Semaphore(name, posix_ipc.O_CREX, 0o600, 1)
+    lock.unlink()
+elif system in ({MP_LOCK!r}, {MP_RLOCK!r}):
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    lock = ctx.Lock() if system == {MP_LOCK!r} else ctx.RLock()
+elif system in ({POLY_LOCK!r}, {POLY_RLOCK!r}):
+    import polysync
+    ctx = polysync.get_context("posix")
+    lock = ctx.Lock() if system == {POLY_LOCK!r} else ctx.RLock()
+else:
+    raise SystemExit("unknown system " + system)
+
+
+def run(acquire, release, n):
+    for _ in range(n):
+        acquire()
+        release()
+
+
+run(lock.acquire, lock.release, warmup)  # the same in both runs: specialises the loop
+run(lock.acquire, lock.release, pairs)
+print("ok", system, pairs)
+"""
+
+_TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
+
+
+def valgrind_version() -> str | None:
+    path = shutil.which("valgrind")
+    if path is None:
+        return None
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or None
+
+
+def total_instructions(out_file: Path) -> int:
+    """The instruction total of a callgrind output file (its ``summary:``/``totals:`` line)."""
+    found = _TOTAL.search(out_file.read_text(errors="replace"))
+    if found is None:
+        raise ValueError(f"no summary or totals line in {out_file}")
+    return int(found.group(1))
+
+
+def count(system: str, pairs: int, warmup: int, workdir: Path, timeout: float) -> int:
+    """Instructions callgrind counts for one child doing *warmup* + *pairs* pairs."""
+    pattern = workdir / f"{system}-{pairs}.%p.out"
+    argv = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={pattern}",
+        "-q",
+        sys.executable,
+        "-c",
+        CHILD,
+        system,
+        str(pairs),
+        str(warmup),
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in both runs
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise TimeoutError(f"{system}: valgrind ran longer than {timeout:g} s") from None
+    if proc.returncode != 0 or not out.startswith(b"ok"):
+        tail = err.decode(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"{system}: child exited with {proc.returncode}: " + " | ".join(tail))
+    return total_instructions(workdir / f"{system}-{pairs}.{proc.pid}.out")
+
+
+def measure(
+    systems: Sequence[str], n: int, warmup: int, timeout: float, verbose: bool
+) -> dict[str, dict[str, Any]]:
+    """Per system: I(N), I(2N), instructions per pair, or the error that stopped it."""
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="psbench-callgrind-") as tmp:
+        for system in systems:
+            started = time.perf_counter()
+            try:
+                one = count(system, n, warmup, Path(tmp), timeout)
+                two = count(system, 2 * n, warmup, Path(tmp), timeout)
+            except (OSError, RuntimeError, ValueError) as exc:
+                results[system] = {"error": str(exc)}
+            else:
+                results[system] = {"i_n": one, "i_2n": two, "per_pair": (two - one) / n}
+            results[system]["seconds"] = time.perf_counter() - started
+            if verbose:
+                r = results[system]
+                got = r.get("error") or f"I(N) {r['i_n']:,}, I(2N) {r['i_2n']:,}"
+                print(f"  {LABELS[system]}: {got} ({r['seconds']:.1f} s)", file=sys.stderr)
+    for system, r in results.items():
+        per_pair = r.get("per_pair")
+        raw = results.get(RAW, {}).get("per_pair")
+        mp = results.get(SAME_PRIMITIVE_IN_MP.get(system, ""), {}).get("per_pair")
+        r["vs_raw"] = _report.ratio(per_pair, raw)
+        r["vs_mp"] = _report.ratio(per_pair, mp)
+    return results
+
+
+def report(results: dict[str, dict[str, Any]], n: int) -> str:
+    rows = []
+    for system, r in results.items():
+        per_pair = r.get("per_pair")
+        figure = "ERROR" if per_pair is None else f"{per_pair:,.0f}"
+        rows.append(
+            [LABELS[system], figure, _report.fmt_ratio(r["vs_raw"]), _report.fmt_ratio(r["vs_mp"])]
+        )
+    title = (
+        "Instructions per uncontended acquire()+release() pair (callgrind, "
+        f"(I(2N) - I(N)) / N, N = {n:,})"
+    )
+    header = ["system", "instructions/pair", "/ raw posix_ipc", "/ multiprocessing"]
+    notes = "".join(f"\n  ! {LABELS[s]}: {r['error']}" for s, r in results.items() if "error" in r)
+    return (
+        _report.table(title, header, rows)
+        + notes
+        + "\n  '/ multiprocessing' divides by multiprocessing's same primitive (Lock or RLock)."
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--n", type=int, default=20_000, help="N, pairs of the shorter run")
+    parser.add_argument(
+        "--warmup", type=int, default=2_000, help="pairs before the counted loop (both runs)"
+    )
+    parser.add_argument(
+        "--systems",
+        metavar="LIST",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated, from {','.join(SYSTEMS)}",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds one valgrind run may take"
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the results as JSON ('-': stdout)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="one line per system")
+    args = parser.parse_args(argv)
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in args.systems if s not in SYSTEMS]
+    if unknown:
+        parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {','.join(SYSTEMS)}")
+    if args.n < 1 or args.warmup < 0:
+        parser.error("--n must be at least 1 and --warmup at least 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    version = valgrind_version()
+    if version is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    out = sys.stderr if args.json == "-" else sys.stdout  # --json -: only JSON on stdout
+    print(
+        f"polysync callgrind pairs: Python {platform.python_version()}, {version}, "
+        f"N = {args.n:,}, warm-up {args.warmup:,} pairs",
+        file=out,
+        flush=True,
+    )
+    # polysync's cleanup tracker is started here, outside valgrind; the children find it
+    # through the environment, so neither of a system's two runs starts one.
+    tracker_lock = posix_peers.start_polysync_tracker()
+    try:
+        results = measure(args.systems, args.n, args.warmup, args.timeout, args.verbose)
+    finally:
+        tracker_lock.close()
+    elapsed = time.perf_counter() - started
+    print(report(results, args.n), file=out)
+    failed = [s for s, r in results.items() if "error" in r]
+    status = 1 if failed else 0
+    print(f"done in {elapsed:.1f} s: {len(failed)} system(s) failed", file=out)
+    if args.json:
+        document = {
+            "meta": {
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "valgrind": version,
+                "n": args.n,
+                "warmup": args.warmup,
+                "seconds": elapsed,
+                "unix_time": time.time(),
+            },
+            "results": results,
+            "exit_status": status,
+        }
+        text = json.dumps(document, indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text, encoding="utf-8")
+            print(f"JSON written to {args.json}", file=out)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
