@@ -16,11 +16,9 @@ _PRELUDE = textwrap.dedent(
     ctx = polysync.get_context({backend!r}, **{options!r})
 
     def queued(obj):  # waiters still queued: an interrupted one must not stay behind
-        kernel = obj._kernel
-        if hasattr(kernel, "_lot"):  # the derived kernels' parking lot
-            return kernel._lot.queued()
-        (queue,) = [key for key in kernel.keys if key.endswith(":q")]  # redis: a list
-        return ctx.backend.client.llen(queue)
+        waiting = obj.statistics().waiting
+        assert waiting is not None, "every backend here counts queued waiters"
+        return waiting
 
     def interrupted(fn):
         threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()

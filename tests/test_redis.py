@@ -184,14 +184,13 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.stdout.close()
 
 
-def _wait_queued(
-    server: RedisServer, queue: str, n: int, what: str, alive: Any = lambda: True
-) -> None:
-    """Wait until *queue* holds *n* waiters, while *alive* stays true."""
+def _wait_queued(obj: Any, n: int, what: str, alive: Any = lambda: True) -> None:
+    """Wait until *n* waiters are queued on *obj* (its statistics), while *alive* stays true."""
 
     def queued() -> bool:
         assert alive()
-        return int(server.command("LLEN", queue)) >= n
+        waiting: int = obj.statistics().waiting
+        return waiting >= n
 
     wait_for(queued, 10.0, what, interval=0.01)
 
@@ -207,7 +206,6 @@ def test_waiter_killed_while_queued_holds_up_the_next_for_the_claim_only(
     args = () if kind == "Lock" else (1,)
     mine = make(*args, name="q", lease=lease)
     assert mine.acquire(timeout=5)
-    queue = next(key for key in mine._kernel.keys if key.endswith(":q"))
     code = textwrap.dedent(
         f"""
         import polysync
@@ -221,7 +219,7 @@ def test_waiter_killed_while_queued_holds_up_the_next_for_the_claim_only(
     try:
         assert doomed.stdout is not None
         assert doomed.stdout.readline().strip() == "waiting"
-        _wait_queued(redis_server_fresh, queue, 1, "the doomed waiter queued")
+        _wait_queued(mine, 1, "the doomed waiter queued")
         doomed.kill()  # dies queued: the release below grants it the object
         doomed.wait(10)
         nxt = make(*args, name="q", lease=lease)
@@ -230,7 +228,7 @@ def test_waiter_killed_while_queued_holds_up_the_next_for_the_claim_only(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", polysync.OwnerDiedWarning)
             waiter.start()
-            _wait_queued(redis_server_fresh, queue, 2, "the next waiter queued", waiter.is_alive)
+            _wait_queued(mine, 2, "the next waiter queued", waiter.is_alive)
             mine.release()
             waiter.join(CLAIM + 10)
         assert got == [True]  # within the claim window, not the 60 s lease
@@ -252,8 +250,7 @@ def test_handed_off_holder_keeps_it_past_the_claim_window(
     got: list[bool] = []
     waiter = threading.Thread(target=lambda: got.append(second.acquire(timeout=10)))
     waiter.start()
-    queue = next(key for key in first._kernel.keys if key.endswith(":q"))
-    _wait_queued(redis_server_fresh, queue, 1, "the waiter queued behind the holder")
+    _wait_queued(first, 1, "the waiter queued behind the holder")
     first.release()  # handed to the waiter, leased for the claim window until confirmed
     waiter.join(10)
     assert got == [True]

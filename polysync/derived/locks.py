@@ -168,7 +168,8 @@ class DerivedRLock:
             if isinstance(sem, TimedAcquire)
             else functools.partial(sem.acquire, False, None)
         )
-        self._post = sem.release
+        #: Posts the semaphore once (a backend may bind a cheaper call here).
+        self._post: Callable[[], object] = sem.release
 
     @property
     def owner_died(self) -> bool:
@@ -188,9 +189,6 @@ class DerivedRLock:
         c[_OWNER_TID] = tid
         c[_COUNT] = 1
         return True
-
-    def acquire_forever(self) -> object:
-        return self.acquire(True, None)
 
     def _wait(self, timeout: float | None) -> bool:
         if self._watch is not None:
@@ -213,8 +211,13 @@ class DerivedRLock:
         depth = c[_COUNT] - 1
         if depth:
             c[_COUNT] = depth
-        else:
-            self._drop()
+            return
+        c[_COUNT] = 0  # _drop(), without its frame
+        c[_OWNER_TID] = 0
+        c[_OWNER] = 0
+        if self._watch is not None:
+            self._watch.owner_died = False
+        self._post()
 
     def locked(self) -> bool:
         return self._sem.get_value() == 0

@@ -14,6 +14,7 @@ from polysync import derived
 from polysync.backends.posix import tracker as _tracker
 from polysync.backends.posix.kernels import (
     PosixLock,
+    PosixRLock,
     PosixSegment,
     PosixSemaphore,
     SemLockPosixLock,
@@ -22,7 +23,7 @@ from polysync.backends.posix.kernels import (
 from polysync.backends.posix.names import posix_name
 from polysync.derived import BaseBackend
 from polysync.errors import KindMismatchError, NotFoundError, PolysyncError
-from polysync.kernel import Capability, Cells, Kind, LockKernel, ObjectName, Scope
+from polysync.kernel import Capability, Cells, Kind, LockKernel, ObjectName, RLockKernel, Scope
 
 _MODE = 0o600
 
@@ -172,6 +173,9 @@ class PosixBackend(BaseBackend):
         sem = block.sems[0]
         assert isinstance(sem, PosixSemaphore)
         return PosixLock(block) if sem._fast is None else SemLockPosixLock(block, sem._fast)
+
+    def open_rlock(self, name: ObjectName, *, create: bool) -> RLockKernel:
+        return PosixRLock(derived.open_block(self, name, Kind.RLOCK, 1, (1, 1), 3, create=create))
 
     def describe(self) -> str:
         extra = ", recover_locks=True" if self.recover_locks else ""

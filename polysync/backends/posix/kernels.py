@@ -157,6 +157,18 @@ class PosixLock(derived.DerivedLock):
         self._post()
 
 
+class PosixRLock(derived.DerivedRLock):
+    """The derived RLock posting its semaphore straight through posix_ipc."""
+
+    __slots__ = ()
+
+    def __init__(self, block: derived.Block) -> None:
+        super().__init__(block)
+        sem = block.sems[0]
+        assert isinstance(sem, PosixSemaphore)
+        self._post = sem.release_one
+
+
 class SemLockPosixLock:
     """The Lock on CPython's SemLock: acquire and the checked release are each one C call.
 
