@@ -23,7 +23,7 @@ __all__ = ["Context", "available_backends", "get_context"]
 class Context:
     """One backend with its options; makes primitives that live in that backend."""
 
-    def __init__(self, name: str, options: dict[str, Any], backend: Backend) -> None:
+    def __init__(self, name: str, options: dict[str, object], backend: Backend) -> None:
         self._name = name
         self._options = options
         self._backend = backend
@@ -46,25 +46,27 @@ class Context:
     # Each factory passes **options (per-primitive backend options, such as redis's
     # lease=) to the primitive, which checks them against the backend's primitive_options.
 
-    def Lock(self, *, name: str | None = None, **options: Any) -> _p.Lock:
+    def Lock(self, *, name: str | None = None, **options: object) -> _p.Lock:
         """A :class:`~polysync.Lock` in this context."""
         return _p.Lock(name=name, ctx=self, **options)
 
-    def RLock(self, *, name: str | None = None, **options: Any) -> _p.RLock:
+    def RLock(self, *, name: str | None = None, **options: object) -> _p.RLock:
         """A :class:`~polysync.RLock` in this context."""
         return _p.RLock(name=name, ctx=self, **options)
 
-    def Semaphore(self, value: int = 1, *, name: str | None = None, **options: Any) -> _p.Semaphore:
+    def Semaphore(
+        self, value: int = 1, *, name: str | None = None, **options: object
+    ) -> _p.Semaphore:
         """A :class:`~polysync.Semaphore` in this context."""
         return _p.Semaphore(value, name=name, ctx=self, **options)
 
     def BoundedSemaphore(
-        self, value: int = 1, *, name: str | None = None, **options: Any
+        self, value: int = 1, *, name: str | None = None, **options: object
     ) -> _p.BoundedSemaphore:
         """A :class:`~polysync.BoundedSemaphore` in this context."""
         return _p.BoundedSemaphore(value, name=name, ctx=self, **options)
 
-    def Event(self, *, name: str | None = None, **options: Any) -> _p.Event:
+    def Event(self, *, name: str | None = None, **options: object) -> _p.Event:
         """An :class:`~polysync.Event` in this context."""
         return _p.Event(name=name, ctx=self, **options)
 
@@ -73,7 +75,7 @@ class Context:
         lock: _p.Lock | _p.RLock | None = None,
         *,
         name: str | None = None,
-        **options: Any,
+        **options: object,
     ) -> _p.Condition:
         """A :class:`~polysync.Condition` in this context."""
         return _p.Condition(lock, name=name, ctx=self, **options)
@@ -85,7 +87,7 @@ class Context:
         timeout: float | None = None,
         *,
         name: str | None = None,
-        **options: Any,
+        **options: object,
     ) -> _p.Barrier:
         """A :class:`~polysync.Barrier` in this context."""
         return _p.Barrier(parties, action, timeout, name=name, ctx=self, **options)
@@ -100,14 +102,14 @@ class Context:
         assert user is not None  # only None maps to None
         return self._backend.unlink_primitive(self._backend.object_name(user))
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_context_from, (self._name, self._backend.picklable_settings()))
 
     def __repr__(self) -> str:
         return f"<polysync.Context {self._backend.describe()}>"
 
 
-def _context_from(name: str, options: dict[str, Any]) -> Context:
+def _context_from(name: str, options: dict[str, object]) -> Context:
     return get_context(name, **options)
 
 
@@ -115,7 +117,7 @@ _cache: dict[tuple[str, Any], Context] = {}
 _cache_lock = threading.Lock()
 
 
-def get_context(backend: str | None = None, /, **options: Any) -> Context:
+def get_context(backend: str | None = None, /, **options: object) -> Context:
     """The context for *backend* with *options*.
 
     Without *backend*: the ``POLYSYNC_BACKEND`` environment variable, else the platform
