@@ -508,7 +508,8 @@ class Backend(Protocol):
         """One secret-free line for reprs and error messages."""
 
     def close(self) -> None:
-        """Release backend-wide resources; primitives stay usable until closed."""
+        """Release backend-wide resources that primitives do not need (idle connections);
+        primitives already open stay usable until closed."""
 
 
 class SemaphoreBackend(Backend, Protocol):

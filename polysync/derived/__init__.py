@@ -16,6 +16,9 @@ from polysync.derived.header import Block as Block
 from polysync.derived.header import open_block as open_block
 from polysync.derived.header import unlink_block as unlink_block
 from polysync.derived.liveness import current_pid as current_pid
+from polysync.derived.liveness import identity as identity
+from polysync.derived.liveness import is_alive as is_alive
+from polysync.derived.liveness import pid_of as pid_of
 from polysync.derived.locks import DerivedBoundedSemaphore as DerivedBoundedSemaphore
 from polysync.derived.locks import DerivedLock as DerivedLock
 from polysync.derived.locks import DerivedRLock as DerivedRLock

@@ -44,6 +44,7 @@ def identity() -> int:
 
 
 def pid_of(ident: int) -> int:
+    """The PID inside identity *ident*."""
     return ident & _PID_MASK
 
 

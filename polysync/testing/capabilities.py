@@ -89,17 +89,20 @@ def _wait_until_gone(context: polysync.Context, kind: str, name: ObjectName) -> 
     """Fail unless the object is gone within the backend's ``cleanup_bound``.
 
     Each check opens the object, which is a use of it: the checks back off, doubling
-    the pause, so a backend that reclaims objects after an idle time gets that time.
+    the pause, so a backend that reclaims objects after an idle time gets that time;
+    the last check falls on the bound itself.
     """
-    deadline = time.monotonic() + context.backend.cleanup_bound
+    bound = context.backend.cleanup_bound
+    deadline = time.monotonic() + bound
     pause = 0.05
     while not _gone(context, kind, name):
-        if time.monotonic() + pause > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             pytest.fail(
-                f"the anonymous {kind} was still there {context.backend.cleanup_bound} s "
-                "after its last user closed it (the backend's cleanup_bound)"
+                f"the anonymous {kind} was still there {bound} s after its last user "
+                "closed it (the backend's cleanup_bound)"
             )
-        time.sleep(pause)
+        time.sleep(min(pause, left))
         pause *= 2
 
 
