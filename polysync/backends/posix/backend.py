@@ -89,25 +89,40 @@ class PosixBackend(BaseBackend):
 
     def semaphore_kernel(self, name: ObjectName, value: int, *, create: bool) -> PosixSemaphore:
         pname = posix_name(name)
+        # Declared to the tracker before it exists: a process killed right after creating
+        # it must not leave it behind unknown (an unlink of a missing name is harmless).
+        hook = self._tracked(name, "s" + pname, created=create)
         try:
             if create:
                 raw = posix_ipc.Semaphore(pname, posix_ipc.O_CREAT, _MODE, value)
             else:
                 raw = posix_ipc.Semaphore(pname)
-        except posix_ipc.ExistentialError as exc:
-            raise NotFoundError(f"the semaphore {pname!r} does not exist") from exc
-        except (posix_ipc.Error, OSError) as exc:
-            raise PolysyncError(f"cannot open the semaphore {pname!r}: {exc}") from exc
-        try:
-            hook = self._tracked(name, "s" + pname, created=create)
-        except BaseException:
-            raw.close()
+        except BaseException as exc:
+            if hook is not None:
+                hook()
+            if isinstance(exc, posix_ipc.ExistentialError):
+                raise NotFoundError(f"the semaphore {pname!r} does not exist") from exc
+            if isinstance(exc, (posix_ipc.Error, OSError)):
+                raise PolysyncError(f"cannot open the semaphore {pname!r}: {exc}") from exc
             raise
         return PosixSemaphore(raw, hook, semlock(pname))
 
     def cells_kernel(self, name: ObjectName, size: int, *, create: bool) -> tuple[Cells, bool]:
         pname = posix_name(name)
-        nbytes = size * 8
+        # Declared to the tracker first, as a semaphore is (see semaphore_kernel).
+        hook = self._tracked(name, "m" + pname, created=True)
+        try:
+            segment, created = self._map_segment(pname, size * 8, create=create)
+        except BaseException:
+            if hook is not None:
+                hook()
+            raise
+        mapped = PosixSegment(segment, len(segment) // 8, hook)
+        # Dict operations alone, no lock: a GC finalizer may close cells in any thread.
+        self._segments[id(mapped.view)] = mapped
+        return mapped.view, created
+
+    def _map_segment(self, pname: str, nbytes: int, *, create: bool) -> tuple[mmap.mmap, bool]:
         created = False
         try:
             if create:
@@ -126,18 +141,9 @@ class PosixBackend(BaseBackend):
             if not created:
                 # An existing block is mapped whole: the header says what it holds.
                 nbytes = _wait_for_size(seg, pname)
-            segment = mmap.mmap(seg.fd, nbytes)
+            return mmap.mmap(seg.fd, nbytes), created
         finally:
             seg.close_fd()
-        try:
-            hook = self._tracked(name, "m" + pname, created=created)
-        except BaseException:
-            segment.close()
-            raise
-        mapped = PosixSegment(segment, nbytes // 8, hook)
-        # Dict operations alone, no lock: a GC finalizer may close cells in any thread.
-        self._segments[id(mapped.view)] = mapped
-        return mapped.view, created
 
     def close_cells(self, cells: Cells) -> None:
         mapped = self._segments.pop(id(cells), None)
