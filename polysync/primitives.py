@@ -39,7 +39,6 @@ from polysync.kernel import (
     EventKernel,
     Fenced,
     ForeverAcquire,
-    Holder,
     Introspectable,
     KernelState,
     Kind,
@@ -106,28 +105,22 @@ def _context(ctx: object) -> Context:
     return ctx
 
 
-@dataclass(frozen=True)
-class Statistics:
+@dataclass(frozen=True, kw_only=True)
+class Statistics(KernelState):
     """A snapshot of one primitive, from ``statistics()`` (``None``: not known here).
 
-    Every field is what the backend could tell at that moment; another process may have
-    changed it since. ``waiting`` counts the callers blocked on it (for a Barrier, the
-    parties waiting); ``holder`` names who holds a Lock or RLock; ``lease_remaining``,
-    ``fencing_token`` and ``owner_died`` are this handle's own.
+    The state a kernel reports (:class:`~polysync.kernel.KernelState`: ``waiting``,
+    ``holder``, ``locked``, ``value``, ``is_set``, ``broken``, ``lease_remaining``,
+    ``fencing_token``), with the primitive's ``kind``, ``name`` and ``backend``, a
+    Barrier's ``parties``, and this handle's ``owner_died``. Every field is what the
+    backend could tell at that moment; another process may have changed it since.
+    ``waiting`` counts the callers blocked on it (for a Barrier, the parties waiting).
     """
 
     kind: str
     name: str | None
     backend: str
-    waiting: int | None = None
-    holder: Holder | None = None
-    locked: bool | None = None
-    value: int | None = None
-    is_set: bool | None = None
-    broken: bool | None = None
     parties: int | None = None
-    lease_remaining: float | None = None
-    fencing_token: int | None = None
     owner_died: bool | None = None
 
     def as_dict(self) -> dict[str, object]:
@@ -146,7 +139,9 @@ def _statistics(
     for field, value in known.items():
         if values.get(field) is None:
             values[field] = value
-    return Statistics(primitive._kind.value, primitive._name, primitive._ctx.name, **values)
+    return Statistics(
+        kind=primitive._kind.value, name=primitive._name, backend=primitive._ctx.name, **values
+    )
 
 
 class _Primitive(Generic[K]):

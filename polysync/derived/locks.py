@@ -247,17 +247,12 @@ class DerivedRLock:
         self._block.close()
 
 
-class DerivedSemaphore(_Fast):
-    """A semaphore: its release goes straight to the semaphore kernel (nothing to check)."""
+class _Counting(_Fast):
+    """What both derived semaphores share: the count, statistics, closing."""
 
-    __slots__ = ("__dict__", "_block", "_sem", "acquire", "release")
-
-    def __init__(self, block: Block) -> None:
-        self._block = block
-        self._sem = block.sems[0]
-        self.acquire = self._sem.acquire
-        self.release = self._sem.release
-        self._take_fast_paths(self._sem)
+    __slots__ = ()
+    _block: Block
+    _sem: SemaphoreKernel
 
     def get_value(self) -> int:
         return self._sem.get_value()
@@ -269,7 +264,20 @@ class DerivedSemaphore(_Fast):
         self._block.close()
 
 
-class DerivedBoundedSemaphore(_Fast):
+class DerivedSemaphore(_Counting):
+    """A semaphore: its release goes straight to the semaphore kernel (nothing to check)."""
+
+    __slots__ = ("__dict__", "_block", "_sem", "acquire", "release")
+
+    def __init__(self, block: Block) -> None:
+        self._block = block
+        self._sem = block.sems[0]
+        self.acquire = self._sem.acquire
+        self.release = self._sem.release
+        self._take_fast_paths(self._sem)
+
+
+class DerivedBoundedSemaphore(_Counting):
     """A semaphore whose release checks its bound (kept in the header)."""
 
     __slots__ = ("__dict__", "_block", "_max", "_sem", "acquire")
@@ -286,12 +294,3 @@ class DerivedBoundedSemaphore(_Fast):
         if self._sem.get_value() + n > self._max:
             raise errors.over_released(self._max)
         self._sem.release(n)
-
-    def get_value(self) -> int:
-        return self._sem.get_value()
-
-    def statistics(self) -> KernelState:
-        return KernelState(value=self._sem.get_value())
-
-    def close(self) -> None:
-        self._block.close()

@@ -6,9 +6,6 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import redis
-import redis.exceptions
-
 from polysync import errors
 from polysync.backends.redis import connection as _connection
 from polysync.backends.redis import kernels as _kernels
@@ -21,22 +18,6 @@ from polysync.kernel import Capability, Kind, ObjectName
 
 __all__ = ["RedisBackend"]
 
-# RedisClusterException (no reachable node, ...) is not a RedisError.
-_REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
-_CONNECTION_ERRORS = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.RedisClusterException,
-)
-#: A script that only a master runs: one without the no-writes flag is refused by a
-#: replica (READONLY) before it starts. Older servers fail to compile it, which says
-#: nothing either way and is ignored.
-_WRITABLE_PROBE = "#!lua\nreturn 1"
-#: Seconds a reply may take beyond what its command itself waits, before the server is
-#: taken to have stopped answering.
-READ_SLACK = 1.0
-#: Longest single BLPOP (seconds); see RedisBackend.pop.
-POP_SLICE = 2.0
 _ALL_SUFFIXES = ("k", "o", "f", "q", "h", "v", "e", "b")
 
 
