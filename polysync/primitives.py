@@ -131,7 +131,7 @@ class Statistics(KernelState):
 _STATE_FIELDS = tuple(field.name for field in dataclasses.fields(KernelState))
 
 
-def _statistics(
+def _snapshot(
     primitive: _Primitive[Any], state: KernelState, known: dict[str, object]
 ) -> Statistics:
     """*state* as a kernel reported it, with what the neutral layer *known* filling gaps."""
@@ -283,7 +283,7 @@ class _Primitive(Generic[K]):
         return self._statistics(state)
 
     def _statistics(self, state: KernelState) -> Statistics:
-        return _statistics(self, state, {})
+        return _snapshot(self, state, {})
 
     def _params(self) -> tuple[Any, ...]:
         return ()
@@ -434,7 +434,7 @@ class _Acquirable(_Primitive[AK]):
         known = self._derived_state()
         known["owner_died"] = None if owner is None else owner.owner_died
         known["fencing_token"] = None if fenced is None else fenced.fencing_token
-        return _statistics(self, state, known)
+        return _snapshot(self, state, known)
 
     def _derived_state(self) -> dict[str, object]:
         return {}
@@ -683,7 +683,7 @@ class Event(_Primitive[EventKernel]):
         return self._kernel.wait(_validate.timeout(timeout))
 
     def _statistics(self, state: KernelState) -> Statistics:
-        return _statistics(self, state, {"is_set": self._kernel.is_set()})
+        return _snapshot(self, state, {"is_set": self._kernel.is_set()})
 
     def _state(self) -> str:
         return "set" if self.is_set() else "unset"
@@ -900,7 +900,7 @@ class Barrier(_Primitive[BarrierKernel]):
         kernel = self._kernel
         known: dict[str, object] = {"parties": self._parties, "broken": kernel.broken()}
         known["waiting"] = kernel.n_waiting()
-        return _statistics(self, state, known)
+        return _snapshot(self, state, known)
 
     def _state(self) -> str:
         return f"parties={self.parties} waiting={self.n_waiting}" + (

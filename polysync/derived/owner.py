@@ -14,6 +14,13 @@ from polysync.kernel import Cells, SemaphoreKernel, TimedAcquire
 RECOVERY_INTERVAL = 0.25
 
 
+def nonblocking(sem: SemaphoreKernel) -> Callable[[], bool]:
+    """A call that takes *sem* if it can without waiting: its raw timed wait where it has one."""
+    if isinstance(sem, TimedAcquire):
+        return functools.partial(sem.acquire_within, 0.0)
+    return functools.partial(sem.acquire, False, None)
+
+
 class OwnerWatch:
     """Waits for a lock's semaphore, and takes the lock over from a holder that died.
 
@@ -34,11 +41,7 @@ class OwnerWatch:
         self._cell = cell
         self.owner_died = False
         # The uncontended acquire tries first, by the semaphore's raw call where it has one.
-        self._try: Callable[[], bool] = (
-            functools.partial(sem.acquire_within, 0.0)
-            if isinstance(sem, TimedAcquire)
-            else functools.partial(sem.acquire, False, None)
-        )
+        self._try = nonblocking(sem)
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         """Take the semaphore (or the dead holder's place) and record this process as holder."""
