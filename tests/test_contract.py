@@ -92,6 +92,14 @@ def test_a_kernel_short_of_its_declared_capability_is_refused_when_attached() ->
     ctx.Event()  # kinds the capability does not cover open as before
 
 
+def test_declaring_shared_cells_without_cells_kernel_fails_at_class_creation() -> None:
+    with pytest.raises(TypeError, match="declares the shared-cells capability"):
+
+        class _NoCells(polysync.derived.BaseBackend):
+            name = "nocells"
+            capabilities = frozenset({Capability.SHARED_CELLS})
+
+
 class _Recording:
     """A kernel that logs every attribute looked up on it."""
 

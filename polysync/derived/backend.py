@@ -59,6 +59,18 @@ class BaseBackend:
     #: Options a single primitive accepts (``ctx.Lock(name="x", lease=5)``).
     primitive_options: ClassVar[frozenset[str]] = frozenset()
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # Cells exist if and only if the backend declares them: checked once, here.
+        if (
+            Capability.SHARED_CELLS in cls.capabilities
+            and cls.cells_kernel is BaseBackend.cells_kernel
+        ):
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__} declares the shared-cells capability "
+                "but supplies no cells_kernel(): implement it, or do not declare it"
+            )
+
     def __init__(self, **options: object) -> None:
         self.settings: dict[str, object] = {**self.options, **options}
 
