@@ -17,6 +17,7 @@ from polysync.errors import BackendError, ClosedError
 from polysync.kernel import Backend, Kind, LockKernel
 
 __all__ = [
+    "Closed",
     "ClosedBarrier",
     "ClosedCondition",
     "ClosedEvent",
@@ -40,7 +41,7 @@ def check_kernel(backend: Backend, kind: Kind, kernel: object) -> None:
                 )
 
 
-class _Closed:
+class Closed:
     """Raises ClosedError for every operation of a closed handle."""
 
     __slots__ = ("_what",)
@@ -55,7 +56,7 @@ class _Closed:
         """Closing again does nothing."""
 
 
-class ClosedLock(_Closed):
+class ClosedLock(Closed):
     """A closed Lock's or RLock's kernel."""
 
     __slots__ = ()
@@ -82,7 +83,7 @@ class ClosedLock(_Closed):
         self._closed()
 
 
-class ClosedSemaphore(_Closed):
+class ClosedSemaphore(Closed):
     """A closed Semaphore's or BoundedSemaphore's kernel."""
 
     __slots__ = ()
@@ -97,7 +98,7 @@ class ClosedSemaphore(_Closed):
         self._closed()
 
 
-class ClosedEvent(_Closed):
+class ClosedEvent(Closed):
     """A closed Event's kernel."""
 
     __slots__ = ()
@@ -115,7 +116,7 @@ class ClosedEvent(_Closed):
         self._closed()
 
 
-class ClosedCondition(_Closed):
+class ClosedCondition(Closed):
     """A closed Condition's kernel."""
 
     __slots__ = ()
@@ -130,7 +131,7 @@ class ClosedCondition(_Closed):
         self._closed()
 
 
-class ClosedBarrier(_Closed):
+class ClosedBarrier(Closed):
     """A closed Barrier's kernel (the handle itself still knows its parties)."""
 
     __slots__ = ()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from polysync import _validate, errors
 from polysync._attach import (
+    Closed,
     ClosedBarrier,
     ClosedCondition,
     ClosedEvent,
@@ -29,7 +30,6 @@ from polysync._attach import (
     ClosedSemaphore,
     check_kernel,
 )
-from polysync._attach import _Closed as _Closed
 from polysync.errors import ClosedError, NotHeldError
 from polysync.kernel import (
     BarrierKernel,
@@ -131,19 +131,6 @@ class Statistics(KernelState):
 _STATE_FIELDS = tuple(field.name for field in dataclasses.fields(KernelState))
 
 
-def _snapshot(
-    primitive: _Primitive[Any], state: KernelState, known: dict[str, object]
-) -> Statistics:
-    """*state* as a kernel reported it, with what the neutral layer *known* filling gaps."""
-    values: dict[str, Any] = {field: getattr(state, field) for field in _STATE_FIELDS}
-    for field, value in known.items():
-        if values.get(field) is None:
-            values[field] = value
-    return Statistics(
-        kind=primitive._kind.value, name=primitive._name, backend=primitive._ctx.name, **values
-    )
-
-
 class _Primitive(Generic[K]):
     """What every primitive shares: identity, lifetime, pickling, repr and statistics."""
 
@@ -207,13 +194,12 @@ class _Primitive(Generic[K]):
         name: object,
         params: tuple[Any, ...],
         options: dict[str, object],
-    ) -> Context:
-        """Check the arguments, open (or create) the kernel, attach it; return the context."""
+    ) -> None:
+        """Check the arguments, open (or create) the kernel, attach it."""
         context = _context(ctx)
         user, object_name = self._names(context, name, options)
         kernel = self._open_kernel(context, object_name, params, True)
         self._attach(context, user, object_name, kernel, options)
-        return context
 
     @classmethod
     def _open_kernel(
@@ -249,7 +235,7 @@ class _Primitive(Generic[K]):
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called on this handle."""
-        return isinstance(self._kernel, _Closed)
+        return isinstance(self._kernel, Closed)
 
     def close(self) -> None:
         """Drop this handle; the object lives on for other handles (named: until unlinked).
@@ -258,9 +244,9 @@ class _Primitive(Generic[K]):
         :class:`~polysync.ClosedError`, ``lost`` and ``owner_died`` read ``False`` and
         ``fencing_token`` reads ``None``.
         """
-        kernel = self._kernel
-        if isinstance(kernel, _Closed):
+        if self.closed:
             return
+        kernel = self._kernel
         closed = self._closed_kernel()
         self._kernel = closed
         self._bind(closed)
@@ -276,14 +262,20 @@ class _Primitive(Generic[K]):
 
     def statistics(self) -> Statistics:
         """A snapshot of this object's state (see :class:`~polysync.Statistics`)."""
-        if isinstance(self._kernel, _Closed):
+        if self.closed:
             raise ClosedError(f"this {type(self).__name__} is closed; open it again to use it")
         introspect = self._introspect
         state = introspect.statistics() if introspect is not None else KernelState()
-        return self._statistics(state)
+        values: dict[str, Any] = {field: getattr(state, field) for field in _STATE_FIELDS}
+        # What the kernel could not tell, the neutral layer may know (or ask it).
+        for field, value in self._known_state().items():
+            if values.get(field) is None:
+                values[field] = value
+        return Statistics(kind=self._kind.value, name=self._name, backend=self._ctx.name, **values)
 
-    def _statistics(self, state: KernelState) -> Statistics:
-        return _snapshot(self, state, {})
+    def _known_state(self) -> dict[str, object]:
+        """State fields this layer can fill in for its kind."""
+        return {}
 
     def _params(self) -> tuple[Any, ...]:
         return ()
@@ -292,7 +284,7 @@ class _Primitive(Generic[K]):
         pass
 
     def __reduce__(self) -> tuple[object, ...]:
-        if isinstance(self._kernel, _Closed):
+        if self.closed:
             raise ClosedError(f"cannot pickle a closed {type(self).__name__}")
         if self._name is None:
             self._ctx.backend.hold_for_transfer(self._object_name)
@@ -308,7 +300,7 @@ class _Primitive(Generic[K]):
 
     def __repr__(self) -> str:
         label = f"name={self._name!r}" if self._name is not None else "anonymous"
-        if isinstance(self._kernel, _Closed):
+        if self.closed:
             state = "closed"
         else:
             try:
@@ -428,16 +420,13 @@ class _Acquirable(_Primitive[AK]):
         leased = self._leased
         return leased is not None and leased.lost
 
-    def _statistics(self, state: KernelState) -> Statistics:
+    def _known_state(self) -> dict[str, object]:
         fenced = self._fenced
         owner = self._owner_death
-        known = self._derived_state()
-        known["owner_died"] = None if owner is None else owner.owner_died
-        known["fencing_token"] = None if fenced is None else fenced.fencing_token
-        return _snapshot(self, state, known)
-
-    def _derived_state(self) -> dict[str, object]:
-        return {}
+        return {
+            "owner_died": None if owner is None else owner.owner_died,
+            "fencing_token": None if fenced is None else fenced.fencing_token,
+        }
 
 
 class _LockLike(_Acquirable[LK]):
@@ -493,8 +482,8 @@ class _LockLike(_Acquirable[LK]):
         owner = self._owner_death
         return owner is not None and owner.owner_died
 
-    def _derived_state(self) -> dict[str, object]:
-        return {"locked": self._kernel.locked()}
+    def _known_state(self) -> dict[str, object]:
+        return {**super()._known_state(), "locked": self._kernel.locked()}
 
     def _state(self) -> str:
         return "locked" if self.locked() else "unlocked"
@@ -625,10 +614,11 @@ class Semaphore(_Acquirable[SemaphorePrimitiveKernel]):
     def __exit__(self, *exc: object) -> None:
         self._release(1)
 
-    def _derived_state(self) -> dict[str, object]:
+    def _known_state(self) -> dict[str, object]:
+        known = super()._known_state()
         if Capability.READABLE_VALUE in self._ctx.capabilities:
-            return {"value": self._kernel.get_value()}
-        return {}
+            known["value"] = self._kernel.get_value()
+        return known
 
     def _state(self) -> str:
         return f"value={self.get_value()}"
@@ -682,8 +672,8 @@ class Event(_Primitive[EventKernel]):
         """Wait until the flag is set; ``True`` if it was, ``False`` on timeout."""
         return self._kernel.wait(_validate.timeout(timeout))
 
-    def _statistics(self, state: KernelState) -> Statistics:
-        return _snapshot(self, state, {"is_set": self._kernel.is_set()})
+    def _known_state(self) -> dict[str, object]:
+        return {"is_set": self._kernel.is_set()}
 
     def _state(self) -> str:
         return "set" if self.is_set() else "unset"
@@ -896,11 +886,9 @@ class Barrier(_Primitive[BarrierKernel]):
         """Whether the barrier is broken."""
         return self._kernel.broken()
 
-    def _statistics(self, state: KernelState) -> Statistics:
+    def _known_state(self) -> dict[str, object]:
         kernel = self._kernel
-        known: dict[str, object] = {"parties": self._parties, "broken": kernel.broken()}
-        known["waiting"] = kernel.n_waiting()
-        return _snapshot(self, state, known)
+        return {"parties": self._parties, "broken": kernel.broken(), "waiting": kernel.n_waiting()}
 
     def _state(self) -> str:
         return f"parties={self.parties} waiting={self.n_waiting}" + (

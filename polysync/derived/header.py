@@ -30,7 +30,6 @@ class Block:
     """The objects making up one primitive."""
 
     backend: SemaphoreBackend
-    name: ObjectName
     sems: list[SemaphoreKernel]
     cells: Cells | None
     closed: bool = field(default=False)
@@ -72,7 +71,6 @@ def open_block(
             )
         return Block(
             backend,
-            name,
             [
                 backend.semaphore_kernel(name.child(f"s{i}"), v, create=create)
                 for i, v in enumerate(sem_values)
@@ -105,7 +103,7 @@ def open_block(
         if created:
             unlink_block(backend, name)
         raise
-    return Block(backend, name, sems, cells)
+    return Block(backend, sems, cells)
 
 
 def _create_fresh_semaphore(

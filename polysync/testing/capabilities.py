@@ -24,7 +24,7 @@ import pytest
 import polysync
 from polysync import Capability
 from polysync.errors import NotFoundError
-from polysync.kernel import Kind, ObjectName, SemaphoreBackend
+from polysync.kernel import ObjectName, SemaphoreBackend
 from polysync.testing import _children
 from polysync.testing.helpers import PROMPT, SHORT, Child, SuiteBase, eventually, in_thread, require
 
@@ -49,31 +49,18 @@ _MAKERS: dict[str, Callable[[polysync.Context], Any]] = {
     "Barrier": lambda ctx: ctx.Barrier(2),
 }
 
-_KINDS = {
-    "Lock": Kind.LOCK,
-    "RLock": Kind.RLOCK,
-    "Semaphore": Kind.SEMAPHORE,
-    "BoundedSemaphore": Kind.BOUNDED_SEMAPHORE,
-    "Event": Kind.EVENT,
-    "Condition": Kind.CONDITION,
-    "Barrier": Kind.BARRIER,
+#: The constructor parameters each kind is reopened with (what _MAKERS made).
+_PARAMS: dict[str, tuple[Any, ...]] = {
+    "Semaphore": (2,),
+    "BoundedSemaphore": (2,),
+    "Barrier": (2, None, None),
+    "Condition": (None,),
 }
 
 
 def _reopen(context: polysync.Context, kind: str, name: ObjectName) -> Any:
-    """Open the existing object *name* as *kind*, straight through the backend."""
-    backend = context.backend
-    if kind == "Lock":
-        return backend.open_lock(name, create=False)
-    if kind == "RLock":
-        return backend.open_rlock(name, create=False)
-    if kind in ("Semaphore", "BoundedSemaphore"):
-        return backend.open_semaphore(name, 2, bounded=kind != "Semaphore", create=False)
-    if kind == "Event":
-        return backend.open_event(name, create=False)
-    if kind == "Condition":
-        return backend.open_condition(name, create=False)
-    return backend.open_barrier(name, 2, create=False)
+    """Open the existing object *name* as *kind* (create=False), as unpickling does."""
+    return getattr(polysync, kind)._open_kernel(context, name, _PARAMS.get(kind, ()), False)
 
 
 def _gone(context: polysync.Context, kind: str, name: ObjectName) -> bool:
@@ -187,7 +174,7 @@ class StatisticsTests(SuiteBase):
             lock = _MAKERS[kind](context)
             stats = lock.statistics()
             assert (stats.kind, stats.name, stats.backend) == (
-                _KINDS[kind].value,
+                getattr(polysync, kind)._kind.value,
                 None,
                 context.name,
             )

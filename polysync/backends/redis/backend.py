@@ -68,12 +68,10 @@ class RedisBackend(BaseBackend):
             raise ValueError(f"prefix must be a non-empty str without braces, not {s['prefix']!r}")
         self.lease = _positive("lease", s["lease"])
         self.anonymous_ttl = _positive("anonymous_ttl", s["anonymous_ttl"])
-        with translated(self.describe_where()):  # a cluster client connects at once
-            client = _connection.connect(s)
-        self.server = RedisServer(
-            client, where=self.describe_where(), anonymous_ttl=self.anonymous_ttl
-        )
-        self.client = client
+        where = self.describe_where()
+        with translated(where):  # a cluster client connects at once
+            self.client = _connection.connect(s)
+        self.server = RedisServer(self.client, where=where, anonymous_ttl=self.anonymous_ttl)
 
     @property
     def cleanup_bound(self) -> float:
