@@ -23,7 +23,26 @@ class TestPosixWithoutSemLock(BackendSuite):
 
         monkeypatch.setattr(kernels, "_SemLock", None)
         ctx = polysync.get_context("posix")
-        assert type(ctx.Lock()._kernel) is kernels.PosixLock  # type: ignore[attr-defined]
+        assert ctx.Semaphore()._kernel._sem._fast is None  # type: ignore[attr-defined]
+        return ctx
+
+
+class TestPosixWithoutExtensions(BackendSuite):
+    """The posix backend where _wordlock.c is not built: the pure-Python locks of the floor.
+
+    POLYSYNC_NO_EXTENSIONS=1 reaches the processes the suite starts, as on such a machine.
+    """
+
+    @pytest.fixture
+    def context(self, monkeypatch: pytest.MonkeyPatch) -> polysync.Context:
+        from polysync import derived
+        from polysync.backends.posix import backend
+
+        monkeypatch.setenv("POLYSYNC_NO_EXTENSIONS", "1")
+        monkeypatch.setattr(backend, "WordLockKernel", None)
+        monkeypatch.setattr(polysync.api, "_cache", {})
+        ctx = polysync.get_context("posix")
+        assert isinstance(ctx.Lock()._kernel, derived.RecoverableLock)
         return ctx
 
 

@@ -264,7 +264,7 @@ def test_the_owner_died_warning_points_at_the_users_line(
 
 @pytest.mark.parametrize(
     ("options", "kind"),
-    [({}, "RLock"), ({"recover_locks": True}, "Lock"), ({}, "Lock"), ({}, "BoundedSemaphore")],
+    [({}, "RLock"), ({}, "Lock"), ({}, "BoundedSemaphore")],
 )
 def test_a_stored_release_outlives_the_expression_that_made_it(
     options: dict[str, object], kind: str

@@ -272,30 +272,160 @@ def test_reopening_a_vanished_anonymous_object_fails_clearly(ctx: polysync.Conte
         pickle.loads(data)
 
 
-def test_recover_locks_option_takes_over_a_dead_holders_lock() -> None:
+def test_locks_are_word_locks_here(ctx: polysync.Context) -> None:
+    """CI builds the C extension: the posix Lock and RLock are word locks (_wordlock.c)."""
+    from polysync.backends.posix import _wordlock, kernels
+    from polysync.derived import liveness
+
+    assert kernels.WordLockKernel is not None
+    assert isinstance(ctx.Lock()._kernel, kernels.WordLockKernel)
+    assert isinstance(ctx.RLock()._kernel, kernels.WordLockKernel)
+    assert "word locks" in ctx.backend.describe()
+    # The word records the same identity the Python side decodes (pid and start time).
+    assert _wordlock.identity() == liveness.own
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_a_dead_holders_lock_is_taken_over_by_default(ctx: polysync.Context, kind: str) -> None:
     from polysync.testing import _children
     from polysync.testing.suite import Child
 
-    ctx = polysync.get_context("posix", recover_locks=True)
-    lock = ctx.Lock()
+    lock = getattr(ctx, kind)()
     assert Child(_children.acquire_and_exit, lock).result() is True
-    with pytest.warns(polysync.OwnerDiedWarning):
+    assert lock.locked()
+    with pytest.warns(polysync.OwnerDiedWarning, match="died holding this lock"):
         assert lock.acquire(timeout=10) is True
     assert lock.owner_died
     lock.release()
     assert not lock.locked()
     assert not lock.owner_died
+    assert lock.acquire(False) is True
+    lock.release()
 
 
-def test_plain_and_recovering_locks_do_not_share_a_name(name: str) -> None:
-    polysync.get_context("posix").Lock(name=name)
-    with pytest.raises(polysync.KindMismatchError):
-        polysync.get_context("posix", recover_locks=True).Lock(name=name)
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_a_nonblocking_acquire_takes_over_too(ctx: polysync.Context, kind: str) -> None:
+    from polysync.testing import _children
+    from polysync.testing.suite import Child
+
+    lock = getattr(ctx, kind)()
+    assert Child(_children.acquire_and_exit, lock).result() is True
+    with pytest.warns(polysync.OwnerDiedWarning):
+        assert lock.acquire(False) is True
+    lock.release()
 
 
-def test_recover_locks_option_is_checked() -> None:
-    with pytest.raises(TypeError, match="recover_locks must be True or False, not str 'yes'"):
-        polysync.get_context("posix", recover_locks="yes")
+def _loop_on_lock(name: str, kind: str, ready: int) -> None:
+    lock = getattr(polysync.get_context("posix"), kind)(name=name)
+    os.write(ready, b"x")
+    while True:
+        lock.acquire()
+        lock.release()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_holders_killed_at_random_moments_never_wedge_it(
+    ctx: polysync.Context, name: str, kind: str
+) -> None:
+    """SIGKILL lands anywhere in acquire/release, C code included: the lock always comes back.
+
+    On 955563b a Lock wedged whenever its holder died holding it, and with
+    recover_locks=True a Lock or RLock killed mid-call wedged about one time in five.
+    """
+    import multiprocessing
+    import random
+    import time
+    import warnings
+
+    mp = multiprocessing.get_context("fork")
+    lock = getattr(ctx, kind)(name=name)
+    rng = random.Random(8)
+    took_over, worst = 0, 0.0
+    for _ in range(25):
+        read, write = os.pipe()
+        child = mp.Process(target=_loop_on_lock, args=(name, kind, write), daemon=True)
+        child.start()
+        try:
+            assert os.read(read, 1) == b"x"
+            time.sleep(rng.uniform(0, 0.005))
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(10)
+        finally:
+            os.close(read)
+            os.close(write)
+        start = time.monotonic()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert lock.acquire(timeout=5) is True, "wedged: the dead holder's lock never came back"
+        worst = max(worst, time.monotonic() - start)
+        died = any(issubclass(w.category, polysync.OwnerDiedWarning) for w in caught)
+        assert died == lock.owner_died
+        took_over += died
+        lock.release()
+    assert not lock.locked()
+    assert took_over > 0  # some kills landed while it was held (else the test proves nothing)
+    assert worst < 5
+
+
+def test_any_process_may_release_a_lock(ctx: polysync.Context) -> None:
+    """The multiprocessing contract: a Lock is not owned; another process may release it."""
+    from polysync.testing.suite import Child
+
+    lock = ctx.Lock()
+    assert lock.acquire()
+    assert Child(_release, lock).result() is None
+    assert not lock.locked()
+    with pytest.raises(polysync.NotHeldError):
+        lock.release()
+
+
+def _release(lock: polysync.Lock) -> None:
+    lock.release()
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_fencing_tokens_increase_across_holders_and_processes(
+    ctx: polysync.Context, kind: str
+) -> None:
+    from polysync.testing import _children
+    from polysync.testing.suite import Child
+
+    lock = getattr(ctx, kind)()
+    assert lock.fencing_token is None
+    tokens = []
+    for _ in range(3):
+        with lock:
+            tokens.append(lock.fencing_token)
+        tokens.append(Child(_children.acquire_token, lock, 10.0).result())
+    assert all(isinstance(t, int) for t in tokens)
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == len(tokens)
+
+
+def test_without_the_extension_locks_still_record_their_holder(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Where _wordlock.c is not built, the pure-Python locks serve, under another header."""
+    from polysync.backends.posix import backend as posix_backend
+    from polysync.testing import _children
+    from polysync.testing.suite import Child
+
+    word = polysync.get_context("posix").Lock(name=name)
+    monkeypatch.setattr(posix_backend, "WordLockKernel", None)
+    monkeypatch.setattr(polysync.api, "_cache", {})
+    fallback_ctx = polysync.get_context("posix")
+    with pytest.raises(polysync.KindMismatchError, match="word-lock kind"):
+        fallback_ctx.Lock(name=name)
+    word.close()
+    lock = fallback_ctx.Lock()
+    assert "pure-Python locks" in fallback_ctx.backend.describe()
+    # forked: the child has no extension either (a spawned one would refuse the header)
+    assert Child(_children.acquire_and_exit, lock, method="fork").result() is True
+    with pytest.warns(polysync.OwnerDiedWarning):
+        assert lock.acquire(timeout=10) is True
+    lock.release()
 
 
 def test_waiter_semaphores_go_with_their_threads(ctx: polysync.Context) -> None:

@@ -24,6 +24,7 @@ from polysync.derived.locks import DerivedLock as DerivedLock
 from polysync.derived.locks import DerivedRLock as DerivedRLock
 from polysync.derived.locks import DerivedSemaphore as DerivedSemaphore
 from polysync.derived.locks import RecoverableLock as RecoverableLock
+from polysync.derived.locks import local_holder as local_holder
 from polysync.derived.openers import lock_label as lock_label
 from polysync.derived.openers import open_recoverable_lock as open_recoverable_lock
 from polysync.derived.owner import OwnerWatch as OwnerWatch

@@ -16,8 +16,12 @@ from polysync.kernel import Kind, ObjectName, SemaphoreBackend
 
 
 def lock_label(param: int) -> str:
-    """How a Lock's header parameter reads in a mismatch: the plain kind, or the recovering."""
-    return "the recovering kind (recover_locks=True)" if param == 2 else "the plain kind"
+    """How a lock's header parameter reads in a mismatch (the posix word lock is 3)."""
+    labels = {
+        2: "the kind that records its holder",
+        3: "the word-lock kind (posix, with its C extension)",
+    }
+    return labels.get(param, "the plain kind")
 
 
 def open_lock(backend: SemaphoreBackend, name: ObjectName, *, create: bool) -> DerivedLock:

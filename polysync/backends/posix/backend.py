@@ -13,11 +13,11 @@ import posix_ipc
 from polysync import derived
 from polysync.backends.posix import tracker as _tracker
 from polysync.backends.posix.kernels import (
-    PosixLock,
+    WORD_LOCK_CELLS,
     PosixRLock,
     PosixSegment,
     PosixSemaphore,
-    SemLockPosixLock,
+    WordLockKernel,
     semlock,
 )
 from polysync.backends.posix.names import posix_name
@@ -26,6 +26,8 @@ from polysync.errors import KindMismatchError, NotFoundError, PolysyncError
 from polysync.kernel import Capability, Cells, Kind, LockKernel, ObjectName, RLockKernel, Scope
 
 _MODE = 0o600
+#: The header parameter of a Lock or RLock kept in a word lock (_wordlock.c).
+_WORD_LOCK = 3
 
 
 class PosixBackend(BaseBackend):
@@ -41,20 +43,13 @@ class PosixBackend(BaseBackend):
             Capability.OWNER_DEATH,
         }
     )
-    #: ``recover_locks``: Locks record their holder, so one whose holder dies is taken
-    #: over by the next acquirer (RLocks always do). Off by default: it costs about a
-    #: third more per uncontended acquire+release, and a plain Lock may legitimately be
-    #: released by another process than the one that acquired it.
-    options: ClassVar[Mapping[str, object]] = {"recover_locks": False}
+    # Locks and RLocks are word locks (_wordlock.c): a holder that dies at any instant is
+    # taken over by the next acquirer. Without the extension, the pure-Python locks of
+    # polysync.derived record their holder instead (see docs/backends.md for the window).
+    options: ClassVar[Mapping[str, object]] = {}
 
-    def __init__(self, *, recover_locks: bool = False) -> None:
-        if not isinstance(recover_locks, bool):
-            raise TypeError(
-                f"recover_locks must be True or False, not {type(recover_locks).__name__} "
-                f"{recover_locks!r}"
-            )
-        super().__init__(recover_locks=recover_locks)
-        self.recover_locks = recover_locks
+    def __init__(self) -> None:
+        super().__init__()
         # The mapped segments of the cells handed out, by id of their view.
         self._segments: dict[int, PosixSegment] = {}
 
@@ -163,29 +158,33 @@ class PosixBackend(BaseBackend):
         return True
 
     def open_lock(self, name: ObjectName, *, create: bool) -> LockKernel:
-        if self.recover_locks:
-            return derived.open_recoverable_lock(self, name, create=create)
-        block = derived.open_block(
+        if WordLockKernel is not None:
+            return WordLockKernel(self._word_lock_block(name, Kind.LOCK, create), recursive=False)
+        return derived.open_recoverable_lock(self, name, create=create)
+
+    def open_rlock(self, name: ObjectName, *, create: bool) -> RLockKernel:
+        if WordLockKernel is not None:
+            return WordLockKernel(self._word_lock_block(name, Kind.RLOCK, create), recursive=True)
+        return PosixRLock(derived.open_block(self, name, Kind.RLOCK, 1, (1, 1), 3, create=create))
+
+    def _word_lock_block(self, name: ObjectName, kind: Kind, create: bool) -> derived.Block:
+        # Header parameter 3 marks a word lock: a pure-Python lock of the same name (an
+        # interpreter without the extension) is refused, never shared.
+        return derived.open_block(
             self,
             name,
-            Kind.LOCK,
-            1,
-            (1,),
-            0,
+            kind,
+            _WORD_LOCK,
+            (),
+            WORD_LOCK_CELLS,
             create=create,
             param_must_match=True,
             param_label=derived.lock_label,
         )
-        sem = block.sems[0]
-        assert isinstance(sem, PosixSemaphore)
-        return PosixLock(block) if sem._fast is None else SemLockPosixLock(block, sem._fast)
-
-    def open_rlock(self, name: ObjectName, *, create: bool) -> RLockKernel:
-        return PosixRLock(derived.open_block(self, name, Kind.RLOCK, 1, (1, 1), 3, create=create))
 
     def describe(self) -> str:
-        extra = ", recover_locks=True" if self.recover_locks else ""
-        return f"posix (POSIX named semaphores and shared memory, this host{extra})"
+        locks = "word locks" if WordLockKernel is not None else "pure-Python locks"
+        return f"posix (POSIX named semaphores and shared memory, this host; {locks})"
 
 
 def _tracker_of(name: ObjectName) -> str:

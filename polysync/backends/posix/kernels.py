@@ -1,10 +1,11 @@
-"""The posix kernels: a posix_ipc semaphore (waits through CPython's SemLock), cells, the Lock."""
+"""The posix kernels: a posix_ipc semaphore (waits through CPython's SemLock), cells, the locks."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import mmap
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,16 @@ try:
     from _multiprocessing import SemLock as _SemLock
 except ImportError:  # an interpreter without it: posix_ipc does the waits too
     _SemLock = None
+
+try:
+    # POLYSYNC_NO_EXTENSIONS=1 runs the pure-Python locks, as where the extension is not
+    # built (not Linux, no compiler); the tests use it to prove that fallback.
+    if os.environ.get("POLYSYNC_NO_EXTENSIONS") == "1":
+        raise ImportError("POLYSYNC_NO_EXTENSIONS=1")
+    from polysync.backends.posix._wordlock import CELLS, WordLock
+except ImportError:
+    CELLS = 0
+    WordLock = None  # type: ignore[assignment,misc]
 
 
 #: multiprocessing.synchronize.SEMAPHORE: a plain counting semaphore, no owner.
@@ -139,24 +150,6 @@ class PosixSegment:
             self._on_close = None
 
 
-class PosixLock(derived.DerivedLock):
-    """The derived Lock with its release check done straight on posix_ipc."""
-
-    __slots__ = ("_post", "_raw")
-
-    def __init__(self, block: derived.Block) -> None:
-        super().__init__(block)
-        sem = block.sems[0]
-        assert isinstance(sem, PosixSemaphore)
-        self._raw = sem._raw
-        self._post = sem.release_one
-
-    def release(self) -> None:
-        if self._raw.value:
-            raise errors.lock_not_held()
-        self._post()
-
-
 class PosixRLock(derived.DerivedRLock):
     """The derived RLock posting its semaphore straight through posix_ipc."""
 
@@ -169,43 +162,46 @@ class PosixRLock(derived.DerivedRLock):
         self._post = sem.release_one
 
 
-class SemLockPosixLock:
-    """The Lock on CPython's SemLock: acquire and the checked release are each one C call.
+#: The cells a word lock takes after the header.
+WORD_LOCK_CELLS = CELLS
 
-    SemLock's release raises ``ValueError`` when the lock is free (its maximum is 1):
-    declared as :attr:`release_refusal`, which the neutral layer turns into
-    :class:`~polysync.NotHeldError`.
-    """
+if WordLock is not None:
 
-    __slots__ = ("_block", "_fast", "acquire", "acquire_forever", "acquire_within", "release")
-    release_refusal = ValueError
+    class WordLockKernel(WordLock):
+        """The Lock and RLock of this backend: a word lock (``_wordlock.c``) in the block's cells.
 
-    def __init__(self, block: derived.Block, fast: Any) -> None:
-        self._block = block
-        self._fast = fast
-        self.acquire = fast.acquire  # acquire(blocking, timeout), as the protocol has it
-        self.acquire_forever = fast.acquire
-        self.acquire_within = functools.partial(fast.acquire, True)
-        self.release = fast.release
+        Every call of the hot path is the C type's own method; this class adds what only
+        runs off it: the takeover warning, statistics, closing.
+        """
 
-    def locked(self) -> bool:
-        return bool(self._fast._get_value() == 0)
+        __slots__ = ("__weakref__", "_block", "_recursive")
+        release_refusal = ValueError
 
-    def release_save(self) -> object:
-        try:
-            self._fast.release()
-        except ValueError:
-            raise errors.lock_not_held() from None
-        return None
+        def __init__(self, block: derived.Block, *, recursive: bool) -> None:
+            assert block.cells is not None
+            super().__init__(block.cells, derived.HEADER, recursive)
+            self._block = block
+            self._recursive = recursive
 
-    def acquire_restore(self, state: object) -> None:
-        self._fast.acquire()
+        def _owner_died(self, pid: int) -> None:
+            # Called by the C code right after a takeover, this handle holding the lock.
+            errors.warn_owner_died(
+                f"process {pid} died holding this lock; this handle took it over: "
+                "check the state it protects",
+                self.release,
+            )
 
-    def is_owned(self) -> bool:
-        return self.locked()
+        def statistics(self) -> KernelState:
+            holder, thread, _fence, waiting = self._state()
+            return KernelState(
+                locked=holder != 0,
+                holder=derived.local_holder(holder, thread if self._recursive else None),
+                waiting=waiting,
+            )
 
-    def statistics(self) -> KernelState:
-        return KernelState(locked=self.locked())
+        def close(self) -> None:
+            self._detach()  # the C side lets go of the cells before they are unmapped
+            self._block.close()
 
-    def close(self) -> None:
-        self._block.close()
+else:  # pragma: no cover - only where the extension was not built
+    WordLockKernel = None  # type: ignore[assignment,misc]

@@ -1,0 +1,698 @@
+/* Locks that a dead holder cannot wedge: one atomic word of shared memory per lock.
+ *
+ * The word holds the holder's process identity (its PID and start time, as
+ * polysync.derived.liveness packs them), or 0 when the lock is free. Taking the lock is
+ * one compare-and-swap of 0 to this process's identity, and giving it back one atomic
+ * exchange to 0, so at every instant the word names the process that holds the lock:
+ * there is no moment, however a process dies, at which the lock is held and nobody is
+ * recorded (the window a semaphore plus a separate record has). A blocked acquirer
+ * sleeps on a futex and, every SLICE seconds, checks that the recorded holder still
+ * lives; if it died, one compare-and-swap of the dead identity to its own hands the lock
+ * over (two waiters cannot both win it). This is the robust-futex idea of pthread robust
+ * mutexes, except that the kernel is not told who holds what: the holder's identity is
+ * in the word itself, which is what lets any process release a plain Lock, as
+ * multiprocessing allows.
+ *
+ * Layout, in 64-bit cells from the index given (the cells of a polysync block):
+ *   +0 holder identity (0: free)     +1 wake sequence (its first 32 bits are the futex)
+ *   +2 number of blocked acquirers   +3 fencing counter (one per acquisition)
+ *   +4 owner thread (RLock)          +5 recursion depth (RLock)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include "pythread.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PID_BITS 23
+#define PID_MASK ((INT64_C(1) << PID_BITS) - 1)
+#define CELLS 6
+/* Seconds a blocked acquirer sleeps between checks that the holder lives. */
+#define SLICE 0.1
+
+enum { W_HOLDER = 0, W_SEQ = 1, W_WAITERS = 2, W_FENCE = 3, W_TID = 4, W_DEPTH = 5 };
+enum { NOT_TAKEN = 0, TAKEN = 1, TAKEN_OVER = 2, FAILED = -1 };
+
+static int64_t own_identity;
+static PyObject *closed_error; /* polysync.errors.ClosedError */
+
+/* ---- process identities (the same packing as polysync.derived.liveness) ---- */
+
+/* Start time of pid in clock ticks; 0 where unknown; -1 if it is gone or a zombie. */
+static int64_t
+start_time_of(pid_t pid)
+{
+    char path[48];
+    char buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            return access("/proc/self", F_OK) == 0 ? -1 : 0;
+        }
+        return 0;
+    }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) {
+        return n == 0 ? -1 : 0;
+    }
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL) {
+        return 0;
+    }
+    p++;
+    /* After the command: field 3 (state) ... field 22 (starttime). */
+    int field = 2;
+    char *state = NULL;
+    while (*p != '\0') {
+        while (*p == ' ') {
+            p++;
+        }
+        if (*p == '\0') {
+            break;
+        }
+        field++;
+        if (field == 3) {
+            state = p;
+        }
+        if (field == 22) {
+            if (state != NULL && (*state == 'Z' || *state == 'X')) {
+                return -1;
+            }
+            return strtoll(p, NULL, 10);
+        }
+        while (*p != '\0' && *p != ' ') {
+            p++;
+        }
+    }
+    return 0;
+}
+
+static int64_t
+identity_of_this_process(void)
+{
+    pid_t pid = getpid();
+    int64_t started = start_time_of(pid);
+    return (int64_t)pid | ((started > 0 ? started : 0) << PID_BITS);
+}
+
+static void
+after_fork_in_child(void)
+{
+    own_identity = identity_of_this_process();
+}
+
+/* Whether the process behind identity ident still runs (unknown counts as alive). */
+static int
+is_alive(int64_t ident)
+{
+    pid_t pid = (pid_t)(ident & PID_MASK);
+    if (kill(pid, 0) != 0 && errno == ESRCH) {
+        return 0;
+    }
+    int64_t started = start_time_of(pid);
+    if (started < 0) {
+        return 0;
+    }
+    int64_t recorded = ident >> PID_BITS;
+    return !(recorded && started && started != recorded);
+}
+
+/* ---- futex ---- */
+
+static long
+futex_wait(uint32_t *addr, uint32_t expected, const struct timespec *relative)
+{
+    return syscall(SYS_futex, addr, FUTEX_WAIT, expected, relative, NULL, 0);
+}
+
+static void
+futex_wake(uint32_t *addr, int n)
+{
+    syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+static double
+monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- the lock ---- */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    int64_t *w; /* NULL once detached */
+    int recursive;
+    int owner_died;
+    int64_t token;    /* of this handle's latest acquisition; 0: none yet */
+    int64_t dead_pid; /* of the holder taken over from, for the warning */
+} WordLock;
+
+static inline uint32_t *
+seq_of(int64_t *w)
+{
+    return (uint32_t *)&w[W_SEQ];
+}
+
+static inline int64_t
+this_thread(void)
+{
+    return (int64_t)PyThread_get_thread_ident();
+}
+
+static inline int
+try_take(int64_t *w)
+{
+    int64_t expected = 0;
+    return __atomic_compare_exchange_n(&w[W_HOLDER], &expected, own_identity, 0,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+}
+
+static inline void
+took(WordLock *self)
+{
+    int64_t *w = self->w;
+    if (self->recursive) {
+        w[W_TID] = this_thread();
+        w[W_DEPTH] = 1;
+    }
+    self->token = __atomic_add_fetch(&w[W_FENCE], 1, __ATOMIC_SEQ_CST);
+}
+
+static inline void
+wake_one(int64_t *w)
+{
+    if (__atomic_load_n(&w[W_WAITERS], __ATOMIC_SEQ_CST) > 0) {
+        __atomic_add_fetch(seq_of(w), 1, __ATOMIC_SEQ_CST);
+        futex_wake(seq_of(w), 1);
+    }
+}
+
+/* Take the lock over if its recorded holder is dead. */
+static int
+try_take_over(WordLock *self)
+{
+    int64_t *w = self->w;
+    int64_t holder = __atomic_load_n(&w[W_HOLDER], __ATOMIC_SEQ_CST);
+    if (holder == 0 || holder == own_identity || is_alive(holder)) {
+        return NOT_TAKEN;
+    }
+    if (!__atomic_compare_exchange_n(&w[W_HOLDER], &holder, own_identity, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_RELAXED)) {
+        return NOT_TAKEN;
+    }
+    took(self);
+    self->owner_died = 1;
+    self->dead_pid = holder & PID_MASK;
+    return TAKEN_OVER;
+}
+
+/* Block until taken, taken over, timed out (timeout < 0: never) or a signal handler raised. */
+static int
+wait_for_lock(WordLock *self, double timeout)
+{
+    int64_t *w = self->w;
+    uint32_t *seq = seq_of(w);
+    double deadline = timeout < 0 ? 0.0 : monotonic() + timeout;
+    int result = NOT_TAKEN;
+    __atomic_add_fetch(&w[W_WAITERS], 1, __ATOMIC_SEQ_CST);
+    for (;;) {
+        uint32_t seen = __atomic_load_n(seq, __ATOMIC_SEQ_CST);
+        if (try_take(w)) {
+            took(self);
+            result = TAKEN;
+            break;
+        }
+        double step = SLICE;
+        if (timeout >= 0) {
+            double remaining = deadline - monotonic();
+            if (remaining <= 0) {
+                result = try_take_over(self);
+                break;
+            }
+            if (remaining < step) {
+                step = remaining;
+            }
+        }
+        struct timespec relative;
+        relative.tv_sec = (time_t)step;
+        relative.tv_nsec = (long)((step - (double)relative.tv_sec) * 1e9);
+        long rc;
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        rc = futex_wait(seq, seen, &relative);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        /* A signal may have reached another thread (its handler runs in the main thread,
+         * which may be this one, blocked here): run the handlers at every wake-up. */
+        if (PyErr_CheckSignals() < 0) {
+            result = FAILED;
+            break;
+        }
+        if (rc == 0 || err == EAGAIN || err == EINTR) {
+            continue; /* woken, or the sequence moved on: try again */
+        }
+        /* ETIMEDOUT: a slice went by; the holder may have died. */
+        result = try_take_over(self);
+        if (result != NOT_TAKEN) {
+            break;
+        }
+    }
+    __atomic_sub_fetch(&w[W_WAITERS], 1, __ATOMIC_SEQ_CST);
+    if (result == NOT_TAKEN || result == FAILED) {
+        /* A wake meant for the next acquirer may have reached this one: pass it on. */
+        if (__atomic_load_n(&w[W_HOLDER], __ATOMIC_SEQ_CST) == 0) {
+            wake_one(w);
+        }
+    }
+    return result;
+}
+
+/* Tell the user about a takeover: the Python subclass's _owner_died(pid) warns. */
+static int
+report_takeover(WordLock *self)
+{
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_owner_died", "L",
+                                      (long long)self->dead_pid);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+check_open(WordLock *self)
+{
+    if (self->w == NULL) {
+        PyErr_SetString(closed_error ? closed_error : PyExc_RuntimeError,
+                        "this lock's handle is closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* The acquire every entry point shares; timeout < 0 waits forever. */
+static PyObject *
+do_acquire(WordLock *self, int blocking, double timeout)
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    int64_t *w = self->w;
+    if (self->recursive && w[W_HOLDER] == own_identity && w[W_TID] == this_thread()) {
+        w[W_DEPTH] += 1;
+        Py_RETURN_TRUE;
+    }
+    if (try_take(w)) {
+        took(self);
+        Py_RETURN_TRUE;
+    }
+    int result;
+    if (!blocking || timeout == 0.0) {
+        result = try_take_over(self);
+    }
+    else {
+        result = wait_for_lock(self, timeout);
+    }
+    if (result == FAILED) {
+        return NULL;
+    }
+    if (result == TAKEN_OVER && report_takeover(self) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(result != NOT_TAKEN);
+}
+
+static int
+parse_timeout(PyObject *arg, double *timeout)
+{
+    if (arg == Py_None) {
+        *timeout = -1.0;
+        return 0;
+    }
+    double t = PyFloat_AsDouble(arg);
+    if (t == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    *timeout = t < 0 ? 0.0 : t;
+    return 0;
+}
+
+/* acquire(blocking, timeout) */
+static PyObject *
+WordLock_acquire(WordLock *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int blocking = 1;
+    double timeout = -1.0;
+    if (nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "acquire() takes at most 2 arguments");
+        return NULL;
+    }
+    if (nargs >= 1 && (blocking = PyObject_IsTrue(args[0])) < 0) {
+        return NULL;
+    }
+    if (nargs == 2 && parse_timeout(args[1], &timeout) < 0) {
+        return NULL;
+    }
+    return do_acquire(self, blocking, timeout);
+}
+
+static PyObject *
+WordLock_acquire_forever(WordLock *self, PyObject *Py_UNUSED(ignored))
+{
+    return do_acquire(self, 1, -1.0);
+}
+
+static PyObject *
+WordLock_acquire_within(WordLock *self, PyObject *arg)
+{
+    double timeout;
+    if (parse_timeout(arg, &timeout) < 0) {
+        return NULL;
+    }
+    return do_acquire(self, 1, timeout);
+}
+
+static PyObject *
+refuse(WordLock *self)
+{
+    PyErr_SetString(PyExc_ValueError, self->recursive
+                                          ? "cannot release an RLock this thread does not own"
+                                          : "cannot release an unlocked Lock");
+    return NULL;
+}
+
+/* Gives the lock up completely; 0, or -1 with ValueError if this caller may not. */
+static int
+give_up(WordLock *self)
+{
+    int64_t *w = self->w;
+    if (self->recursive) {
+        w[W_TID] = 0;
+        w[W_DEPTH] = 0;
+        self->owner_died = 0;
+        __atomic_store_n(&w[W_HOLDER], 0, __ATOMIC_SEQ_CST);
+    }
+    else {
+        if (__atomic_exchange_n(&w[W_HOLDER], 0, __ATOMIC_SEQ_CST) == 0) {
+            refuse(self);
+            return -1;
+        }
+        self->owner_died = 0;
+    }
+    wake_one(w);
+    return 0;
+}
+
+static inline int
+owned_here(WordLock *self)
+{
+    int64_t *w = self->w;
+    return w[W_HOLDER] == own_identity && w[W_TID] == this_thread();
+}
+
+static PyObject *
+WordLock_release(WordLock *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    if (self->recursive) {
+        if (!owned_here(self)) {
+            return refuse(self);
+        }
+        if (--self->w[W_DEPTH] > 0) {
+            Py_RETURN_NONE;
+        }
+    }
+    if (give_up(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* release_save() -> the recursion depth (RLock) or None (Lock), for Condition.wait */
+static PyObject *
+WordLock_release_save(WordLock *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    if (self->recursive) {
+        if (!owned_here(self)) {
+            return refuse(self);
+        }
+        long long depth = (long long)self->w[W_DEPTH];
+        if (give_up(self) < 0) {
+            return NULL;
+        }
+        return PyLong_FromLongLong(depth);
+    }
+    if (give_up(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+WordLock_acquire_restore(WordLock *self, PyObject *state)
+{
+    PyObject *r = do_acquire(self, 1, -1.0);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    if (self->recursive && state != Py_None) {
+        long long depth = PyLong_AsLongLong(state);
+        if (depth == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        self->w[W_DEPTH] = depth;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+WordLock_locked(WordLock *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(__atomic_load_n(&self->w[W_HOLDER], __ATOMIC_SEQ_CST) != 0);
+}
+
+static PyObject *
+WordLock_is_owned(WordLock *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    if (self->recursive) {
+        return PyBool_FromLong(owned_here(self));
+    }
+    return PyBool_FromLong(self->w[W_HOLDER] != 0);
+}
+
+static PyObject *
+WordLock_recursion_level(WordLock *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(owned_here(self) ? (long long)self->w[W_DEPTH] : 0);
+}
+
+/* _state() -> (holder identity, owner thread, fencing counter, blocked acquirers) */
+static PyObject *
+WordLock_state(WordLock *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    int64_t *w = self->w;
+    return Py_BuildValue("(LLLL)", (long long)__atomic_load_n(&w[W_HOLDER], __ATOMIC_SEQ_CST),
+                         (long long)w[W_TID], (long long)w[W_FENCE], (long long)w[W_WAITERS]);
+}
+
+/* _detach(): let go of the shared memory (it must be unmapped after this). */
+static PyObject *
+WordLock_detach(WordLock *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->w != NULL) {
+        self->w = NULL;
+        PyBuffer_Release(&self->view);
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+WordLock_init(WordLock *self, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"cells", "index", "recursive", NULL};
+    PyObject *cells;
+    Py_ssize_t index;
+    int recursive = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On|p", keywords, &cells, &index,
+                                     &recursive)) {
+        return -1;
+    }
+    if (self->w != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "WordLock.__init__ called twice");
+        return -1;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(cells, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        return -1;
+    }
+    if (index < 0 || (index + CELLS) * 8 > view.len || ((uintptr_t)view.buf % 8) != 0) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "a WordLock needs %d aligned 64-bit cells from index %zd",
+                     CELLS, index);
+        return -1;
+    }
+    self->view = view;
+    self->w = (int64_t *)view.buf + index;
+    self->recursive = recursive;
+    self->owner_died = 0;
+    self->token = 0;
+    return 0;
+}
+
+static void
+WordLock_dealloc(WordLock *self)
+{
+    if (self->w != NULL) {
+        self->w = NULL;
+        PyBuffer_Release(&self->view);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+WordLock_get_owner_died(WordLock *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->owner_died);
+}
+
+static PyObject *
+WordLock_get_fencing_token(WordLock *self, void *Py_UNUSED(closure))
+{
+    if (self->token == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong((long long)self->token);
+}
+
+static PyMethodDef WordLock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))WordLock_acquire, METH_FASTCALL,
+     "acquire(blocking, timeout) -> bool"},
+    {"acquire_forever", (PyCFunction)WordLock_acquire_forever, METH_NOARGS,
+     "Wait as long as it takes; True."},
+    {"acquire_within", (PyCFunction)WordLock_acquire_within, METH_O,
+     "acquire_within(timeout) -> bool"},
+    {"release", (PyCFunction)WordLock_release, METH_NOARGS,
+     "Give the lock back; ValueError if this caller may not."},
+    {"release_save", (PyCFunction)WordLock_release_save, METH_NOARGS, NULL},
+    {"acquire_restore", (PyCFunction)WordLock_acquire_restore, METH_O, NULL},
+    {"locked", (PyCFunction)WordLock_locked, METH_NOARGS, NULL},
+    {"is_owned", (PyCFunction)WordLock_is_owned, METH_NOARGS, NULL},
+    {"recursion_level", (PyCFunction)WordLock_recursion_level, METH_NOARGS, NULL},
+    {"_state", (PyCFunction)WordLock_state, METH_NOARGS, NULL},
+    {"_detach", (PyCFunction)WordLock_detach, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef WordLock_getset[] = {
+    {"owner_died", (getter)WordLock_get_owner_died, NULL,
+     "Whether this handle took the lock over from a dead holder (until it releases).", NULL},
+    {"fencing_token", (getter)WordLock_get_fencing_token, NULL,
+     "The fencing token of this handle's latest acquisition, or None.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject WordLockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "polysync.backends.posix._wordlock.WordLock",
+    .tp_basicsize = sizeof(WordLock),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "WordLock(cells, index, recursive=False): a lock in six shared 64-bit cells.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)WordLock_init,
+    .tp_dealloc = (destructor)WordLock_dealloc,
+    .tp_methods = WordLock_methods,
+    .tp_getset = WordLock_getset,
+};
+
+static PyObject *
+module_identity(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLongLong((long long)own_identity);
+}
+
+static PyMethodDef module_methods[] = {
+    {"identity", module_identity, METH_NOARGS,
+     "This process's identity as the lock word records it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "polysync.backends.posix._wordlock",
+    .m_doc = "Locks in one atomic word of shared memory, which a dead holder cannot wedge.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__wordlock(void)
+{
+    own_identity = identity_of_this_process();
+    if (pthread_atfork(NULL, NULL, after_fork_in_child) != 0) {
+        PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+        return NULL;
+    }
+    PyObject *errors = PyImport_ImportModule("polysync.errors");
+    if (errors == NULL) {
+        return NULL;
+    }
+    closed_error = PyObject_GetAttrString(errors, "ClosedError");
+    Py_DECREF(errors);
+    if (closed_error == NULL) {
+        return NULL;
+    }
+    if (PyType_Ready(&WordLockType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&WordLockType);
+    if (PyModule_AddObject(module, "WordLock", (PyObject *)&WordLockType) < 0) {
+        Py_DECREF(&WordLockType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(module, "CELLS", CELLS) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
