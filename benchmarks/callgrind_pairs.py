@@ -6,8 +6,8 @@ Timings on a shared VM drift from run to run; an instruction count does not. For
 system a tiny Python child runs under ``valgrind --tool=callgrind`` twice: both runs do the
 same imports, set-up and W warm-up pairs, then one does N pairs and the other 2N. The
 figure is ``(I(2N) - I(N)) / N``, the instructions of one pair, with the start-up, set-up
-and shut-down cancelled out. The systems are polysync's posix Lock and RLock,
-multiprocessing's Lock and RLock (fork context), and a raw posix_ipc semaphore (a binary
+and shut-down cancelled out. The systems are polysync's posix Lock, RLock and Semaphore,
+multiprocessing's Lock, RLock and Semaphore (fork context), and a raw posix_ipc semaphore (a binary
 semaphore as a Lock). Every call is the bare ``acquire()`` then ``release()``, as in
 section A's ``Lock`` column of ``posix_run.py``. See ``benchmarks/README.md``.
 
@@ -37,20 +37,25 @@ import posix_peers
 RAW = "raw"
 MP_LOCK, POLY_LOCK = "mp-lock", "polysync-lock"
 MP_RLOCK, POLY_RLOCK = "mp-rlock", "polysync-rlock"
+MP_SEM, POLY_SEM = "mp-semaphore", "polysync-semaphore"
 #: Table order; each polysync row is compared with the multiprocessing row of its primitive.
-SYSTEMS = (RAW, MP_LOCK, POLY_LOCK, MP_RLOCK, POLY_RLOCK)
+SYSTEMS = (RAW, MP_LOCK, POLY_LOCK, MP_RLOCK, POLY_RLOCK, MP_SEM, POLY_SEM)
 LABELS = {
     RAW: "raw posix_ipc semaphore",
     MP_LOCK: "multiprocessing Lock",
     POLY_LOCK: "polysync posix Lock",
     MP_RLOCK: "multiprocessing RLock",
     POLY_RLOCK: "polysync posix RLock",
+    MP_SEM: "multiprocessing Semaphore",
+    POLY_SEM: "polysync posix Semaphore",
 }
 SAME_PRIMITIVE_IN_MP = {
     MP_LOCK: MP_LOCK,
     POLY_LOCK: MP_LOCK,
     MP_RLOCK: MP_RLOCK,
     POLY_RLOCK: MP_RLOCK,
+    MP_SEM: MP_SEM,
+    POLY_SEM: MP_SEM,
 }
 
 #: The child run under callgrind: ``python -c CHILD <system> <pairs> <warmup>``. Both runs
@@ -64,14 +69,16 @@ if system == {RAW!r}:
     name = "{posix_peers.PREFIX}" + str(os.getpid()) + "-" + secrets.token_hex(6)
     lock = posix_ipc.Semaphore(name, posix_ipc.O_CREX, 0o600, 1)
     lock.unlink()
-elif system in ({MP_LOCK!r}, {MP_RLOCK!r}):
+elif system in ({MP_LOCK!r}, {MP_RLOCK!r}, {MP_SEM!r}):
     import multiprocessing
     ctx = multiprocessing.get_context("fork")
-    lock = ctx.Lock() if system == {MP_LOCK!r} else ctx.RLock()
-elif system in ({POLY_LOCK!r}, {POLY_RLOCK!r}):
+    lock = {{{MP_LOCK!r}: ctx.Lock, {MP_RLOCK!r}: ctx.RLock, {MP_SEM!r}: ctx.Semaphore}}[system]()
+elif system in ({POLY_LOCK!r}, {POLY_RLOCK!r}, {POLY_SEM!r}):
     import polysync
     ctx = polysync.get_context("posix")
-    lock = ctx.Lock() if system == {POLY_LOCK!r} else ctx.RLock()
+    lock = {{{POLY_LOCK!r}: ctx.Lock, {POLY_RLOCK!r}: ctx.RLock, {POLY_SEM!r}: ctx.Semaphore}}[
+        system
+    ]()
 else:
     raise SystemExit("unknown system " + system)
 
@@ -181,7 +188,8 @@ def report(results: dict[str, dict[str, Any]], n: int) -> str:
     return (
         _report.table(title, header, rows)
         + notes
-        + "\n  '/ multiprocessing' divides by multiprocessing's same primitive (Lock or RLock)."
+        + "\n  '/ multiprocessing' divides by multiprocessing's same primitive"
+        + " (Lock, RLock or Semaphore)."
     )
 
 

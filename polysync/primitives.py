@@ -607,6 +607,17 @@ class Semaphore(_Acquirable[SemaphorePrimitiveKernel]):
         """The current count (a snapshot)."""
         return self._kernel.get_value()
 
+    @property
+    def owner_died(self) -> bool:
+        """Whether this handle holds a permit it took over from a holder that died.
+
+        True from that acquire until this handle next releases, with an
+        :class:`~polysync.OwnerDiedWarning` at the takeover, as a Lock's; backends whose
+        semaphore permits outlive a dead holder's lease report it (redis).
+        """
+        owner = self._owner_death
+        return owner is not None and owner.owner_died
+
     def __enter__(self) -> bool:
         self._acquire_forever()
         return True

@@ -23,7 +23,7 @@ class TestPosixWithoutSemLock(BackendSuite):
 
         monkeypatch.setattr(kernels, "_SemLock", None)
         ctx = polysync.get_context("posix")
-        assert ctx.Semaphore()._kernel._sem._fast is None  # type: ignore[attr-defined]
+        assert ctx.Event()._kernel._block.sems[0]._fast is None  # type: ignore[attr-defined]
         return ctx
 
 
@@ -40,9 +40,13 @@ class TestPosixWithoutExtensions(BackendSuite):
 
         monkeypatch.setenv("POLYSYNC_NO_EXTENSIONS", "1")
         monkeypatch.setattr(backend, "WordLockKernel", None)
+        monkeypatch.setattr(backend, "WordSemaphoreKernel", None)
+        without_fencing = backend.PosixBackend.capabilities - {polysync.Capability.FENCING}
+        monkeypatch.setattr(backend.PosixBackend, "capabilities", without_fencing)
         monkeypatch.setattr(polysync.api, "_cache", {})
         ctx = polysync.get_context("posix")
         assert isinstance(ctx.Lock()._kernel, derived.RecoverableLock)
+        assert isinstance(ctx.Semaphore()._kernel, derived.DerivedSemaphore)
         return ctx
 
 

@@ -369,6 +369,105 @@ def test_holders_killed_at_random_moments_never_wedge_it(
     assert worst < 5
 
 
+def _take_and_die(sem: polysync.Semaphore, count: int) -> None:
+    for _ in range(count):
+        assert sem.acquire(timeout=10)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _take_close_and_exit(sem: polysync.Semaphore) -> bool:
+    taken = sem.acquire(timeout=10)
+    sem.close()  # a normal close: what it took was consumed
+    return taken
+
+
+@pytest.mark.parametrize("kind", ["Semaphore", "BoundedSemaphore"])
+def test_a_dead_processs_permits_come_back(ctx: polysync.Context, kind: str) -> None:
+    """On 955563b a permit held by a SIGKILLed process was lost for good."""
+    import multiprocessing
+
+    sem = getattr(ctx, kind)(3)
+    child = multiprocessing.get_context("spawn").Process(target=_take_and_die, args=(sem, 2))
+    child.start()
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    assert sem.get_value() == 1
+    assert sem.acquire(timeout=5)  # the one left: nothing to tell
+    assert not sem.owner_died
+    with pytest.warns(polysync.OwnerDiedWarning, match="died holding 2 permit"):
+        assert sem.acquire(timeout=5) is True
+    assert sem.owner_died
+    assert sem.get_value() == 1
+    assert sem.acquire(False) is True
+    for _ in range(3):
+        sem.release()
+    assert not sem.owner_died
+    assert sem.get_value() == 3
+
+
+def test_a_closed_handles_permits_were_consumed(ctx: polysync.Context) -> None:
+    """A signal's consumer that exits normally keeps what it took, as on redis."""
+    from polysync.testing.suite import Child
+
+    sem = ctx.Semaphore(1)
+    assert Child(_take_close_and_exit, sem).result() is True
+    assert sem.acquire(timeout=0.5) is False
+    sem.release()  # a plain signal from a process that took nothing
+    assert sem.acquire(False) is True
+
+
+def _loop_on_semaphore(name: str, ready: int) -> None:
+    sem = polysync.get_context("posix").BoundedSemaphore(2, name=name)
+    os.write(ready, b"x")
+    while True:
+        sem.acquire()
+        sem.acquire()
+        sem.release()
+        sem.release()
+
+
+@pytest.mark.timeout(120)
+def test_semaphore_holders_killed_at_random_moments_give_every_permit_back(
+    ctx: polysync.Context, name: str
+) -> None:
+    """SIGKILL anywhere in acquire/release, inside the internal mutex too: no permit is lost
+    and none is made up (a BoundedSemaphore of 2 ends at exactly 2)."""
+    import multiprocessing
+    import random
+    import time
+    import warnings
+
+    mp = multiprocessing.get_context("fork")
+    sem = ctx.BoundedSemaphore(2, name=name)
+    rng = random.Random(9)
+    told = 0
+    for _ in range(25):
+        read, write = os.pipe()
+        child = mp.Process(target=_loop_on_semaphore, args=(name, write), daemon=True)
+        child.start()
+        try:
+            assert os.read(read, 1) == b"x"
+            time.sleep(rng.uniform(0, 0.005))
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(10)
+        finally:
+            os.close(read)
+            os.close(write)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert sem.acquire(timeout=5), "a permit was lost"
+            assert sem.acquire(timeout=5), "a permit was lost"
+        told += any(issubclass(w.category, polysync.OwnerDiedWarning) for w in caught)
+        assert sem.get_value() == 0
+        sem.release()
+        sem.release()
+        assert sem.get_value() == 2
+        with pytest.raises(polysync.NotHeldError):
+            sem.release()  # exactly the bound: no permit was made up
+    assert told > 0
+
+
 def test_any_process_may_release_a_lock(ctx: polysync.Context) -> None:
     """The multiprocessing contract: a Lock is not owned; another process may release it."""
     from polysync.testing.suite import Child
@@ -414,6 +513,8 @@ def test_without_the_extension_locks_still_record_their_holder(
 
     word = polysync.get_context("posix").Lock(name=name)
     monkeypatch.setattr(posix_backend, "WordLockKernel", None)
+    without_fencing = posix_backend.PosixBackend.capabilities - {polysync.Capability.FENCING}
+    monkeypatch.setattr(posix_backend.PosixBackend, "capabilities", without_fencing)
     monkeypatch.setattr(polysync.api, "_cache", {})
     fallback_ctx = polysync.get_context("posix")
     with pytest.raises(polysync.KindMismatchError, match="word-lock kind"):

@@ -18,7 +18,7 @@ from polysync.errors import BackendUnavailableError, NotFoundError
 from polysync.kernel import Capability, Cells, Kind, ObjectName, SemaphoreBackend, SemaphoreKernel
 
 MAGIC = 0x70_6F_6C_79_73_79_6E_63  # "polysync"
-HEADER = 4  # magic, kind code, parameter, reserved
+HEADER = 4  # magic, kind code, parameter, layout
 _OPEN_WAIT = 5.0  # seconds an opener waits for a concurrent creator to finish
 MAX_SEMS = 2
 #: The parts a block may have (what unlink_block removes).
@@ -60,8 +60,15 @@ def open_block(
     create: bool,
     param_must_match: bool = False,
     param_label: Callable[[int], str] = str,
+    layout: int = 0,
+    on_create: Callable[[Cells], None] | None = None,
 ) -> Block:
-    """Open (or create) the block for primitive *name*; see the module docstring."""
+    """Open (or create) the block for primitive *name*; see the module docstring.
+
+    *layout* tells apart two shapes of one kind (a backend's native kernel and the
+    floor's): an opener asking for another layout is refused. *on_create* writes the
+    initial state of a block just created, before it is marked ready.
+    """
     if not has_cells(backend):
         if state_cells:
             raise BackendUnavailableError(
@@ -85,6 +92,9 @@ def open_block(
                 sems.append(_create_fresh_semaphore(backend, name.child(f"s{i}"), v))
             cells[1] = kind.code
             cells[2] = param
+            cells[3] = layout
+            if on_create is not None:
+                on_create(cells)
             cells[0] = MAGIC
         else:
             _wait_ready(cells, name)
@@ -93,6 +103,10 @@ def open_block(
             if param_must_match and cells[2] != param:
                 raise errors.shape_mismatch(
                     name.describe(), kind.value, param_label(cells[2]), param_label(param)
+                )
+            if cells[3] != layout:
+                raise errors.shape_mismatch(
+                    name.describe(), kind.value, _layout_label(cells[3]), _layout_label(layout)
                 )
             for i in range(len(sem_values)):
                 sems.append(backend.semaphore_kernel(name.child(f"s{i}"), 0, create=False))
@@ -124,6 +138,10 @@ def _wait_ready(cells: Cells, name: ObjectName) -> None:
                 "(it probably died while creating it): unlink it and open it again"
             )
         time.sleep(0.001)
+
+
+def _layout_label(layout: int) -> str:
+    return "the floor's layout" if layout == 0 else f"native layout {layout}"
 
 
 def _kind_of(code: int) -> str:

@@ -204,11 +204,10 @@ wake_one(int64_t *w)
     }
 }
 
-/* Take the lock over if its recorded holder is dead. */
+/* Take the lock at w over if its recorded holder is dead; *dead gets the holder's PID. */
 static int
-try_take_over(WordLock *self)
+lock_take_over(int64_t *w, int64_t *dead)
 {
-    int64_t *w = self->w;
     int64_t holder = __atomic_load_n(&w[W_HOLDER], __ATOMIC_SEQ_CST);
     if (holder == 0 || holder == own_identity || is_alive(holder)) {
         return NOT_TAKEN;
@@ -217,17 +216,15 @@ try_take_over(WordLock *self)
                                      __ATOMIC_RELAXED)) {
         return NOT_TAKEN;
     }
-    took(self);
-    self->owner_died = 1;
-    self->dead_pid = holder & PID_MASK;
+    *dead = holder & PID_MASK;
     return TAKEN_OVER;
 }
 
-/* Block until taken, taken over, timed out (timeout < 0: never) or a signal handler raised. */
+/* Block until the lock at w is taken, taken over, timed out (timeout < 0: never) or a
+ * signal handler raised (FAILED, with the exception set). Called with the GIL held. */
 static int
-wait_for_lock(WordLock *self, double timeout)
+lock_wait(int64_t *w, double timeout, int64_t *dead)
 {
-    int64_t *w = self->w;
     uint32_t *seq = seq_of(w);
     double deadline = timeout < 0 ? 0.0 : monotonic() + timeout;
     int result = NOT_TAKEN;
@@ -235,7 +232,6 @@ wait_for_lock(WordLock *self, double timeout)
     for (;;) {
         uint32_t seen = __atomic_load_n(seq, __ATOMIC_SEQ_CST);
         if (try_take(w)) {
-            took(self);
             result = TAKEN;
             break;
         }
@@ -243,7 +239,7 @@ wait_for_lock(WordLock *self, double timeout)
         if (timeout >= 0) {
             double remaining = deadline - monotonic();
             if (remaining <= 0) {
-                result = try_take_over(self);
+                result = lock_take_over(w, dead);
                 break;
             }
             if (remaining < step) {
@@ -269,7 +265,7 @@ wait_for_lock(WordLock *self, double timeout)
             continue; /* woken, or the sequence moved on: try again */
         }
         /* ETIMEDOUT: a slice went by; the holder may have died. */
-        result = try_take_over(self);
+        result = lock_take_over(w, dead);
         if (result != NOT_TAKEN) {
             break;
         }
@@ -282,6 +278,14 @@ wait_for_lock(WordLock *self, double timeout)
         }
     }
     return result;
+}
+
+/* Free the lock at w (it is held) and wake one blocked acquirer. */
+static inline void
+lock_give(int64_t *w)
+{
+    __atomic_store_n(&w[W_HOLDER], 0, __ATOMIC_SEQ_CST);
+    wake_one(w);
 }
 
 /* Tell the user about a takeover: the Python subclass's _owner_died(pid) warns. */
@@ -324,20 +328,29 @@ do_acquire(WordLock *self, int blocking, double timeout)
         took(self);
         Py_RETURN_TRUE;
     }
+    int64_t dead = 0;
     int result;
     if (!blocking || timeout == 0.0) {
-        result = try_take_over(self);
+        result = lock_take_over(w, &dead);
     }
     else {
-        result = wait_for_lock(self, timeout);
+        result = lock_wait(w, timeout, &dead);
     }
     if (result == FAILED) {
         return NULL;
     }
-    if (result == TAKEN_OVER && report_takeover(self) < 0) {
-        return NULL;
+    if (result == NOT_TAKEN) {
+        Py_RETURN_FALSE;
     }
-    return PyBool_FromLong(result != NOT_TAKEN);
+    took(self);
+    if (result == TAKEN_OVER) {
+        self->owner_died = 1;
+        self->dead_pid = dead;
+        if (report_takeover(self) < 0) {
+            return NULL;
+        }
+    }
+    Py_RETURN_TRUE;
 }
 
 static int
@@ -640,6 +653,526 @@ static PyTypeObject WordLockType = {
     .tp_getset = WordLock_getset,
 };
 
+/* ---- the semaphore ----
+ *
+ * A counting semaphore whose permits a dead process gives back. Its state sits behind an
+ * internal word lock (the mutex, cells +0..+5), so a holder of the mutex that dies is
+ * taken over like any lock's; and every change that spans several cells is written to a
+ * journal first, so whoever takes the mutex over finishes it: no death leaves the
+ * count half-updated. Each process that takes permits has a slot (its identity, its
+ * permits taken minus given back); a slot whose process is dead returns its permits.
+ * A process that closes its handle normally keeps what the handle took (it consumed
+ * them, as a signal's consumer does), as on redis.
+ *
+ *   +6 value  +7 bound (0: none)  +8 wake sequence  +9 blocked acquirers  +10 fencing
+ *   +11 journal slot (slot index + 1, 0: none)  +12 value after  +13 held after
+ *   +14 identity after  +15 reserved  +16.. SLOTS slots of (identity, held)
+ */
+#define SLOTS 32
+#define S_VALUE 6
+#define S_BOUND 7
+#define S_SEQ 8
+#define S_WAITERS 9
+#define S_FENCE 10
+#define S_JOURNAL 11
+#define S_J_VALUE 12
+#define S_J_HELD 13
+#define S_J_IDENT 14
+#define S_SLOTS 16
+#define SEM_CELLS (S_SLOTS + 2 * SLOTS)
+#define MAX_VALUE INT64_C(2147483647)
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    int64_t *w;           /* NULL once detached */
+    int64_t taken;        /* permits this handle took and has not given back */
+    int64_t taken_by;     /* the identity that took them (a forked child starts afresh) */
+    int owner_died;
+    int64_t token;
+    int64_t dead_pid;
+} WordSemaphore;
+
+static inline void
+put(int64_t *cell, int64_t value)
+{
+    __atomic_store_n(cell, value, __ATOMIC_SEQ_CST);
+}
+
+static inline int64_t
+get(int64_t *cell)
+{
+    return __atomic_load_n(cell, __ATOMIC_SEQ_CST);
+}
+
+/* Set the value and one slot together: journal first, so a takeover can finish it. */
+static void
+apply(int64_t *w, int slot, int64_t value, int64_t held, int64_t ident)
+{
+    if (slot < 0) {
+        put(&w[S_VALUE], value);
+        return;
+    }
+    put(&w[S_J_VALUE], value);
+    put(&w[S_J_HELD], held);
+    put(&w[S_J_IDENT], ident);
+    put(&w[S_JOURNAL], slot + 1);
+    put(&w[S_VALUE], value);
+    put(&w[S_SLOTS + 2 * slot + 1], held);
+    put(&w[S_SLOTS + 2 * slot], ident);
+    put(&w[S_JOURNAL], 0);
+}
+
+/* Finish what a dead holder of the mutex left half-written. */
+static void
+repair(int64_t *w)
+{
+    int64_t journal = get(&w[S_JOURNAL]);
+    if (journal > 0 && journal <= SLOTS) {
+        int slot = (int)journal - 1;
+        put(&w[S_VALUE], get(&w[S_J_VALUE]));
+        put(&w[S_SLOTS + 2 * slot + 1], get(&w[S_J_HELD]));
+        put(&w[S_SLOTS + 2 * slot], get(&w[S_J_IDENT]));
+    }
+    put(&w[S_JOURNAL], 0);
+}
+
+/* Take the semaphore's mutex (waiting as long as it takes); -1 if a signal handler raised. */
+static int
+mutex_lock(int64_t *w)
+{
+    if (try_take(w)) {
+        return 0;
+    }
+    int64_t dead = 0;
+    int r = lock_wait(w, -1.0, &dead);
+    if (r == FAILED) {
+        return -1;
+    }
+    if (r == TAKEN_OVER) {
+        repair(w);
+    }
+    return 0;
+}
+
+static int
+find_slot(int64_t *w, int64_t ident)
+{
+    for (int i = 0; i < SLOTS; i++) {
+        if (get(&w[S_SLOTS + 2 * i]) == ident) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Give back the permits of slots whose process died; the number given back. Slots that
+ * hold no permit are only freed when every_slot is set (a liveness check each costs). */
+static int64_t
+reclaim(int64_t *w, int every_slot, int64_t *dead)
+{
+    int64_t returned = 0;
+    for (int i = 0; i < SLOTS; i++) {
+        int64_t ident = get(&w[S_SLOTS + 2 * i]);
+        if (ident == 0 || ident == own_identity) {
+            continue;
+        }
+        int64_t held = get(&w[S_SLOTS + 2 * i + 1]);
+        if ((held <= 0 && !every_slot) || is_alive(ident)) {
+            continue;
+        }
+        int64_t back = held > 0 ? held : 0;
+        apply(w, i, get(&w[S_VALUE]) + back, 0, 0);
+        if (back > 0) {
+            returned += back;
+            *dead = ident & PID_MASK;
+        }
+    }
+    return returned;
+}
+
+/* This process's slot, made if need be (-1: all taken by live processes: unaccounted). */
+static int
+own_slot(int64_t *w, int64_t *returned, int64_t *dead)
+{
+    int slot = find_slot(w, own_identity);
+    if (slot >= 0) {
+        return slot;
+    }
+    slot = find_slot(w, 0);
+    if (slot < 0) {
+        *returned += reclaim(w, 1, dead);
+        slot = find_slot(w, 0);
+    }
+    return slot;
+}
+
+static void
+wake_sem(int64_t *w, int64_t n)
+{
+    if (get(&w[S_WAITERS]) > 0) {
+        uint32_t *seq = (uint32_t *)&w[S_SEQ];
+        __atomic_add_fetch(seq, 1, __ATOMIC_SEQ_CST);
+        futex_wake(seq, n > INT32_MAX ? INT32_MAX : (int)n);
+    }
+}
+
+static int
+sem_check_open(WordSemaphore *self)
+{
+    if (self->w == NULL) {
+        PyErr_SetString(closed_error ? closed_error : PyExc_RuntimeError,
+                        "this semaphore's handle is closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Take one permit under the mutex if there is one (first giving back a dead process's
+ * permits when none is left and check_dead is set: it costs a liveness check per slot,
+ * so a waiter does it once per call and once per slice, not at every wake); 1 taken. */
+static int
+take_permit(WordSemaphore *self, int check_dead, int64_t *returned, int64_t *dead)
+{
+    int64_t *w = self->w;
+    if (get(&w[S_VALUE]) <= 0) {
+        if (!check_dead) {
+            return 0;
+        }
+        *returned += reclaim(w, 0, dead);
+        if (get(&w[S_VALUE]) <= 0) {
+            return 0;
+        }
+    }
+    int slot = own_slot(w, returned, dead);
+    int64_t held = slot >= 0 ? get(&w[S_SLOTS + 2 * slot + 1]) : 0;
+    apply(w, slot, get(&w[S_VALUE]) - 1, held + 1, own_identity);
+    if (self->taken_by != own_identity) {
+        self->taken_by = own_identity;
+        self->taken = 0;
+    }
+    self->taken += 1;
+    self->token = __atomic_add_fetch(&w[S_FENCE], 1, __ATOMIC_SEQ_CST);
+    return 1;
+}
+
+static PyObject *
+sem_acquire(WordSemaphore *self, int blocking, double timeout)
+{
+    if (sem_check_open(self) < 0) {
+        return NULL;
+    }
+    int64_t *w = self->w;
+    uint32_t *seq = (uint32_t *)&w[S_SEQ];
+    double deadline = timeout < 0 ? 0.0 : monotonic() + timeout;
+    int64_t returned = 0, dead = 0;
+    int got = 0, check_dead = 1;
+    if (mutex_lock(w) < 0) {
+        return NULL;
+    }
+    for (;;) {
+        got = take_permit(self, check_dead, &returned, &dead);
+        if (got || !blocking || timeout == 0.0) {
+            break;
+        }
+        double step = SLICE;
+        if (timeout >= 0) {
+            double remaining = deadline - monotonic();
+            if (remaining <= 0) {
+                if (!check_dead) { /* a last look for a dead process's permits */
+                    got = take_permit(self, 1, &returned, &dead);
+                }
+                break;
+            }
+            if (remaining < step) {
+                step = remaining;
+            }
+        }
+        __atomic_add_fetch(&w[S_WAITERS], 1, __ATOMIC_SEQ_CST);
+        uint32_t seen = __atomic_load_n(seq, __ATOMIC_SEQ_CST);
+        lock_give(w);
+        struct timespec relative;
+        relative.tv_sec = (time_t)step;
+        relative.tv_nsec = (long)((step - (double)relative.tv_sec) * 1e9);
+        long rc;
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        rc = futex_wait(seq, seen, &relative);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        check_dead = rc != 0 && err == ETIMEDOUT; /* a slice went by with no release */
+        __atomic_sub_fetch(&w[S_WAITERS], 1, __ATOMIC_SEQ_CST);
+        if (PyErr_CheckSignals() < 0) {
+            if (get(&w[S_VALUE]) > 0) {
+                wake_sem(w, 1); /* a wake meant for another waiter may have come here */
+            }
+            return NULL;
+        }
+        if (mutex_lock(w) < 0) {
+            return NULL;
+        }
+    }
+    int64_t left = get(&w[S_VALUE]);
+    lock_give(w);
+    if (returned > 0 && left > 0) {
+        wake_sem(w, returned); /* the dead process's permits are there for the others too */
+    }
+    if (!got) {
+        if (left > 0) {
+            wake_sem(w, 1);
+        }
+        Py_RETURN_FALSE;
+    }
+    if (returned > 0) {
+        self->owner_died = 1;
+        self->dead_pid = dead;
+        PyObject *r = PyObject_CallMethod((PyObject *)self, "_owner_died", "LL",
+                                          (long long)dead, (long long)returned);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+WordSemaphore_acquire(WordSemaphore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int blocking = 1;
+    double timeout = -1.0;
+    if (nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "acquire() takes at most 2 arguments");
+        return NULL;
+    }
+    if (nargs >= 1 && (blocking = PyObject_IsTrue(args[0])) < 0) {
+        return NULL;
+    }
+    if (nargs == 2 && parse_timeout(args[1], &timeout) < 0) {
+        return NULL;
+    }
+    return sem_acquire(self, blocking, timeout);
+}
+
+static PyObject *
+WordSemaphore_acquire_forever(WordSemaphore *self, PyObject *Py_UNUSED(ignored))
+{
+    return sem_acquire(self, 1, -1.0);
+}
+
+static PyObject *
+WordSemaphore_acquire_within(WordSemaphore *self, PyObject *arg)
+{
+    double timeout;
+    if (parse_timeout(arg, &timeout) < 0) {
+        return NULL;
+    }
+    return sem_acquire(self, 1, timeout);
+}
+
+/* release(n=1): add n permits; NotHeldError past a bound, ValueError past MAX_VALUE. */
+static PyObject *
+WordSemaphore_release(WordSemaphore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long n = 1;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "release() takes at most 1 argument");
+        return NULL;
+    }
+    if (nargs == 1) {
+        n = PyLong_AsLongLong(args[0]);
+        if (n == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (n < 1) {
+            PyErr_Format(PyExc_ValueError, "n must be >= 1, not %lld", n);
+            return NULL;
+        }
+    }
+    if (sem_check_open(self) < 0) {
+        return NULL;
+    }
+    int64_t *w = self->w;
+    if (mutex_lock(w) < 0) {
+        return NULL;
+    }
+    int64_t value = get(&w[S_VALUE]);
+    int64_t bound = get(&w[S_BOUND]);
+    if ((bound > 0 && value + n > bound) || value + n > MAX_VALUE) {
+        lock_give(w);
+        return PyObject_CallMethod((PyObject *)self, "_refuse_release", "LL", n,
+                                   (long long)value);
+    }
+    int slot = find_slot(w, own_identity);
+    int64_t held = slot >= 0 ? get(&w[S_SLOTS + 2 * slot + 1]) : 0;
+    apply(w, slot, value + n, held - n, own_identity);
+    lock_give(w);
+    if (self->taken_by == own_identity) {
+        self->taken = self->taken > n ? self->taken - n : 0;
+    }
+    self->owner_died = 0;
+    wake_sem(w, n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+WordSemaphore_get_value(WordSemaphore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (sem_check_open(self) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLongLong((long long)get(&self->w[S_VALUE]));
+}
+
+/* _state() -> (value, blocked acquirers, fencing counter) */
+static PyObject *
+WordSemaphore_state(WordSemaphore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (sem_check_open(self) < 0) {
+        return NULL;
+    }
+    int64_t *w = self->w;
+    return Py_BuildValue("(LLL)", (long long)get(&w[S_VALUE]), (long long)get(&w[S_WAITERS]),
+                         (long long)get(&w[S_FENCE]));
+}
+
+/* _forget(): the permits this handle took count as consumed, never given back at death.
+ * Waits for the mutex at most 1 s (a GC finalizer calls it): False if it could not. */
+static PyObject *
+WordSemaphore_forget(WordSemaphore *self, PyObject *Py_UNUSED(ignored))
+{
+    int64_t *w = self->w;
+    if (w == NULL || self->taken == 0 || self->taken_by != own_identity) {
+        Py_RETURN_TRUE;
+    }
+    int64_t dead = 0;
+    int r = try_take(w) ? TAKEN : lock_wait(w, 1.0, &dead);
+    if (r == FAILED) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    if (r == NOT_TAKEN) {
+        Py_RETURN_FALSE;
+    }
+    if (r == TAKEN_OVER) {
+        repair(w);
+    }
+    int slot = find_slot(w, own_identity);
+    if (slot >= 0) {
+        int64_t held = get(&w[S_SLOTS + 2 * slot + 1]);
+        apply(w, slot, get(&w[S_VALUE]), held - self->taken, own_identity);
+    }
+    self->taken = 0;
+    lock_give(w);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+WordSemaphore_detach(WordSemaphore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->w != NULL) {
+        self->w = NULL;
+        PyBuffer_Release(&self->view);
+    }
+    Py_RETURN_NONE;
+}
+
+/* WordSemaphore(cells, index): its creator wrote the value and bound (cells +6, +7)
+ * before the block was marked ready. */
+static int
+WordSemaphore_init(WordSemaphore *self, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"cells", "index", NULL};
+    PyObject *cells;
+    Py_ssize_t index;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", keywords, &cells, &index)) {
+        return -1;
+    }
+    if (self->w != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "WordSemaphore.__init__ called twice");
+        return -1;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(cells, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        return -1;
+    }
+    if (index < 0 || (index + SEM_CELLS) * 8 > view.len || ((uintptr_t)view.buf % 8) != 0) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError,
+                     "a WordSemaphore needs %d aligned 64-bit cells from index %zd", SEM_CELLS,
+                     index);
+        return -1;
+    }
+    self->view = view;
+    self->w = (int64_t *)view.buf + index;
+    self->taken = 0;
+    self->taken_by = own_identity;
+    self->owner_died = 0;
+    self->token = 0;
+    return 0;
+}
+
+static void
+WordSemaphore_dealloc(WordSemaphore *self)
+{
+    if (self->w != NULL) {
+        self->w = NULL;
+        PyBuffer_Release(&self->view);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+WordSemaphore_get_owner_died(WordSemaphore *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->owner_died);
+}
+
+static PyObject *
+WordSemaphore_get_fencing_token(WordSemaphore *self, void *Py_UNUSED(closure))
+{
+    if (self->token == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong((long long)self->token);
+}
+
+static PyMethodDef WordSemaphore_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))WordSemaphore_acquire, METH_FASTCALL,
+     "acquire(blocking, timeout) -> bool"},
+    {"acquire_forever", (PyCFunction)WordSemaphore_acquire_forever, METH_NOARGS, NULL},
+    {"acquire_within", (PyCFunction)WordSemaphore_acquire_within, METH_O, NULL},
+    {"release", (PyCFunction)(void (*)(void))WordSemaphore_release, METH_FASTCALL,
+     "release(n=1)"},
+    {"get_value", (PyCFunction)WordSemaphore_get_value, METH_NOARGS, NULL},
+    {"_state", (PyCFunction)WordSemaphore_state, METH_NOARGS, NULL},
+    {"_forget", (PyCFunction)WordSemaphore_forget, METH_NOARGS, NULL},
+    {"_detach", (PyCFunction)WordSemaphore_detach, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef WordSemaphore_getset[] = {
+    {"owner_died", (getter)WordSemaphore_get_owner_died, NULL,
+     "Whether this handle holds a permit a dead process gave back (until it releases).",
+     NULL},
+    {"fencing_token", (getter)WordSemaphore_get_fencing_token, NULL,
+     "The fencing token of this handle's latest acquisition, or None.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject WordSemaphoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "polysync.backends.posix._wordlock.WordSemaphore",
+    .tp_basicsize = sizeof(WordSemaphore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "WordSemaphore(cells, index): a semaphore whose dead holders give permits back.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)WordSemaphore_init,
+    .tp_dealloc = (destructor)WordSemaphore_dealloc,
+    .tp_methods = WordSemaphore_methods,
+    .tp_getset = WordSemaphore_getset,
+};
+
 static PyObject *
 module_identity(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
@@ -687,6 +1220,23 @@ PyInit__wordlock(void)
     Py_INCREF(&WordLockType);
     if (PyModule_AddObject(module, "WordLock", (PyObject *)&WordLockType) < 0) {
         Py_DECREF(&WordLockType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (PyType_Ready(&WordSemaphoreType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&WordSemaphoreType);
+    if (PyModule_AddObject(module, "WordSemaphore", (PyObject *)&WordSemaphoreType) < 0) {
+        Py_DECREF(&WordSemaphoreType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(module, "SEMAPHORE_CELLS", SEM_CELLS) < 0 ||
+        PyModule_AddIntConstant(module, "SEMAPHORE_VALUE", S_VALUE) < 0 ||
+        PyModule_AddIntConstant(module, "SEMAPHORE_BOUND", S_BOUND) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_VALUE", (long)MAX_VALUE) < 0) {
         Py_DECREF(module);
         return NULL;
     }

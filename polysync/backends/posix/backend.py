@@ -14,16 +14,27 @@ from polysync import derived
 from polysync.backends.posix import tracker as _tracker
 from polysync.backends.posix.kernels import (
     WORD_LOCK_CELLS,
+    WORD_SEMAPHORE_CELLS,
     PosixRLock,
     PosixSegment,
     PosixSemaphore,
     WordLockKernel,
+    WordSemaphoreKernel,
     semlock,
 )
 from polysync.backends.posix.names import posix_name
 from polysync.derived import BaseBackend
 from polysync.errors import KindMismatchError, NotFoundError, PolysyncError
-from polysync.kernel import Capability, Cells, Kind, LockKernel, ObjectName, RLockKernel, Scope
+from polysync.kernel import (
+    Capability,
+    Cells,
+    Kind,
+    LockKernel,
+    ObjectName,
+    RLockKernel,
+    Scope,
+    SemaphorePrimitiveKernel,
+)
 
 _MODE = 0o600
 #: The header parameter of a Lock or RLock kept in a word lock (_wordlock.c).
@@ -34,6 +45,8 @@ class PosixBackend(BaseBackend):
     """POSIX named semaphores and shared memory (posix_ipc), shared by processes of one host."""
 
     name = "posix"
+    # Word locks and semaphores (_wordlock.c) carry fencing tokens; without the extension
+    # the floor's kernels, which have none, serve.
     capabilities = frozenset(
         {
             Capability.CROSS_PROCESS,
@@ -41,6 +54,7 @@ class PosixBackend(BaseBackend):
             Capability.READABLE_VALUE,
             Capability.SHARED_CELLS,
             Capability.OWNER_DEATH,
+            *([Capability.FENCING] if WordLockKernel is not None else []),
         }
     )
     # Locks and RLocks are word locks (_wordlock.c): a holder that dies at any instant is
@@ -166,6 +180,28 @@ class PosixBackend(BaseBackend):
         if WordLockKernel is not None:
             return WordLockKernel(self._word_lock_block(name, Kind.RLOCK, create), recursive=True)
         return PosixRLock(derived.open_block(self, name, Kind.RLOCK, 1, (1, 1), 3, create=create))
+
+    def open_semaphore(
+        self, name: ObjectName, value: int, *, bounded: bool, create: bool
+    ) -> SemaphorePrimitiveKernel:
+        if WordSemaphoreKernel is None:
+            return super().open_semaphore(name, value, bounded=bounded, create=create)
+        bound = value if bounded else 0
+        block = derived.open_block(
+            self,
+            name,
+            Kind.BOUNDED_SEMAPHORE if bounded else Kind.SEMAPHORE,
+            value,
+            (),
+            WORD_SEMAPHORE_CELLS,
+            create=create,
+            param_must_match=bounded,
+            layout=_WORD_LOCK,
+            on_create=WordSemaphoreKernel.initial_state(value, bound),
+        )
+        assert block.cells is not None
+        # The bound is the creator's value, which the header keeps.
+        return WordSemaphoreKernel(block, block.cells[2] if bounded else 0)
 
     def _word_lock_block(self, name: ObjectName, kind: Kind, create: bool) -> derived.Block:
         # Header parameter 3 marks a word lock: a pure-Python lock of the same name (an

@@ -25,9 +25,16 @@ try:
     # built (not Linux, no compiler); the tests use it to prove that fallback.
     if os.environ.get("POLYSYNC_NO_EXTENSIONS") == "1":
         raise ImportError("POLYSYNC_NO_EXTENSIONS=1")
-    from polysync.backends.posix._wordlock import CELLS, WordLock
+    from polysync.backends.posix._wordlock import (
+        CELLS,
+        SEMAPHORE_BOUND,
+        SEMAPHORE_CELLS,
+        SEMAPHORE_VALUE,
+        WordLock,
+        WordSemaphore,
+    )
 except ImportError:
-    CELLS = 0
+    CELLS = SEMAPHORE_CELLS = SEMAPHORE_VALUE = SEMAPHORE_BOUND = 0
     WordLock = None  # type: ignore[assignment,misc]
 
 
@@ -162,8 +169,9 @@ class PosixRLock(derived.DerivedRLock):
         self._post = sem.release_one
 
 
-#: The cells a word lock takes after the header.
+#: The cells a word lock and a word semaphore take after the header.
 WORD_LOCK_CELLS = CELLS
+WORD_SEMAPHORE_CELLS = SEMAPHORE_CELLS
 
 if WordLock is not None:
 
@@ -203,5 +211,57 @@ if WordLock is not None:
             self._detach()  # the C side lets go of the cells before they are unmapped
             self._block.close()
 
+    class WordSemaphoreKernel(WordSemaphore):
+        """The Semaphore and BoundedSemaphore of this backend (``_wordlock.c``).
+
+        Permits are counted per process, so those of a process that died come back; a
+        handle closed normally keeps what it took (consumed, as a signal's consumer does).
+        """
+
+        __slots__ = ("__weakref__", "_block", "_bound")
+
+        def __init__(self, block: derived.Block, bound: int) -> None:
+            assert block.cells is not None
+            super().__init__(block.cells, derived.HEADER)
+            self._block = block
+            self._bound = bound
+
+        @staticmethod
+        def initial_state(value: int, bound: int) -> Callable[[Any], None]:
+            """What a new block's cells start with (written before it is marked ready)."""
+
+            def write(cells: Any) -> None:
+                cells[derived.HEADER + SEMAPHORE_VALUE] = value
+                cells[derived.HEADER + SEMAPHORE_BOUND] = bound
+
+            return write
+
+        def _owner_died(self, pid: int, permits: int) -> None:
+            # Called by the C code after this handle took a permit a dead process gave back.
+            errors.warn_owner_died(
+                f"process {pid} died holding {permits} permit(s) of this semaphore; they "
+                "came back and this handle took one: check the state they protect",
+                self.release,
+            )
+
+        def _refuse_release(self, n: int, value: int) -> None:
+            if self._bound:
+                raise errors.over_released(self._bound)
+            limit = 2**31 - 1
+            raise ValueError(
+                f"release({n}) would raise the semaphore's value {value} past {limit}; "
+                f"at most {max(0, limit - value)} can be released"
+            )
+
+        def statistics(self) -> KernelState:
+            value, waiting, _fence = self._state()
+            return KernelState(value=value, waiting=waiting)
+
+        def close(self) -> None:
+            self._forget()  # what this handle took was consumed, not held by the dead
+            self._detach()
+            self._block.close()
+
 else:  # pragma: no cover - only where the extension was not built
     WordLockKernel = None  # type: ignore[assignment,misc]
+    WordSemaphoreKernel = None  # type: ignore[assignment,misc]
