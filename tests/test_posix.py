@@ -68,8 +68,11 @@ def test_mapping_is_injective_on_tricky_pairs() -> None:
 
 def test_objects_are_private_to_the_user(ctx: polysync.Context, name: str) -> None:
     ctx.Event(name=name)
+    ctx.Condition(name=f"{name}.lock")  # its lock's cells, and a waiter semaphore below
+    assert ctx.Event(name=name).wait(0.001) is False
     base = posix_name(_named(name))
-    files = [f"{SHM}{base}.c", f"{SHM}/sem.{base[1:]}.s0"]
+    files = [f"{SHM}{base}.c", f"{SHM}{posix_name(_named(name + '.lock'))}.c"]
+    files += [f"{SHM}/{entry}" for entry in os.listdir(SHM) if entry.startswith("sem.polysync-w-")]
     for path in files:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
 
@@ -466,6 +469,104 @@ def test_semaphore_holders_killed_at_random_moments_give_every_permit_back(
         with pytest.raises(polysync.NotHeldError):
             sem.release()  # exactly the bound: no permit was made up
     assert told > 0
+
+
+def _loop_on_event_and_barrier(name: str, ready: int) -> None:
+    ctx = polysync.get_context("posix")
+    event, barrier = ctx.Event(name=name), ctx.Barrier(1, name=f"{name}.lock")
+    os.write(ready, b"x")
+    while True:
+        event.set()
+        event.clear()
+        barrier.wait()
+
+
+@pytest.mark.timeout(120)
+def test_event_and_barrier_survive_a_death_inside_their_internal_mutex(
+    ctx: polysync.Context, name: str
+) -> None:
+    """On 955563b a process killed inside Event.set() or Barrier.wait() while holding the
+    primitive's internal semaphore wedged it for every process."""
+    import multiprocessing
+    import random
+    import threading
+    import time
+    import warnings
+
+    mp = multiprocessing.get_context("fork")
+    event, barrier = ctx.Event(name=name), ctx.Barrier(1, name=f"{name}.lock")
+    rng = random.Random(10)
+    mended = 0
+    for _ in range(25):
+        read, write = os.pipe()
+        child = mp.Process(target=_loop_on_event_and_barrier, args=(name, write), daemon=True)
+        child.start()
+        try:
+            assert os.read(read, 1) == b"x"
+            time.sleep(rng.uniform(0, 0.005))
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(10)
+        finally:
+            os.close(read)
+            os.close(write)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            waiter = threading.Thread(target=event.wait, args=(5,))
+            waiter.start()
+            event.clear()
+            event.set()  # takes the mutex: mended if the child died holding it
+            waiter.join(10)
+            assert not waiter.is_alive()
+            try:
+                assert barrier.wait(timeout=5) == 0
+            except threading.BrokenBarrierError:  # it died inside the barrier: reported
+                barrier.reset()
+                assert barrier.wait(timeout=5) == 0
+        mended += any(issubclass(w.category, polysync.OwnerDiedWarning) for w in caught)
+    assert mended > 0  # some kills landed inside a mutex (else the test proves nothing)
+
+
+def _wait_at(barrier: polysync.Barrier) -> None:
+    barrier.wait(timeout=60)
+
+
+def test_a_party_killed_while_waiting_holds_the_barrier_up_no_longer(
+    ctx: polysync.Context,
+) -> None:
+    """On 955563b a party killed while waiting never left: the barrier wedged in its drain."""
+    import multiprocessing
+    import threading
+    import time
+
+    barrier = ctx.Barrier(3)
+    child = multiprocessing.get_context("spawn").Process(target=_wait_at, args=(barrier,))
+    child.start()
+    deadline = time.monotonic() + 30
+    while barrier.n_waiting < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert barrier.n_waiting == 1
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    other = threading.Thread(target=barrier.wait, args=(10,))
+    other.start()
+    assert barrier.wait(timeout=10) in (1, 2)  # the dead party counts as arrived
+    other.join(10)
+    assert not barrier.broken
+    for _ in range(2):  # and the next cycles run with live parties
+        out: list[int] = []
+
+        def party(into: list[int] = out) -> None:
+            into.append(barrier.wait(timeout=10))
+
+        threads = [threading.Thread(target=party) for _ in range(2)]
+        for t in threads:
+            t.start()
+        out.append(barrier.wait(timeout=10))
+        for t in threads:
+            t.join(10)
+        assert sorted(out) == [0, 1, 2]
 
 
 def test_any_process_may_release_a_lock(ctx: polysync.Context) -> None:

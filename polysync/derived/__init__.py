@@ -25,12 +25,17 @@ from polysync.derived.locks import DerivedRLock as DerivedRLock
 from polysync.derived.locks import DerivedSemaphore as DerivedSemaphore
 from polysync.derived.locks import RecoverableLock as RecoverableLock
 from polysync.derived.locks import local_holder as local_holder
+from polysync.derived.openers import BARRIER_LAYOUT as BARRIER_LAYOUT
 from polysync.derived.openers import lock_label as lock_label
 from polysync.derived.openers import open_recoverable_lock as open_recoverable_lock
 from polysync.derived.owner import OwnerWatch as OwnerWatch
 from polysync.derived.parking import LOT_CAPACITY as LOT_CAPACITY
+from polysync.derived.parking import LOT_CELLS as LOT_CELLS
 from polysync.derived.parking import ParkingLot as ParkingLot
 from polysync.derived.parking import park_and_wait as park_and_wait
+from polysync.derived.waits import BARRIER_STATE_CELLS as BARRIER_STATE_CELLS
 from polysync.derived.waits import DerivedBarrier as DerivedBarrier
 from polysync.derived.waits import DerivedCondition as DerivedCondition
 from polysync.derived.waits import DerivedEvent as DerivedEvent
+from polysync.derived.waits import Mutex as Mutex
+from polysync.derived.waits import SemaphoreMutex as SemaphoreMutex

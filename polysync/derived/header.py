@@ -33,11 +33,15 @@ class Block:
     sems: list[SemaphoreKernel]
     cells: Cells | None
     closed: bool = field(default=False)
+    #: Called first by close(): whatever holds on to the cells lets go of them.
+    before_close: list[Callable[[], object]] = field(default_factory=list)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        for let_go in self.before_close:
+            let_go()
         for sem in self.sems:
             sem.close()
         if self.cells is not None:

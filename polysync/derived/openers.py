@@ -11,7 +11,12 @@ from polysync.derived.locks import (
     RecoverableLock,
 )
 from polysync.derived.parking import LOT_CELLS
-from polysync.derived.waits import DerivedBarrier, DerivedCondition, DerivedEvent
+from polysync.derived.waits import (
+    BARRIER_STATE_CELLS,
+    DerivedBarrier,
+    DerivedCondition,
+    DerivedEvent,
+)
 from polysync.kernel import Kind, ObjectName, SemaphoreBackend
 
 
@@ -98,8 +103,13 @@ def open_barrier(
         Kind.BARRIER,
         parties,
         (1,),
-        2 + LOT_CELLS,
+        BARRIER_STATE_CELLS + LOT_CELLS,
         create=create,
         param_must_match=True,
+        layout=BARRIER_LAYOUT,
     )
     return DerivedBarrier(block, parties)
+
+
+#: The Barrier's layout (generations; the earlier drain-phase Barrier was layout 0).
+BARRIER_LAYOUT = 1

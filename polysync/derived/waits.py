@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import time
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from polysync.derived.header import HEADER, Block
 from polysync.derived.parking import LOT_CAPACITY, ParkingLot, park_and_wait
@@ -16,13 +17,47 @@ if TYPE_CHECKING:
     from polysync.kernel import LockKernel
 
 
-class _Mutex:
-    """A semaphore used as a short internal lock."""
+class Mutex(Protocol):
+    """A primitive's short internal lock, as its kernel uses it.
 
-    __slots__ = ("_acquire", "_sem")
+    The floor's is a semaphore (a holder that dies inside a call wedges it). A backend
+    may pass one that is taken over from a dead holder (posix: a word lock); it calls
+    ``on_takeover`` (set by the kernel) while holding the mutex, so the kernel can mend
+    what the dead holder left half-done, and then tells the user.
+    """
+
+    on_takeover: Callable[[], None] | None
+
+    def __enter__(self) -> None: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def release_save(self) -> object: ...
+
+    def acquire_restore(self, state: object) -> None: ...
+
+
+def _weakly(method: Callable[[], None]) -> Callable[[], None]:
+    """*method*, called through a weak reference: a kernel and its mutex form no cycle,
+    which would keep an anonymous object alive until the cyclic GC ran."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> None:
+        bound = ref()
+        if bound is not None:
+            bound()
+
+    return call
+
+
+class SemaphoreMutex:
+    """The floor's mutex: a semaphore of one."""
+
+    __slots__ = ("_acquire", "_sem", "on_takeover")
 
     def __init__(self, sem: SemaphoreKernel) -> None:
         self._sem = sem
+        self.on_takeover: Callable[[], None] | None = None
         self._acquire: Callable[[], object] = (
             sem.acquire_forever
             if isinstance(sem, ForeverAcquire)
@@ -49,14 +84,20 @@ _FLAG = HEADER
 class DerivedEvent:
     """A flag and a parking lot, guarded by an internal mutex."""
 
-    __slots__ = ("_block", "_cells", "_lot", "_mutex")
+    __slots__ = ("__weakref__", "_block", "_cells", "_lot", "_mutex")
 
-    def __init__(self, block: Block) -> None:
+    def __init__(self, block: Block, mutex: Mutex | None = None) -> None:
         assert block.cells is not None
         self._block = block
         self._cells = block.cells
-        self._mutex = _Mutex(block.sems[0])
+        self._mutex = mutex if mutex is not None else SemaphoreMutex(block.sems[0])
+        self._mutex.on_takeover = _weakly(self._mend)
         self._lot = ParkingLot(block.backend, block.cells, HEADER + 1)
+
+    def _mend(self) -> None:
+        # A setter died before waking everyone: wake them now.
+        if self._cells[_FLAG]:
+            self._lot.unpark(LOT_CAPACITY)
 
     def set(self) -> None:
         with self._mutex:
@@ -115,82 +156,100 @@ class DerivedCondition:
         self._block.close()
 
 
-_STATE, _ARRIVED = HEADER, HEADER + 1
-_FILLING, _DRAINING, _RESETTING, _BROKEN = 0, 1, -1, -2
+_STATE, _ARRIVED, _GEN, _OUTCOMES = HEADER, HEADER + 1, HEADER + 2, HEADER + 3
+#: Outcomes of the latest generations, by generation modulo this.
+_RING = 64
+#: The Barrier's state cells before its parking lot.
+BARRIER_STATE_CELLS = 3 + _RING
+_FILLING, _BROKEN = 0, -2
+_PENDING, _PASSED, _FAILED = 0, 1, 2
 
 
 class DerivedBarrier:
-    """threading.Barrier's state machine over cells, with a parking lot for the waits."""
+    """threading.Barrier's semantics over cells, by generations, with a parking lot.
 
-    __slots__ = ("_block", "_cells", "_lot", "_mutex", "parties")
+    Each cycle is a generation. The last party to arrive ends it (outcome passed); a
+    timeout, an abort, a failed action or a reset ends it too (outcome failed). Waiters
+    sleep until the generation number moves on, then read their generation's outcome.
+    Nothing waits for the parties of an ended generation to leave, so one killed while
+    waiting holds nothing up: it counts as arrived, and the barrier passes when the
+    others come.
+    """
 
-    def __init__(self, block: Block, parties: int) -> None:
+    __slots__ = ("__weakref__", "_block", "_cells", "_lot", "_mutex", "parties")
+
+    def __init__(self, block: Block, parties: int, mutex: Mutex | None = None) -> None:
         assert block.cells is not None
         self._block = block
         self._cells = block.cells
-        self._mutex = _Mutex(block.sems[0])
-        self._lot = ParkingLot(block.backend, block.cells, HEADER + 2)
+        self._mutex = mutex if mutex is not None else SemaphoreMutex(block.sems[0])
+        self._mutex.on_takeover = _weakly(self._mend)
+        self._lot = ParkingLot(block.backend, block.cells, HEADER + BARRIER_STATE_CELLS)
         self.parties = parties
 
-    def _wait_until(self, ready: Callable[[], bool], deadline: float | None) -> bool:
-        while not ready():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            park_and_wait(
-                self._lot, self._mutex.release_save, self._mutex.acquire_restore, remaining
-            )
-        return True
-
-    def _notify_all(self) -> None:
+    def _end(self, outcome: int) -> None:
+        """End the current generation with *outcome* and wake its waiters."""
+        c = self._cells
+        gen = c[_GEN]
+        c[_OUTCOMES + (gen + 1) % _RING] = _PENDING
+        c[_OUTCOMES + gen % _RING] = outcome
+        c[_ARRIVED] = 0
+        c[_GEN] = gen + 1
         self._lot.unpark(LOT_CAPACITY)
+
+    def _break(self) -> None:
+        self._cells[_STATE] = _BROKEN
+        self._end(_FAILED)
+
+    def _mend(self) -> None:
+        # A party died inside a call, in the middle of an update: break the barrier, as
+        # threading does when a party fails; reset() makes it usable again.
+        self._break()
 
     def wait(self, timeout: float | None, action: Callable[[], object] | None) -> int:
         c = self._cells
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._mutex:
-            # Wait while the previous cycle drains or resets.
-            self._wait_until(lambda: c[_STATE] not in (_DRAINING, _RESETTING), None)
-            if c[_STATE] < 0:
+            if c[_STATE] == _BROKEN:
                 raise BrokenBarrierError("the barrier is broken")
+            gen = c[_GEN]
             index = c[_ARRIVED]
-            c[_ARRIVED] = index + 1
-            try:
-                if index + 1 == self.parties:
-                    try:
-                        if action is not None:
-                            action()
-                        c[_STATE] = _DRAINING
-                        self._notify_all()
-                    except BaseException:
-                        self._break()
-                        raise
-                else:
-                    if not self._wait_until(lambda: c[_STATE] != _FILLING, deadline):
-                        self._break()
-                        raise BrokenBarrierError("the barrier timed out and is now broken")
-                    if c[_STATE] < 0:
-                        raise BrokenBarrierError("the barrier was aborted or reset")
+            if index + 1 >= self.parties:
+                try:
+                    if action is not None:
+                        action()
+                except BaseException:
+                    self._break()
+                    raise
+                self._end(_PASSED)
                 return index
-            finally:
-                c[_ARRIVED] -= 1
-                if c[_ARRIVED] == 0 and c[_STATE] in (_DRAINING, _RESETTING):
-                    c[_STATE] = _FILLING
-                    self._notify_all()
-
-    def _break(self) -> None:
-        self._cells[_STATE] = _BROKEN
-        self._notify_all()
+            c[_ARRIVED] = index + 1
+            while c[_GEN] == gen:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    self._break()
+                    raise BrokenBarrierError("the barrier timed out and is now broken")
+                try:
+                    park_and_wait(
+                        self._lot, self._mutex.release_save, self._mutex.acquire_restore, remaining
+                    )
+                except BaseException:
+                    # Interrupted (Ctrl-C): this party leaves and no longer counts; the
+                    # barrier is not broken, as an interrupted threading wait leaves it.
+                    if c[_GEN] == gen and c[_ARRIVED] > 0:
+                        c[_ARRIVED] -= 1
+                    raise
+            if c[_OUTCOMES + gen % _RING] != _PASSED:
+                raise BrokenBarrierError("the barrier was aborted or reset")
+            return index
 
     def reset(self) -> None:
         c = self._cells
         with self._mutex:
-            if c[_ARRIVED] > 0:
-                if c[_STATE] in (_FILLING, _BROKEN):
-                    c[_STATE] = _RESETTING
-            else:
-                c[_STATE] = _FILLING
-            self._notify_all()
+            broken = c[_STATE] == _BROKEN
+            c[_STATE] = _FILLING
+            if c[_ARRIVED] > 0 or broken:
+                self._end(_FAILED)
 
     def abort(self) -> None:
         with self._mutex:

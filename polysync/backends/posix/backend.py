@@ -19,6 +19,7 @@ from polysync.backends.posix.kernels import (
     PosixSegment,
     PosixSemaphore,
     WordLockKernel,
+    WordMutex,
     WordSemaphoreKernel,
     semlock,
 )
@@ -26,8 +27,10 @@ from polysync.backends.posix.names import posix_name
 from polysync.derived import BaseBackend
 from polysync.errors import KindMismatchError, NotFoundError, PolysyncError
 from polysync.kernel import (
+    BarrierKernel,
     Capability,
     Cells,
+    EventKernel,
     Kind,
     LockKernel,
     ObjectName,
@@ -202,6 +205,44 @@ class PosixBackend(BaseBackend):
         assert block.cells is not None
         # The bound is the creator's value, which the header keeps.
         return WordSemaphoreKernel(block, block.cells[2] if bounded else 0)
+
+    def open_event(self, name: ObjectName, *, create: bool) -> EventKernel:
+        if WordMutex is None:
+            return super().open_event(name, create=create)
+        state = 1 + derived.LOT_CELLS
+        block = self._mutexed_block(name, Kind.EVENT, 0, state, create=create, match=False)
+        return derived.DerivedEvent(block, self._mutex(block, state, "Event"))
+
+    def open_barrier(self, name: ObjectName, parties: int, *, create: bool) -> BarrierKernel:
+        if WordMutex is None:
+            return super().open_barrier(name, parties, create=create)
+        state = derived.BARRIER_STATE_CELLS + derived.LOT_CELLS
+        block = self._mutexed_block(name, Kind.BARRIER, parties, state, create=create, match=True)
+        return derived.DerivedBarrier(block, parties, self._mutex(block, state, "Barrier"))
+
+    def _mutexed_block(
+        self, name: ObjectName, kind: Kind, param: int, state: int, *, create: bool, match: bool
+    ) -> derived.Block:
+        # The floor's state cells, then a word mutex in place of the floor's semaphore.
+        return derived.open_block(
+            self,
+            name,
+            kind,
+            param,
+            (),
+            state + WORD_LOCK_CELLS,
+            create=create,
+            param_must_match=match,
+            layout=_WORD_LOCK,
+        )
+
+    @staticmethod
+    def _mutex(block: derived.Block, state: int, what: str) -> derived.Mutex:
+        assert block.cells is not None
+        word = WordMutex(block.cells, derived.HEADER + state, what)
+        block.before_close.append(word._detach)  # the C side lets go before the unmap
+        mutex: derived.Mutex = word
+        return mutex
 
     def _word_lock_block(self, name: ObjectName, kind: Kind, create: bool) -> derived.Block:
         # Header parameter 3 marks a word lock: a pure-Python lock of the same name (an

@@ -211,6 +211,50 @@ if WordLock is not None:
             self._detach()  # the C side lets go of the cells before they are unmapped
             self._block.close()
 
+    class WordMutex(WordLock):
+        """The internal mutex of a posix Event or Barrier: a word lock, mended after a death.
+
+        A process that dies inside a call while holding it is taken over like any lock's
+        holder; the kernel's ``on_takeover`` mends its state (derived.waits.Mutex), then
+        the user is told with an OwnerDiedWarning.
+        """
+
+        __slots__ = ("_dead", "_what", "on_takeover")
+
+        def __init__(self, cells: Any, index: int, what: str) -> None:
+            super().__init__(cells, index, False)
+            self.on_takeover: Callable[[], None] | None = None
+            self._dead = 0
+            self._what = what
+
+        def _owner_died(self, pid: int) -> None:
+            self._dead = pid  # mended in __enter__, once the C call has returned
+
+        def __enter__(self) -> None:
+            self.acquire_forever()
+            if self._dead:
+                self._mend()
+
+        def __exit__(self, *exc: object) -> None:
+            self.release()
+
+        def release_save(self) -> object:
+            self.release()
+            return None
+
+        def acquire_restore(self, state: object) -> None:
+            self.__enter__()
+
+        def _mend(self) -> None:
+            pid, self._dead = self._dead, 0
+            if self.on_takeover is not None:
+                self.on_takeover()
+            errors.warn_owner_died(
+                f"process {pid} died inside a call on this {self._what}; its state was "
+                "mended (a Barrier is broken: reset() it)",
+                self.release,
+            )
+
     class WordSemaphoreKernel(WordSemaphore):
         """The Semaphore and BoundedSemaphore of this backend (``_wordlock.c``).
 
@@ -264,4 +308,5 @@ if WordLock is not None:
 
 else:  # pragma: no cover - only where the extension was not built
     WordLockKernel = None  # type: ignore[assignment,misc]
+    WordMutex = None  # type: ignore[assignment,misc]
     WordSemaphoreKernel = None  # type: ignore[assignment,misc]
