@@ -4,6 +4,7 @@
 the first :func:`get_context` (or the first primitive made on the default context).
 """
 
+from polysync._validate import MAX_VALUE as MAX_VALUE
 from polysync.api import Context as Context
 from polysync.api import available_backends as available_backends
 from polysync.api import get_context as get_context

@@ -96,10 +96,9 @@ class Context:
         """Destroy the named object *name*, whatever its kind; ``False`` if none existed."""
         from polysync import _validate
 
-        if name is None:
-            raise TypeError("unlink() needs the name of a named object, not None")
         user = _validate.name(name)
-        assert user is not None  # only None maps to None
+        if user is None:
+            raise TypeError("unlink() needs the name (a str) of a named object, not None")
         return self._backend.unlink_primitive(self._backend.object_name(user))
 
     def __reduce__(self) -> tuple[object, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import time
 import weakref
@@ -87,9 +88,13 @@ _T = TypeVar("_T")
 K = TypeVar("K", bound=_Closable)
 AK = TypeVar("AK", bound=_AcquirableKernel)
 LK = TypeVar("LK", bound=_ReleasableLock)
-_INF = float("inf")
+#: Float timeouts up to this take the fast path (larger ones wait forever: see _validate).
+_MAX_TIMEOUT = _validate.MAX_TIMEOUT
 #: Int timeouts up to this take the fast path (larger ones are checked in full).
-_LARGEST_INT_TIMEOUT = 1 << 31
+_LARGEST_INT_TIMEOUT = int(_validate.MAX_TIMEOUT)
+_MAX_VALUE = _validate.MAX_VALUE
+#: What a primitive holding a lease is (``lease=`` and ``on_lost=`` apply to these).
+_LEASED = frozenset({Kind.LOCK, Kind.RLOCK, Kind.SEMAPHORE, Kind.BOUNDED_SEMAPHORE})
 
 
 def _context(ctx: object) -> Context:
@@ -213,6 +218,18 @@ class _Primitive(Generic[K]):
     ) -> tuple[str | None, ObjectName]:
         user = _validate.name(name)
         backend = ctx.backend
+        if options:
+            cls._check_options(ctx, options)
+        return user, backend.anonymous_name() if user is None else backend.object_name(user)
+
+    @classmethod
+    def _check_options(cls, ctx: Context, options: dict[str, object]) -> None:
+        """Refuse unknown per-primitive options, and bad ``lease=`` / ``on_lost=`` values.
+
+        ``lease=`` and ``on_lost=`` belong to the ``leases`` capability: they are checked
+        here, before anything is stored, for every backend that accepts them.
+        """
+        backend = ctx.backend
         unknown = sorted(set(options) - backend.primitive_options)
         if unknown:
             accepted = ", ".join(sorted(backend.primitive_options)) or "none"
@@ -220,7 +237,25 @@ class _Primitive(Generic[K]):
                 f"{cls.__name__}() got unknown option(s) {', '.join(unknown)} for the "
                 f"{ctx.name!r} backend; accepted: {accepted}"
             )
-        return user, backend.anonymous_name() if user is None else backend.object_name(user)
+        if Capability.LEASES not in backend.capabilities:
+            return
+        leased = {"lease", "on_lost"} & set(options)
+        if leased and cls._kind not in _LEASED:
+            raise TypeError(
+                f"{' and '.join(f'{o}=' for o in sorted(leased))} apply to a Lock, RLock, "
+                f"Semaphore or BoundedSemaphore (what holds a lease), not to {cls.__name__}"
+            )
+        lease = options.get("lease")
+        if lease is not None:
+            _validate.seconds_option(
+                lease, "lease", _validate.MIN_SECONDS_OPTION, _validate.MAX_SECONDS_OPTION
+            )
+        on_lost = options.get("on_lost")
+        if on_lost is not None and not callable(on_lost):
+            raise TypeError(
+                f"on_lost must be callable or None, not {type(on_lost).__name__} "
+                f"{_validate.shown(on_lost)}"
+            )
 
     @property
     def name(self) -> str | None:
@@ -386,7 +421,7 @@ class _Acquirable(_Primitive[AK]):
                 self._acquire_forever()
                 return True
             if type(timeout) is float:
-                if 0.0 <= timeout < _INF:
+                if 0.0 <= timeout <= _MAX_TIMEOUT:
                     within = self._acquire_within
                     if within is not None:
                         return within(timeout)
@@ -539,6 +574,16 @@ class RLock(_LockLike[RLockKernel]):
     def _closed_kernel(self) -> RLockKernel:
         return ClosedLock("this RLock")
 
+    @classmethod
+    def _derived(cls, ctx: Context, name: str | None) -> RLock:
+        """The RLock a primitive makes for itself, named after it (*name* may exceed the
+        user's limit by its suffix: the primitive's name was checked, this one is derived)."""
+        self = cls.__new__(cls)
+        backend = ctx.backend
+        object_name = backend.anonymous_name() if name is None else backend.object_name(name)
+        self._attach(ctx, name, object_name, cls._open_kernel(ctx, object_name, (), True), {})
+        return self
+
     @staticmethod
     def _not_held() -> NotHeldError:
         return errors.rlock_not_owned()
@@ -598,10 +643,29 @@ class Semaphore(_Acquirable[SemaphorePrimitiveKernel]):
         self._initial = params[0]
 
     def release(self, n: int = 1) -> None:
-        """Add *n* (default 1) to the count, waking up to *n* waiters."""
+        """Add *n* (default 1) to the count, waking up to *n* waiters.
+
+        *n* is an int in ``1..MAX_VALUE``; a release that would take the value past
+        :data:`polysync.MAX_VALUE` raises ``ValueError`` and releases nothing.
+        """
         if type(n) is not int or n != 1:
             _validate.count(n, "n", 1)
-        self._release(n)
+            if not self._bounded:  # a bound (at most MAX_VALUE) is checked by the kernel
+                self._check_headroom(n)
+        try:
+            self._release(n)
+        except OSError as exc:  # posix's sem_post at SEM_VALUE_MAX (a release of 1)
+            if exc.errno != errno.EOVERFLOW:
+                raise
+            raise _validate.headroom(n, _MAX_VALUE) from exc
+
+    def _check_headroom(self, n: int) -> None:
+        """Refuse a release of *n* past MAX_VALUE, against a snapshot of the value
+        (where the backend can read it), before anything is posted."""
+        if Capability.READABLE_VALUE in self._ctx.capabilities:
+            value = self._kernel.get_value()
+            if value + n > _MAX_VALUE:
+                raise _validate.headroom(n, value)
 
     def get_value(self) -> int:
         """The current count (a snapshot)."""
@@ -719,7 +783,7 @@ class Condition(_Primitive[ConditionKernel]):
         user, object_name = self._names(context, name, options)
         self._owns_lock = lock is None
         if lock is None:
-            lock = RLock(name=None if user is None else f"{user}.lock", ctx=context)
+            lock = RLock._derived(context, None if user is None else f"{user}.lock")
         elif lock.context.backend is not context.backend:
             raise ValueError(
                 f"the lock belongs to the {lock.context.name!r} context, "
@@ -797,10 +861,12 @@ class Condition(_Primitive[ConditionKernel]):
         return result
 
     def notify(self, n: int = 1) -> None:
-        """Wake at most *n* waiters."""
-        _validate.count(n, "n", 0)
+        """Wake at most *n* waiters (any int ``>= 0``)."""
+        if type(n) is not int or n < 0:
+            _validate.count(n, "n", 0, maximum=None)
         self._check_owned("notify")
-        self._kernel.notify(n)
+        # No more than MAX_VALUE can wait: a larger n wakes them all, as notify_all does.
+        self._kernel.notify(n if n <= _MAX_VALUE else _MAX_VALUE)
 
     def notify_all(self) -> None:
         """Wake every waiter."""

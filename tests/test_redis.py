@@ -698,7 +698,7 @@ def test_a_replica_is_a_connection_error_not_a_wait_on_the_wrong_server(
         ({"connection_pool": "redis://127.0.0.1:1/0"}, TypeError),
         ({"url": "redis://127.0.0.1:1/0", "client": object()}, TypeError),
         ({"url": "redis://127.0.0.1:1/0", "lease": 0}, ValueError),
-        ({"url": "redis://127.0.0.1:1/0", "lease": "30"}, ValueError),
+        ({"url": "redis://127.0.0.1:1/0", "lease": "30"}, TypeError),
         ({"url": "redis://127.0.0.1:1/0", "prefix": ""}, ValueError),
         ({"url": "redis://127.0.0.1:1/0", "bogus": 1}, TypeError),
     ],

@@ -18,7 +18,7 @@ from polysync.kernel import Capability, Kind, ObjectName
 
 __all__ = ["RedisBackend"]
 
-_ALL_SUFFIXES = ("k", "o", "f", "q", "h", "v", "e", "b")
+_ALL_SUFFIXES = ("k", "o", "f", "q", "h", "v", "e", "b", "l", "p", "d")
 
 
 def _positive(name: str, value: object) -> float:
@@ -60,14 +60,51 @@ class RedisBackend(BaseBackend):
     primitive_options = frozenset({"lease", "on_lost"})
 
     def __init__(self, **options: Any) -> None:
+        from polysync import _validate
+
         super().__init__(**options)
         s = self.settings
-        if s["url"] is not None and not isinstance(s["url"], str):
-            raise TypeError(f"url must be a str, not {type(s['url']).__name__}")
-        if not isinstance(s["prefix"], str) or not s["prefix"] or "{" in s["prefix"]:
-            raise ValueError(f"prefix must be a non-empty str without braces, not {s['prefix']!r}")
-        self.lease = _positive("lease", s["lease"])
-        self.anonymous_ttl = _positive("anonymous_ttl", s["anonymous_ttl"])
+        # Every option is checked before connecting: nothing is written with a bad one.
+        for key in ("url", "service_name", "username", "password"):
+            if s[key] is not None and not isinstance(s[key], str):
+                raise TypeError(
+                    f"{key} must be a str or None, not {type(s[key]).__name__} "
+                    f"{_validate.shown(s[key]) if key != 'password' else '(hidden)'}"
+                )
+        if not isinstance(s["cluster"], bool):
+            raise TypeError(
+                f"cluster must be True or False, not {type(s['cluster']).__name__} "
+                f"{_validate.shown(s['cluster'])}"
+            )
+        if s["connection_kwargs"] is not None and not isinstance(s["connection_kwargs"], Mapping):
+            raise TypeError(
+                "connection_kwargs must be a dict of redis-py arguments or None, not "
+                f"{type(s['connection_kwargs']).__name__}"
+            )
+        prefix = s["prefix"]
+        if not isinstance(prefix, str):
+            raise TypeError(
+                f"prefix must be a str, not {type(prefix).__name__} {_validate.shown(prefix)}"
+            )
+        try:
+            encodes = bool(prefix.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate: no key could be written
+            encodes = False
+        if not encodes or "{" in prefix:
+            raise ValueError(
+                "prefix must be a non-empty str without braces, encodable as UTF-8, not "
+                f"{_validate.shown(prefix)}"
+            )
+        # Redis expiries count milliseconds: from one to 2**31 seconds' worth.
+        self.lease = _validate.seconds_option(
+            s["lease"], "lease", _validate.MIN_SECONDS_OPTION, _validate.MAX_SECONDS_OPTION
+        )
+        self.anonymous_ttl = _validate.seconds_option(
+            s["anonymous_ttl"],
+            "anonymous_ttl",
+            _validate.MIN_SECONDS_OPTION,
+            _validate.MAX_SECONDS_OPTION,
+        )
         where = self.describe_where()
         with translated(where):  # a cluster client connects at once
             self.client = _connection.connect(s)

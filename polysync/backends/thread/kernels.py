@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from polysync._validate import MAX_VALUE, headroom
+
 
 class ThreadSemaphore:
     """A counting semaphore on a ``threading.Condition``."""
@@ -25,6 +27,8 @@ class ThreadSemaphore:
 
     def release(self, n: int = 1) -> None:
         with self._cond:
+            if self._value + n > MAX_VALUE:  # as posix's sem_post refuses (EOVERFLOW)
+                raise headroom(n, self._value)
             self._value += n
             self._cond.notify(n)
 
