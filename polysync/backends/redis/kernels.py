@@ -4,7 +4,11 @@ Waiting is always a blocking pop on a per-wait list (``<base>:w:<random>``) that
 script which wakes the waiter pushes to, so a hand-off costs one round trip and nothing
 polls. A waiter that times out (or is interrupted) runs a ``cancel`` step that either
 takes it off the queue or consumes what was sent to it, atomically, so a wake-up is
-never lost and never delivered twice.
+never lost and never delivered twice. A Lock or Semaphore waiter claims a grant by
+popping it (one not popped within ``CLAIM`` lapses to the next waiter), and sends a
+``tick`` ahead of each later blocking pop, in the same round trip, which renews its
+queue entry (one not renewed within ``LIVENESS`` lapses): a waiter that is gone holds up
+nobody for long, and a hand-off is still the push and the pop.
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from polysync import errors
-from polysync.backends.redis.server import CLAIM, CLEANUP_TIMEOUT, holder_of, text
+from polysync.backends.redis.server import (
+    CLEANUP_TIMEOUT,
+    LIVENESS,
+    POP_SLICE,
+    WATCH_SLICE,
+    holder_of,
+    text,
+)
 from polysync.errors import BrokenBarrierError
 from polysync.kernel import KernelState
 
@@ -29,6 +40,8 @@ if TYPE_CHECKING:
 LEASE_MARGIN = 0.05
 #: Lifetime (ms) of a message sent to a waiter that has not popped it.
 MESSAGE_TTL_MS = 60_000
+#: Seconds between two tries of a wait's clean-up that could not reach the server.
+CLEANUP_RETRY = 0.5
 
 
 class _Kernel:
@@ -123,57 +136,95 @@ class _Leased(_Kernel):
     def _holds(self) -> bool:
         raise NotImplementedError
 
-    def _granted(self, owner: str, message: Any) -> None:
-        """Record what a grant message (or a cancel's reply) gave *owner*."""
+    def _granted(self, owner: str, message: str) -> None:
+        """Record a grant: *message* is its fencing token, with ``!`` appended if the
+        previous holder died (what the scripts push, and what a cancel returns)."""
         raise NotImplementedError
 
-    def _give_back(self) -> None:
-        """Undo one grant (a wait that was interrupted after it was granted)."""
+    def _give_back_grant(self, owner: str, message: str) -> None:
+        """Release what a cancel found granted to a wait that was abandoned."""
         raise NotImplementedError
 
-    def _wait_for_grant(self, owner: str, wkey: str, expiry_ms: int, timeout: float | None) -> bool:
+    def _wait_for_grant(
+        self, owner: str, wkey: str, left_ms: int, near_head: int, timeout: float | None
+    ) -> bool:
         """Wait, queued, until a grant is pushed to *wkey*, or *timeout*.
 
-        A release wakes the waiter at once. Between wake-ups it sleeps until a lease could
-        have run out (*expiry_ms*, as the scripts report it), then asks the script to check
-        ("poke"): only a dead holder costs a lease.
+        A release wakes the waiter at once, and popping the grant claims it: nothing more
+        is sent. Between wake-ups it waits until the holder's lease (or a grant's claim
+        window) could have run out (*left_ms*, as the scripts report it), by slices of
+        ``POP_SLICE``, or ``WATCH_SLICE`` among the first two in the queue
+        (*near_head*), who watch a grant to the one ahead lapse. Each later BLPOP goes
+        out behind the script's ``tick``, in one round trip: it renews this waiter's
+        queue entry, settles a grant, and checks on the holder.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        tick: list[Any] | None = None  # the acquire that queued it did the tick's work
         try:
             while True:
-                step = (expiry_ms / 1000 if expiry_ms > 0 else 0) + LEASE_MARGIN
+                step = (left_ms / 1000 if left_ms > 0 else 0) + LEASE_MARGIN
+                step = min(step, WATCH_SLICE if near_head else POP_SLICE)
                 if deadline is not None:
                     step = min(step, deadline - time.monotonic())
                     if step <= 0:
                         break
-                message = self._pop(wkey, step)
+                result, message = self._server.run_then_pop(
+                    self.script_name, self.keys, tick, wkey, step
+                )
                 if message is not None:
                     self._granted(owner, message)
                     return True
-                remaining = None if deadline is None else deadline - time.monotonic()
-                expiry_ms = int(self._run_within(remaining, "poke", self._lease_ms))
+                if result is not None:
+                    left_ms, near_head = int(result[0]), int(result[1])
+                tick = ["tick", owner, wkey, self._lease_ms]
         except BaseException:
-            self._leave(owner, wkey, keep=False)
+            self._abandon(owner, wkey)
             raise
-        return self._leave(owner, wkey, keep=True)
+        return self._leave(owner, wkey)
 
-    def _leave(self, owner: str, wkey: str, *, keep: bool) -> bool:
-        """Cancel a wait; if it was granted meanwhile, keep the grant (or give it back)."""
-        result = self._cancel(owner, wkey)
+    def _leave(self, owner: str, wkey: str) -> bool:
+        """A timed-out wait's clean-up: off the queue, or keep a grant that came meanwhile."""
+        try:
+            result = self._cancel(owner, wkey)
+        except Exception:
+            self._abandon_later(owner, wkey)  # the caller hears of the error: it holds nothing
+            raise
         if int(result[0]) != 1:
             return False
-        self._granted(owner, result[1])
-        if not keep:
-            self._give_back()
+        self._granted(owner, text(result[1]))
         return True
 
-    def _granted_lease(self, token: int, *, claimed: bool = False) -> None:
+    def _abandon(self, owner: str, wkey: str) -> None:
+        """An interrupted wait's clean-up: off the queue, and anything granted given back.
+
+        A server that cannot be reached now (frozen, restarting) is tried again from the
+        renewer's thread, every ``CLEANUP_RETRY`` seconds for ``LIVENESS`` seconds (after
+        which the entry has lapsed anyway), so it does not hold up the waiters behind.
+        """
+        try:
+            self._abandon_now(owner, wkey)
+        except Exception:
+            self._abandon_later(owner, wkey)
+
+    def _abandon_now(self, owner: str, wkey: str) -> None:
+        result = self._cancel(owner, wkey)
+        if int(result[0]) == 1:
+            self._give_back_grant(owner, text(result[1]))
+
+    def _abandon_later(self, owner: str, wkey: str) -> None:
+        def attempt() -> bool:
+            self._abandon_now(owner, wkey)
+            return False  # done: the renewer drops it
+
+        self._server.renewer.add(
+            attempt, interval=CLEANUP_RETRY, give_up=LIVENESS, on_lost=lambda: None
+        )
+
+    def _granted_lease(self, token: int) -> None:
         """Record a grant (call with ``_state`` held); one renewal for the handle's life.
 
         The renewal renews whatever the handle holds at each round, so acquire and release
-        cost the renewer nothing. A *claimed* grant (one pushed to this waiter) is leased
-        only for the claim window: the renewer confirms it within a third of that, and a
-        holder whose confirmation fails learns it is lost when the window closes.
+        cost the renewer nothing.
         """
         self.fencing_token = token
         self.lost = False
@@ -186,8 +237,15 @@ class _Leased(_Kernel):
                 on_lost=self._on_lease_lost,
                 on_fork=self._forked,
             )
-        if claimed and lease > CLAIM:
-            self._server.renewer.due_within(self._renewal, CLAIM)
+
+    def _report_lost(self) -> None:
+        """A release found the lease gone before the renewer did: say so, as it would."""
+        if self.lost:
+            return  # the renewer told already
+        self.lost = True
+        callback = self.on_lost
+        if callback is not None:
+            self._server.renewer.call_soon(callback)  # from the backend's thread, as always
 
     # Runs in the renewer thread, which takes no kernel lock: a fork while it runs must not
     # leave a child with a lock held by a thread it does not have.
@@ -220,7 +278,7 @@ class RedisLock(_Leased):
     """A leased, fenced, FIFO lock (``lock.lua``)."""
 
     script_name = "lock"
-    suffixes = ("k", "o", "f", "q", "h")
+    suffixes = ("k", "o", "f", "q", "h", "l")
 
     def __init__(self, server: RedisServer, base: str, anonymous: bool, lease: float) -> None:
         super().__init__(server, base, anonymous, lease)
@@ -245,45 +303,47 @@ class RedisLock(_Leased):
         if not waits:
             return False
         self._contended = True
-        return self._wait_for_grant(owner, wkey, int(result[1]), timeout)
+        return self._wait_for_grant(owner, wkey, int(result[1]), int(result[2]), timeout)
 
     def _acquire_pipelined(self, owner: str, wkey: str, timeout: float | None) -> bool:
+        """acquire() and its first BLPOP in one round trip (see ``run_pop_run``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        step = WATCH_SLICE if timeout is None else min(WATCH_SLICE, timeout)
         try:
-            both = self._server.run_then_pop(
+            replies = self._server.run_pop_run(
                 self.script_name,
                 self.keys,
                 ["acquire", owner, self._lease_ms, wkey, 1],
                 wkey,
-                timeout,
+                step,
+                None,
             )
         except BaseException:
-            self._leave(owner, wkey, keep=False)
+            self._abandon(owner, wkey)
             raise
-        if both is None:  # not on this deployment: the two-step way
+        if replies is None:  # not on this deployment: the two-step way
             self._contended = False
             return self.acquire(True, timeout)
-        result, message = both
+        result, message, _ = replies
         if int(result[0]) == 1:
             self._contended = False  # it was free: back to one command per acquire
         if message is not None:
             self._granted(owner, message)
             return True
         remaining = None if deadline is None else deadline - time.monotonic()
-        return self._wait_for_grant(owner, wkey, int(result[1]), remaining)
+        return self._wait_for_grant(owner, wkey, int(result[1]), int(result[2]), remaining)
 
-    def _granted(self, owner: str, message: Any) -> None:
-        token = text(message)
-        self._held(owner, int(token.rstrip("!")), token.endswith("!"), claimed=True)
+    def _granted(self, owner: str, message: str) -> None:
+        self._held(owner, int(message.rstrip("!")), message.endswith("!"))
 
-    def _give_back(self) -> None:
-        self.release()
+    def _give_back_grant(self, owner: str, message: str) -> None:
+        self._run("release", owner, self._lease_ms, int(message.rstrip("!")))
 
-    def _held(self, owner: str, token: int, holder_died: bool, *, claimed: bool = False) -> None:
+    def _held(self, owner: str, token: int, holder_died: bool) -> None:
         with self._state:
             self._owner = owner
             self.owner_died = holder_died
-            self._granted_lease(token, claimed=claimed)
+            self._granted_lease(token)
         if holder_died:
             errors.warn_owner_died(
                 "the previous holder died holding this lock (its lease ran out): this "
@@ -308,9 +368,12 @@ class RedisLock(_Leased):
 
     def release(self) -> None:
         owner = self._forget()
-        if int(self._run("release", owner or "", self._lease_ms)):
+        token = self.fencing_token if owner else 0
+        done = int(self._run("release", owner or "", self._lease_ms, token or 0))
+        if done == 1:
             return
-        if owner and self.lost:
+        if done < 0:  # this handle held it, and its lease is gone
+            self._report_lost()
             raise errors.lease_lost()
         raise errors.lock_not_held()
 
@@ -442,7 +505,7 @@ class RedisSemaphore(_Leased):
     """A counting semaphore with leased permits (``semaphore.lua``)."""
 
     script_name = "semaphore"
-    suffixes = ("k", "v", "h", "f", "q")
+    suffixes = ("k", "v", "h", "f", "q", "l", "p", "d")
 
     def __init__(
         self, server: RedisServer, base: str, anonymous: bool, lease: float, bound: int | None
@@ -450,6 +513,9 @@ class RedisSemaphore(_Leased):
         super().__init__(server, base, anonymous, lease)
         self._bound = bound
         self._permits: list[str] = []
+        #: Whether this handle holds a permit it took over from a holder that died (True
+        #: from that acquire until the handle next releases), as a Lock's ``owner_died``.
+        self.owner_died = False
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         owner = self._server.owner_id()
@@ -457,22 +523,30 @@ class RedisSemaphore(_Leased):
         wkey = self._waiter_key() if waits else ""
         result = self._run_within(timeout, "acquire", owner, self._lease_ms, wkey)
         if int(result[0]) == 1:
-            self._took(owner, int(result[1]))
+            self._took(owner, int(result[1]), bool(int(result[2])))
             return True
         if not waits:
             return False
-        return self._wait_for_grant(owner, wkey, int(result[1]), timeout)
+        return self._wait_for_grant(owner, wkey, int(result[1]), int(result[2]), timeout)
 
-    def _granted(self, owner: str, message: Any) -> None:
-        self._took(owner, int(text(message)), claimed=True)
+    def _granted(self, owner: str, message: str) -> None:
+        self._took(owner, int(message.rstrip("!")), message.endswith("!"))
 
-    def _give_back(self) -> None:
-        self.release(1)
+    def _give_back_grant(self, owner: str, message: str) -> None:
+        bound = "" if self._bound is None else self._bound
+        self._run("release", 1, bound, self._lease_ms, f"{owner}#{message.rstrip('!')}")
 
-    def _took(self, owner: str, token: int, *, claimed: bool = False) -> None:
+    def _took(self, owner: str, token: int, holder_died: bool) -> None:
         with self._state:
             self._permits.append(f"{owner}#{token}")
-            self._granted_lease(token, claimed=claimed)
+            self.owner_died = self.owner_died or holder_died
+            self._granted_lease(token)
+        if holder_died:
+            errors.warn_owner_died(
+                "the previous holder of this permit died holding it (its lease ran out): "
+                "this handle took it over; check the state it protects",
+                partial(self.release, 1),
+            )
 
     def _holds(self) -> bool:
         return bool(self._permits)
@@ -487,11 +561,17 @@ class RedisSemaphore(_Leased):
     def release(self, n: int = 1) -> None:
         with self._state:
             mine = [self._permits.pop() for _ in range(min(n, len(self._permits)))]
+            died, self.owner_died = self.owner_died, False
         bound = "" if self._bound is None else self._bound
-        if int(self._run("release", n, bound, self._lease_ms, *mine)) < 0:
+        result = self._run("release", n, bound, self._lease_ms, *mine)
+        if int(result[0]) < 0:
             with self._state:
                 self._permits.extend(mine)
+                self.owner_died = died
             raise errors.over_released(self._bound or 0)
+        if int(result[1]):  # permits this handle held, whose leases were gone
+            self._report_lost()
+            raise errors.lease_lost()
 
     def get_value(self) -> int:
         return int(self._run("value"))
@@ -503,9 +583,11 @@ class RedisSemaphore(_Leased):
     def _forked(self) -> None:
         super()._forked()
         self._permits = []
+        self.owner_died = False
 
     def _detach(self) -> list[Callable[[], object]]:
         actions = super()._detach()
+        self.owner_died = False
         permits, self._permits = self._permits, []
         if permits:
             actions.insert(0, partial(self._run, "forget", *permits))
@@ -534,15 +616,21 @@ class RedisEvent(_Kernel):
         deadline = None if timeout is None else time.monotonic() + timeout
         woken = False
         try:
-            both = None
+            replies = None
             if timeout != 0:  # queue and block in one round trip
-                both = self._server.run_then_pop(
-                    self.script_name, self.keys, ["wait", wkey, 1, MESSAGE_TTL_MS], wkey, timeout
+                step = POP_SLICE if timeout is None else min(POP_SLICE, timeout)
+                replies = self._server.run_pop_run(
+                    self.script_name,
+                    self.keys,
+                    ["wait", wkey, 1, MESSAGE_TTL_MS],
+                    wkey,
+                    step,
+                    None,
                 )
-            if both is None:
+            if replies is None:
                 woken = bool(int(self._run_within(timeout, "wait", wkey, 0, MESSAGE_TTL_MS)))
             else:
-                woken = both[1] is not None
+                woken = replies[1] is not None
             if woken:
                 return True
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

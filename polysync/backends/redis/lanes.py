@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import select
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis.exceptions
@@ -105,12 +106,19 @@ class Lanes:
         if lane is not None:
             lane.close()
 
-    def execute(self, *commands: tuple[Any, ...], timeout: float) -> list[Any]:
+    def execute(
+        self,
+        *commands: tuple[Any, ...],
+        timeout: float,
+        on_reply: Callable[[int, Any], object] | None = None,
+    ) -> list[Any]:
         """Send *commands* in one write and read their replies; a server error is returned
         in place of its reply (so every reply is read), anything else is raised.
 
         *timeout* bounds each socket operation of this exchange: a server that stops
         answering raises redis-py's ``TimeoutError`` instead of holding the caller.
+        *on_reply* is called with each reply's index and the reply as soon as it is read,
+        before the next one is waited for (a blocking command behind it may be woken).
         """
         conn = self._connection()
         conn._sock.settimeout(timeout)
@@ -130,6 +138,8 @@ class Lanes:
                         self._drop()
                         return replies + [exc] * (len(commands) - len(replies))
                     reply = exc
+                if on_reply is not None:
+                    on_reply(len(replies), reply)
                 replies.append(reply)
             return replies
         except BaseException:

@@ -66,29 +66,32 @@ class Renewer:
             self._items[key] = Renewal(
                 renew, interval, give_up, on_lost, on_fork, next_due=now + interval, last_ok=now
             )
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="polysync-redis-renewer", daemon=True
-                )
-                self._thread.start()
+            self._start()
         # The thread looks at its items at least every TICK seconds: waking it (a context
         # switch on the acquire path) is only needed for a shorter interval.
         if interval < TICK:
             self._wake.set()
         return key
 
-    def due_within(self, key: int, seconds: float) -> None:
-        """What *key* keeps runs out in *seconds* unless renewed: renew it within a third
-        of that, and count it lost once *seconds* pass without a successful renewal."""
-        now = time.monotonic()
+    def _start(self) -> None:
+        """Start the thread if it is not running (call with ``_lock`` held)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="polysync-redis-renewer", daemon=True
+            )
+            self._thread.start()
+
+    def call_soon(self, action: Callable[[], object]) -> None:
+        """Have the renewer's thread run *action* now (best effort); never from a
+        finalizer (it takes locks: see :meth:`defer`)."""
+        if _exiting:
+            with contextlib.suppress(Exception):
+                action()
+            return
+        self._deferred.append(action)
         with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return
-            item.next_due = min(item.next_due, now + seconds / 3)
-            item.last_ok = min(item.last_ok, now - (item.give_up - seconds))
-        if seconds / 3 < TICK:
-            self._wake.set()
+            self._start()
+        self._wake.set()
 
     def remove(self, key: int) -> None:
         with self._lock:

@@ -37,6 +37,7 @@ _CONNECTION_ERRORS = (
     redis.exceptions.TimeoutError,
     redis.exceptions.RedisClusterException,
 )
+_NO_SCRIPT = redis.exceptions.NoScriptError
 #: A script that only a master runs: one without the no-writes flag is refused by a
 #: replica (READONLY) before it starts. Older servers fail to compile it, which says
 #: nothing either way and is ignored.
@@ -44,12 +45,24 @@ _WRITABLE_PROBE = "#!lua\nreturn 1"
 #: Seconds a reply may take beyond what its command itself waits, before the server is
 #: taken to have stopped answering.
 READ_SLACK = 1.0
-#: Longest single BLPOP (seconds); see RedisBackend.pop.
+#: Longest single BLPOP (seconds); see RedisServer.pop.
 POP_SLICE = 2.0
-#: Seconds a grant pushed to a queued waiter is leased for (at most the lease) until the
-#: new holder's renewer confirms it: a waiter that died while queued delays the next one
-#: by this much, not by a whole lease. The scripts get it as CLAIM_MS.
-CLAIM = 6.0
+#: Longest single BLPOP (seconds) of a Lock or Semaphore waiter among the first two in
+#: the queue: they watch a grant to the waiter ahead of them, which lapses after CLAIM.
+#: A grant made during a slice is seen at its end, so a lapse reaches the next waiter
+#: within WATCH_SLICE + CLAIM (plus a margin and round trips): under a second.
+WATCH_SLICE = 0.25
+#: Seconds a grant pushed to a queued waiter may wait for its waiter to claim it, which
+#: the waiter does by popping it (a grant is revoked, its message deleted, only while
+#: nobody has popped it). A live waiter is always blocked on its list, or about to be, so
+#: only a waiter that is gone (killed, or it gave up while the server could not be
+#: reached) misses it: the grant lapses, and the next waiter gets the object that much
+#: later, whatever the lease. The scripts get it as CLAIM_MS.
+CLAIM = 0.5
+#: Seconds a Lock or Semaphore waiter's queue entry stays valid unless the waiter renews
+#: it (each of its BLPOP slices does): the entry of a waiter that is gone lapses, and is
+#: passed over, within this. The scripts get it as LIVE_MS.
+LIVENESS = 5.0
 #: Seconds a wait's clean-up step (cancel) may take, and a new connection's handshake.
 CLEANUP_TIMEOUT = 1.0
 
@@ -126,6 +139,7 @@ class RedisServer:
                 # branch returned.
                 body = (
                     f"local CLAIM_MS = {int(CLAIM * 1000)}\n"
+                    f"local LIVE_MS = {int(LIVENESS * 1000)}\n"
                     + lua.joinpath("lib.lua").read_text()
                     + "\nlocal function main()\n"
                     + body
@@ -151,41 +165,102 @@ class RedisServer:
                 (reply,) = self._lanes.execute(
                     ("EVALSHA", registered.sha, len(keys), *keys, *args), timeout=limit
                 )
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    # A restarted or flushed server: EVAL sends the body and loads it, in
+                    # one more round trip.
+                    (reply,) = self._lanes.execute(
+                        ("EVAL", registered.script, len(keys), *keys, *args), timeout=limit
+                    )
                 if not isinstance(reply, redis.exceptions.ResponseError):
                     return reply
-                if not isinstance(reply, redis.exceptions.NoScriptError):
-                    raise reply
+                raise reply
             return registered(keys=keys, args=args)  # through the client: loads it if need be
         except _REDIS_ERRORS as exc:
             raise self.translate(exc) from exc
 
-    def run_then_pop(
-        self, script: str, keys: list[str], args: list[Any], key: str, timeout: float | None
-    ) -> tuple[Any, str | None] | None:
-        """Run *script* and a BLPOP on *key* in one round trip (``None``: not possible here).
+    def run_pop_run(
+        self,
+        script: str,
+        keys: list[str],
+        before: list[Any] | None,
+        key: str,
+        step: float,
+        after: list[Any] | None,
+    ) -> tuple[Any, str | None, Any] | None:
+        """In one round trip: run *script* with the arguments *before*, BLPOP *key* for
+        at most *step* seconds, run *script* with *after* (either run may be ``None``).
 
-        The script must push to *key* whenever it would not queue the caller, so the
-        BLPOP never waits for nothing. The BLPOP lasts at most one ``POP_SLICE``.
+        Returns the replies ``(before's, the popped message or None, after's)``, or
+        ``None`` where this is not possible (Cluster: its pipelines carry no blocking
+        commands). Redis runs the commands of one connection in order, so *after* runs
+        on the server as soon as the BLPOP returns, with no round trip of its own. A
+        *before* that runs must push to *key* whenever it would not queue the caller, so
+        the BLPOP never waits for nothing.
+
+        Scripts missing (a restarted server, ``SCRIPT FLUSH``) cost one more round trip,
+        never the BLPOP's slice: when *before* did not run, the BLPOP it came with is
+        woken at once (through the pool) and the exchange is sent again with the script's
+        body (``EVAL``, which loads it).
         """
-        if not self._lanes.available:  # Cluster: its pipelines carry no blocking commands
+        if not self._lanes.available:
             return None
-        step = POP_SLICE if timeout is None else min(POP_SLICE, max(0.001, timeout))
-        sha = self._script(script).sha
+        step = max(0.001, step)  # 0 would be forever
+        registered = self._script(script)
+        n = len(keys)
+        commands: list[tuple[Any, ...]] = []
+        if before is not None:
+            commands.append(("EVALSHA", registered.sha, n, *keys, *before))
+        commands.append(("BLPOP", key, step))
+        if after is not None:
+            commands.append(("EVALSHA", registered.sha, n, *keys, *after))
+
+        def wake_if_not_run(index: int, reply: Any) -> None:
+            if before is not None and index == 0 and isinstance(reply, _NO_SCRIPT):
+                self._wake(key)
+
         try:
-            result, found = self._lanes.execute(
-                ("EVALSHA", sha, len(keys), *keys, *args),
-                ("BLPOP", key, step),
-                timeout=step + READ_SLACK,
+            replies = self._lanes.execute(
+                *commands, timeout=step + READ_SLACK, on_reply=wake_if_not_run
             )
+            if before is not None and isinstance(replies[0], _NO_SCRIPT):
+                # Sent again, the body first; the DEL drops the wake-up if the BLPOP had
+                # returned before it came (nothing else writes there before the script).
+                commands[0] = ("EVAL", registered.script, n, *keys, *before)
+                again = self._lanes.execute(("DEL", key), *commands, timeout=step + READ_SLACK)
+                replies = again[1:]
         except _REDIS_ERRORS as exc:
             raise self.translate(exc) from exc
-        if isinstance(result, redis.exceptions.NoScriptError):
-            return None  # the script did not run (a restarted server): the two-step way
-        if isinstance(result, redis.exceptions.ResponseError):
-            raise self.translate(result) from result
-        if isinstance(found, redis.exceptions.ResponseError):
-            raise self.translate(found) from found
-        return result, None if found is None else text(found[1])
+        first = replies[0] if before is not None else None
+        found = replies[1] if before is not None else replies[0]
+        last = replies[-1] if after is not None else None
+        if isinstance(last, _NO_SCRIPT):  # the BLPOP has returned: no wait lost
+            assert after is not None
+            last = self.run(script, keys, after)
+        for reply in (first, found, last):
+            if isinstance(reply, redis.exceptions.ResponseError):
+                raise self.translate(reply) from reply
+        return first, None if found is None else text(found[1]), last
+
+    def run_then_pop(
+        self, script: str, keys: list[str], before: list[Any] | None, key: str, step: float
+    ) -> tuple[Any, str | None]:
+        """Run *script* with *before* (if any), then BLPOP *key* for at most *step*
+        seconds: one round trip where :meth:`run_pop_run` can, else two. Returns the
+        script's reply (``None`` without *before*) and the popped message or ``None``."""
+        replies = self.run_pop_run(script, keys, before, key, step, None)
+        if replies is not None:
+            return replies[0], replies[1]
+        reply = None if before is None else self.run(script, keys, before)
+        with self.translated():
+            found = self.client.blpop([key], timeout=max(0.001, step))
+        return reply, None if found is None else text(found[1])
+
+    def _wake(self, key: str) -> None:
+        """Push a throw-away message to *key*, through the pool, so a BLPOP on it returns."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, "")
+            pipe.pexpire(key, int(POP_SLICE * 1000) + 1000)
+            pipe.execute()
 
     def pop(self, key: str, timeout: float | None) -> str | None:
         """Block on *key* for at most *timeout* seconds (``None``: forever).

@@ -35,6 +35,58 @@ local function cancel_waiter(queue, wkey)
   return 0
 end
 
+-- Lock and Semaphore queues: entries "waiter key|owner id" in a list (the order), each
+-- also in a sorted set (live) scored with the time its liveness runs out. A blocked
+-- waiter renews it at every tick (LIVE_MS), so the entry of a waiter that is gone (killed,
+-- or it timed out while its clean-up could not reach the server) lapses.
+local function purge_dead(queue, live, now)
+  local dead = redis.call('ZRANGEBYSCORE', live, '-inf', '(' .. now)
+  if #dead == 0 then
+    return
+  end
+  for _, entry in ipairs(dead) do
+    redis.call('LREM', queue, 1, entry)
+  end
+  redis.call('ZREMRANGEBYSCORE', live, '-inf', '(' .. now)
+end
+
+-- Pop the oldest live entry off the queue (dropping lapsed ones on the way), or false.
+local function pop_live(queue, live, now)
+  while true do
+    local entry = redis.call('LPOP', queue)
+    if not entry then
+      return false
+    end
+    local expiry = redis.call('ZSCORE', live, entry)
+    redis.call('ZREM', live, entry)
+    if expiry and tonumber(expiry) >= now then
+      return entry
+    end
+  end
+end
+
+-- A waiter's tick: renew its entry's liveness, or queue it again (at the end) if its
+-- entry lapsed while it was alive (a server frozen past it, a grant to it revoked). The
+-- caller checks first that no grant waits in its list.
+local function renew_entry(queue, live, entry, now)
+  if not redis.call('ZSCORE', live, entry) then
+    redis.call('RPUSH', queue, entry)
+  end
+  redis.call('ZADD', live, now + LIVE_MS, entry)
+end
+
+-- Whether entry is one of the first two in the queue (they watch a grant to the one
+-- ahead of them, which lapses after the claim window).
+local function near_head(queue, entry)
+  return redis.call('LPOS', queue, entry, 'MAXLEN', 2) and 1 or 0
+end
+
+-- Queue a new waiter.
+local function enqueue(queue, live, entry, now)
+  redis.call('RPUSH', queue, entry)
+  redis.call('ZADD', live, now + LIVE_MS, entry)
+end
+
 -- Send msg to every queued waiter (entries are waiter keys, or "key|owner").
 local function wake_all(queue, msg, ttl_ms)
   local entries = redis.call('LRANGE', queue, 0, -1)
