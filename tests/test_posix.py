@@ -73,8 +73,11 @@ def test_objects_are_private_to_the_user(ctx: polysync.Context, name: str) -> No
     base = posix_name(_named(name))
     files = [f"{SHM}{base}.c", f"{SHM}{posix_name(_named(name + '.lock'))}.c"]
     files += [f"{SHM}/{entry}" for entry in os.listdir(SHM) if entry.startswith("sem.polysync-w-")]
-    for path in files:
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    try:
+        for path in files:
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    finally:
+        ctx.unlink(f"{name}.lock.lock")  # the Condition's own lock (the fixture has the rest)
 
 
 def test_named_object_persists_until_unlinked(ctx: polysync.Context, name: str) -> None:

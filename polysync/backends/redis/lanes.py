@@ -12,7 +12,6 @@ pool: there the backend goes through the client as usual.
 
 from __future__ import annotations
 
-import contextlib
 import select
 import threading
 from collections.abc import Callable
@@ -62,8 +61,12 @@ class _Lane:
     def close(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):  # already broken: nothing more to release
-                conn.disconnect()  # redis-py shuts the socket down only in the process that made it
+            # try/except, not contextlib.suppress: at interpreter exit __del__ may run after
+            # module globals are cleared.
+            try:  # noqa: SIM105
+                conn.disconnect()  # redis-py shuts the socket down only in its own process
+            except Exception:  # already broken: nothing more to release
+                pass
 
     def __del__(self) -> None:
         self.close()
