@@ -23,32 +23,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from _redis_server import RedisServer, RedisServerError  # noqa: E402
-
-from tests import _trials  # noqa: E402
+from _trials_cli import RedisServer, _trials, comma_list, private_server, write_json
 
 DEFAULT_BACKENDS = ("posix", "redis")
-
-
-def _choices(text: str, allowed: Sequence[str], what: str) -> list[str]:
-    chosen = [part.strip() for part in text.split(",") if part.strip()]
-    wrong = [c for c in chosen if c not in allowed]
-    if wrong or not chosen:
-        raise argparse.ArgumentTypeError(
-            f"unknown {what} {', '.join(wrong) or '(none)'}; choose from {', '.join(allowed)}"
-        )
-    return chosen
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -56,19 +38,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=100, help="trials per variant (default 100)")
     p.add_argument(
         "--backend",
-        type=lambda s: _choices(s, _trials.KILL_BACKENDS, "backend"),
+        type=comma_list(_trials.KILL_BACKENDS, "backend"),
         default=list(DEFAULT_BACKENDS),
         help=f"comma-separated, of {','.join(_trials.KILL_BACKENDS)} (default posix,redis)",
     )
     p.add_argument(
         "--primitive",
-        type=lambda s: _choices(s, _trials.PRIMITIVES, "primitive"),
+        type=comma_list(_trials.PRIMITIVES, "primitive"),
         default=list(_trials.PRIMITIVES),
         help="comma-separated (default: all seven)",
     )
     p.add_argument(
         "--mode",
-        type=lambda s: _choices(s, _trials.MODES, "mode"),
+        type=comma_list(_trials.MODES, "mode"),
         default=list(_trials.MODES),
         help="holding, random or both (default both)",
     )
@@ -102,10 +84,8 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         server: RedisServer | None = None
         if "redis" in args.backend:
-            try:
-                server = stack.enter_context(RedisServer())
-            except RedisServerError as exc:
-                print(f"the private redis-server could not start: {exc}", file=sys.stderr)
+            server = private_server(stack)
+            if server is None:
                 return 2
         print(
             f"kill trials: {args.trials} per variant, start method {args.method}"
@@ -169,10 +149,8 @@ def run(args: argparse.Namespace) -> int:
             "trials": [dataclasses.asdict(r) for r in results],
             "rows": [dataclasses.asdict(r) for r in rows],
             "problems": problems,
-            "config": {k: v for k, v in vars(args).items() if k != "json"},
         }
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=2)
+        write_json(args.json, payload, args)
     return 0 if all(r.recovered for r in results) and not problems else 1
 
 

@@ -22,33 +22,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from _redis_server import RedisServer, RedisServerError  # noqa: E402
-
-from tests import _trials  # noqa: E402
+from _trials_cli import RedisServer, _trials, comma_list, private_server, write_json
 
 STRESS_BACKENDS = ("posix", "thread", "redis")
 PRIMITIVE_VARIANTS = [v for v in _trials.STRESS_VARIANTS if v != _trials.CONTROL]
-
-
-def _choices(text: str, allowed: Sequence[str], what: str) -> list[str]:
-    chosen = [part.strip() for part in text.split(",") if part.strip()]
-    wrong = [c for c in chosen if c not in allowed]
-    if wrong or not chosen:
-        raise argparse.ArgumentTypeError(
-            f"unknown {what} {', '.join(wrong) or '(none)'}; choose from {', '.join(allowed)}"
-        )
-    return chosen
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -57,13 +39,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ops", type=int, default=10_000, help="operations per worker (10,000)")
     p.add_argument(
         "--backend",
-        type=lambda s: _choices(s, STRESS_BACKENDS, "backend"),
+        type=comma_list(STRESS_BACKENDS, "backend"),
         default=list(STRESS_BACKENDS),
         help="comma-separated, of posix,thread,redis (default all)",
     )
     p.add_argument(
         "--variant",
-        type=lambda s: _choices(s, list(_trials.STRESS_VARIANTS), "variant"),
+        type=comma_list(list(_trials.STRESS_VARIANTS), "variant"),
         default=list(_trials.STRESS_VARIANTS),
         help=f"comma-separated, of {','.join(_trials.STRESS_VARIANTS)} (default all)",
     )
@@ -95,10 +77,8 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         server: RedisServer | None = None
         if "redis" in args.backend and set(args.variant) - {_trials.CONTROL}:
-            try:
-                server = stack.enter_context(RedisServer())
-            except RedisServerError as exc:
-                print(f"the private redis-server could not start: {exc}", file=sys.stderr)
+            server = private_server(stack)
+            if server is None:
                 return 2
         print(
             f"stress: {args.workers} workers x {args.ops} operations, hold {args.hold_us:g} µs"
@@ -145,11 +125,9 @@ def run(args: argparse.Namespace) -> int:
                 dataclasses.asdict(r)
                 | {"lost_updates": r.lost_updates, "throughput": r.throughput, "ok": r.ok}
                 for r in results
-            ],
-            "config": {k: v for k, v in vars(args).items() if k != "json"},
+            ]
         }
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=2)
+        write_json(args.json, payload, args)
     return 0 if all(_verdict_ok(r) for r in results) else 1
 
 

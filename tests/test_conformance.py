@@ -22,6 +22,8 @@ class TestPosixWithoutSemLock(BackendSuite):
         from polysync.backends.posix import kernels
 
         monkeypatch.setattr(kernels, "_SemLock", None)
+        # A fresh backend: one cached by an earlier test has waiters made with SemLock.
+        monkeypatch.setattr(polysync.api, "_cache", {})
         ctx = polysync.get_context("posix")
         from polysync.derived.parking import waiters_of
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -9,7 +10,8 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -321,6 +323,43 @@ def test_a_nonblocking_acquire_takes_over_too(ctx: polysync.Context, kind: str) 
     lock.release()
 
 
+def _killed_at_random_moments(
+    loop: Callable[..., None], args: tuple[object, ...], seed: int, trials: int = 25
+) -> Iterator[None]:
+    """Fork a child running ``loop(*args, ready)`` and SIGKILL it at a random moment once it
+    loops, *trials* times; yields after each child is gone."""
+    import multiprocessing
+    import random
+    import time
+
+    mp = multiprocessing.get_context("fork")
+    rng = random.Random(seed)
+    for _ in range(trials):
+        read, write = os.pipe()
+        child = mp.Process(target=loop, args=(*args, write), daemon=True)
+        child.start()
+        try:
+            assert os.read(read, 1) == b"x"
+            time.sleep(rng.uniform(0, 0.005))
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(10)
+        finally:
+            os.close(read)
+            os.close(write)
+        yield
+
+
+@contextlib.contextmanager
+def _told_of_a_death() -> Iterator[list[bool]]:
+    """Record warnings in the block; the list yielded gets whether an OwnerDiedWarning was one."""
+    told: list[bool] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield told
+    told.append(any(issubclass(w.category, polysync.OwnerDiedWarning) for w in caught))
+
+
 def _loop_on_lock(name: str, kind: str, ready: int) -> None:
     lock = getattr(polysync.get_context("posix"), kind)(name=name)
     os.write(ready, b"x")
@@ -339,36 +378,17 @@ def test_holders_killed_at_random_moments_never_wedge_it(
     On 955563b a Lock wedged whenever its holder died holding it, and with
     recover_locks=True a Lock or RLock killed mid-call wedged about one time in five.
     """
-    import multiprocessing
-    import random
     import time
-    import warnings
 
-    mp = multiprocessing.get_context("fork")
     lock = getattr(ctx, kind)(name=name)
-    rng = random.Random(8)
     took_over, worst = 0, 0.0
-    for _ in range(25):
-        read, write = os.pipe()
-        child = mp.Process(target=_loop_on_lock, args=(name, kind, write), daemon=True)
-        child.start()
-        try:
-            assert os.read(read, 1) == b"x"
-            time.sleep(rng.uniform(0, 0.005))
-            assert child.pid is not None
-            os.kill(child.pid, signal.SIGKILL)
-            child.join(10)
-        finally:
-            os.close(read)
-            os.close(write)
+    for _ in _killed_at_random_moments(_loop_on_lock, (name, kind), seed=8):
         start = time.monotonic()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _told_of_a_death() as told:
             assert lock.acquire(timeout=5) is True, "wedged: the dead holder's lock never came back"
         worst = max(worst, time.monotonic() - start)
-        died = any(issubclass(w.category, polysync.OwnerDiedWarning) for w in caught)
-        assert died == lock.owner_died
-        took_over += died
+        assert told[0] == lock.owner_died
+        took_over += told[0]
         lock.release()
     assert not lock.locked()
     assert took_over > 0  # some kills landed while it was held (else the test proves nothing)
@@ -438,40 +458,20 @@ def test_semaphore_holders_killed_at_random_moments_give_every_permit_back(
 ) -> None:
     """SIGKILL anywhere in acquire/release, inside the internal mutex too: no permit is lost
     and none is made up (a BoundedSemaphore of 2 ends at exactly 2)."""
-    import multiprocessing
-    import random
-    import time
-    import warnings
-
-    mp = multiprocessing.get_context("fork")
     sem = ctx.BoundedSemaphore(2, name=name)
-    rng = random.Random(9)
-    told = 0
-    for _ in range(25):
-        read, write = os.pipe()
-        child = mp.Process(target=_loop_on_semaphore, args=(name, write), daemon=True)
-        child.start()
-        try:
-            assert os.read(read, 1) == b"x"
-            time.sleep(rng.uniform(0, 0.005))
-            assert child.pid is not None
-            os.kill(child.pid, signal.SIGKILL)
-            child.join(10)
-        finally:
-            os.close(read)
-            os.close(write)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+    deaths = 0
+    for _ in _killed_at_random_moments(_loop_on_semaphore, (name,), seed=9):
+        with _told_of_a_death() as told:
             assert sem.acquire(timeout=5), "a permit was lost"
             assert sem.acquire(timeout=5), "a permit was lost"
-        told += any(issubclass(w.category, polysync.OwnerDiedWarning) for w in caught)
+        deaths += told[0]
         assert sem.get_value() == 0
         sem.release()
         sem.release()
         assert sem.get_value() == 2
         with pytest.raises(polysync.NotHeldError):
             sem.release()  # exactly the bound: no permit was made up
-    assert told > 0
+    assert deaths > 0
 
 
 def _loop_on_event_and_barrier(name: str, ready: int) -> None:
@@ -490,31 +490,12 @@ def test_event_and_barrier_survive_a_death_inside_their_internal_mutex(
 ) -> None:
     """On 955563b a process killed inside Event.set() or Barrier.wait() while holding the
     primitive's internal semaphore wedged it for every process."""
-    import multiprocessing
-    import random
     import threading
-    import time
-    import warnings
 
-    mp = multiprocessing.get_context("fork")
     event, barrier = ctx.Event(name=name), ctx.Barrier(1, name=f"{name}.lock")
-    rng = random.Random(10)
     mended = 0
-    for _ in range(25):
-        read, write = os.pipe()
-        child = mp.Process(target=_loop_on_event_and_barrier, args=(name, write), daemon=True)
-        child.start()
-        try:
-            assert os.read(read, 1) == b"x"
-            time.sleep(rng.uniform(0, 0.005))
-            assert child.pid is not None
-            os.kill(child.pid, signal.SIGKILL)
-            child.join(10)
-        finally:
-            os.close(read)
-            os.close(write)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+    for _ in _killed_at_random_moments(_loop_on_event_and_barrier, (name,), seed=10):
+        with _told_of_a_death() as told:
             waiter = threading.Thread(target=event.wait, args=(5,))
             waiter.start()
             event.clear()
@@ -526,7 +507,7 @@ def test_event_and_barrier_survive_a_death_inside_their_internal_mutex(
             except threading.BrokenBarrierError:  # it died inside the barrier: reported
                 barrier.reset()
                 assert barrier.wait(timeout=5) == 0
-        mended += any(issubclass(w.category, polysync.OwnerDiedWarning) for w in caught)
+        mended += told[0]
     assert mended > 0  # some kills landed inside a mutex (else the test proves nothing)
 
 

@@ -152,16 +152,203 @@ monotonic(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* The length of the next sleep: SLICE, or what is left before the deadline (timeout < 0:
+ * none); 0 or less once the deadline has passed. */
+static double
+next_slice(double timeout, double deadline)
+{
+    if (timeout < 0) {
+        return SLICE;
+    }
+    double remaining = deadline - monotonic();
+    return remaining < SLICE ? remaining : SLICE;
+}
+
+/* Sleep on the futex at seq while it reads seen, for at most step seconds, with the GIL
+ * released; 1 if the whole slice went by (nobody woke us), 0 if woken or interrupted. */
+static int
+sleep_slice(uint32_t *seq, uint32_t seen, double step)
+{
+    struct timespec relative;
+    relative.tv_sec = (time_t)step;
+    relative.tv_nsec = (long)((step - (double)relative.tv_sec) * 1e9);
+    long rc;
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    rc = futex_wait(seq, seen, &relative);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    return rc != 0 && err == ETIMEDOUT;
+}
+
+/* ---- what a lock handle and a semaphore handle share ---- */
+
+typedef struct Word Word;
+/* A type's acquire (timeout < 0: forever), behind the entry points both types share. */
+typedef PyObject *(*acquire_fn)(Word *self, int blocking, double timeout);
+
+#define WORD_HEAD                                                                         \
+    PyObject_HEAD                                                                         \
+    Py_buffer view;                                                                       \
+    int64_t *w;           /* NULL once detached */                                        \
+    acquire_fn acquire;                                                                   \
+    const char *what;     /* "lock" or "semaphore", for messages */                       \
+    int owner_died;                                                                       \
+    int64_t token;        /* of this handle's latest acquisition; 0: none yet */          \
+    int64_t dead_pid;     /* of the process taken over from, for the warning */
+
+struct Word {
+    WORD_HEAD
+};
+
+static int
+check_open(Word *self)
+{
+    if (self->w == NULL) {
+        PyErr_Format(closed_error ? closed_error : PyExc_RuntimeError,
+                     "this %s's handle is closed", self->what);
+        return -1;
+    }
+    return 0;
+}
+
+/* Map the handle onto ncells cells of the buffer cells from index; -1 with an error. */
+static int
+word_attach(Word *self, PyObject *cells, Py_ssize_t index, int ncells, const char *type_name,
+            acquire_fn acquire, const char *what)
+{
+    if (self->w != NULL) {
+        PyErr_Format(PyExc_RuntimeError, "%s.__init__ called twice", type_name);
+        return -1;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(cells, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        return -1;
+    }
+    if (index < 0 || (index + ncells) * 8 > view.len || ((uintptr_t)view.buf % 8) != 0) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "a %s needs %d aligned 64-bit cells from index %zd",
+                     type_name, ncells, index);
+        return -1;
+    }
+    self->view = view;
+    self->w = (int64_t *)view.buf + index;
+    self->acquire = acquire;
+    self->what = what;
+    self->owner_died = 0;
+    self->token = 0;
+    self->dead_pid = 0;
+    return 0;
+}
+
+static int
+parse_timeout(PyObject *arg, double *timeout)
+{
+    if (arg == Py_None) {
+        *timeout = -1.0;
+        return 0;
+    }
+    double t = PyFloat_AsDouble(arg);
+    if (t == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    *timeout = t < 0 ? 0.0 : t;
+    return 0;
+}
+
+/* acquire(blocking, timeout) */
+static PyObject *
+Word_acquire(Word *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int blocking = 1;
+    double timeout = -1.0;
+    if (nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "acquire() takes at most 2 arguments");
+        return NULL;
+    }
+    if (nargs >= 1 && (blocking = PyObject_IsTrue(args[0])) < 0) {
+        return NULL;
+    }
+    if (nargs == 2 && parse_timeout(args[1], &timeout) < 0) {
+        return NULL;
+    }
+    return self->acquire(self, blocking, timeout);
+}
+
+static PyObject *
+Word_acquire_forever(Word *self, PyObject *Py_UNUSED(ignored))
+{
+    return self->acquire(self, 1, -1.0);
+}
+
+static PyObject *
+Word_acquire_within(Word *self, PyObject *arg)
+{
+    double timeout;
+    if (parse_timeout(arg, &timeout) < 0) {
+        return NULL;
+    }
+    return self->acquire(self, 1, timeout);
+}
+
+/* _detach(): let go of the shared memory (it must be unmapped after this). */
+static PyObject *
+Word_detach(Word *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->w != NULL) {
+        self->w = NULL;
+        PyBuffer_Release(&self->view);
+    }
+    Py_RETURN_NONE;
+}
+
+static void
+Word_dealloc(Word *self)
+{
+    if (self->w != NULL) {
+        self->w = NULL;
+        PyBuffer_Release(&self->view);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Word_get_owner_died(Word *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->owner_died);
+}
+
+static PyObject *
+Word_get_fencing_token(Word *self, void *Py_UNUSED(closure))
+{
+    if (self->token == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong((long long)self->token);
+}
+
+#define WORD_METHODS                                                                      \
+    {"acquire", (PyCFunction)(void (*)(void))Word_acquire, METH_FASTCALL,                 \
+     "acquire(blocking, timeout) -> bool"},                                               \
+        {"acquire_forever", (PyCFunction)Word_acquire_forever, METH_NOARGS,               \
+         "Wait as long as it takes; True."},                                              \
+        {"acquire_within", (PyCFunction)Word_acquire_within, METH_O,                      \
+         "acquire_within(timeout) -> bool"},                                              \
+        {"_detach", (PyCFunction)Word_detach, METH_NOARGS, NULL}
+
+static PyGetSetDef Word_getset[] = {
+    {"owner_died", (getter)Word_get_owner_died, NULL,
+     "Whether this handle took over what a dead process held (until it releases).", NULL},
+    {"fencing_token", (getter)Word_get_fencing_token, NULL,
+     "The fencing token of this handle's latest acquisition, or None.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 /* ---- the lock ---- */
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    int64_t *w; /* NULL once detached */
+    WORD_HEAD
     int recursive;
-    int owner_died;
-    int64_t token;    /* of this handle's latest acquisition; 0: none yet */
-    int64_t dead_pid; /* of the holder taken over from, for the warning */
 } WordLock;
 
 static inline uint32_t *
@@ -235,36 +422,22 @@ lock_wait(int64_t *w, double timeout, int64_t *dead)
             result = TAKEN;
             break;
         }
-        double step = SLICE;
-        if (timeout >= 0) {
-            double remaining = deadline - monotonic();
-            if (remaining <= 0) {
-                result = lock_take_over(w, dead);
-                break;
-            }
-            if (remaining < step) {
-                step = remaining;
-            }
+        double step = next_slice(timeout, deadline);
+        if (step <= 0) {
+            result = lock_take_over(w, dead);
+            break;
         }
-        struct timespec relative;
-        relative.tv_sec = (time_t)step;
-        relative.tv_nsec = (long)((step - (double)relative.tv_sec) * 1e9);
-        long rc;
-        int err;
-        Py_BEGIN_ALLOW_THREADS
-        rc = futex_wait(seq, seen, &relative);
-        err = errno;
-        Py_END_ALLOW_THREADS
+        int slice_ran_out = sleep_slice(seq, seen, step);
         /* A signal may have reached another thread (its handler runs in the main thread,
          * which may be this one, blocked here): run the handlers at every wake-up. */
         if (PyErr_CheckSignals() < 0) {
             result = FAILED;
             break;
         }
-        if (rc == 0 || err == EAGAIN || err == EINTR) {
+        if (!slice_ran_out) {
             continue; /* woken, or the sequence moved on: try again */
         }
-        /* ETIMEDOUT: a slice went by; the holder may have died. */
+        /* A slice went by; the holder may have died. */
         result = lock_take_over(w, dead);
         if (result != NOT_TAKEN) {
             break;
@@ -301,22 +474,12 @@ report_takeover(WordLock *self)
     return 0;
 }
 
-static int
-check_open(WordLock *self)
-{
-    if (self->w == NULL) {
-        PyErr_SetString(closed_error ? closed_error : PyExc_RuntimeError,
-                        "this lock's handle is closed");
-        return -1;
-    }
-    return 0;
-}
-
-/* The acquire every entry point shares; timeout < 0 waits forever. */
+/* The lock's acquire (its acquire_fn); timeout < 0 waits forever. */
 static PyObject *
-do_acquire(WordLock *self, int blocking, double timeout)
+lock_acquire(Word *base, int blocking, double timeout)
 {
-    if (check_open(self) < 0) {
+    WordLock *self = (WordLock *)base;
+    if (check_open(base) < 0) {
         return NULL;
     }
     int64_t *w = self->w;
@@ -351,56 +514,6 @@ do_acquire(WordLock *self, int blocking, double timeout)
         }
     }
     Py_RETURN_TRUE;
-}
-
-static int
-parse_timeout(PyObject *arg, double *timeout)
-{
-    if (arg == Py_None) {
-        *timeout = -1.0;
-        return 0;
-    }
-    double t = PyFloat_AsDouble(arg);
-    if (t == -1.0 && PyErr_Occurred()) {
-        return -1;
-    }
-    *timeout = t < 0 ? 0.0 : t;
-    return 0;
-}
-
-/* acquire(blocking, timeout) */
-static PyObject *
-WordLock_acquire(WordLock *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    int blocking = 1;
-    double timeout = -1.0;
-    if (nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "acquire() takes at most 2 arguments");
-        return NULL;
-    }
-    if (nargs >= 1 && (blocking = PyObject_IsTrue(args[0])) < 0) {
-        return NULL;
-    }
-    if (nargs == 2 && parse_timeout(args[1], &timeout) < 0) {
-        return NULL;
-    }
-    return do_acquire(self, blocking, timeout);
-}
-
-static PyObject *
-WordLock_acquire_forever(WordLock *self, PyObject *Py_UNUSED(ignored))
-{
-    return do_acquire(self, 1, -1.0);
-}
-
-static PyObject *
-WordLock_acquire_within(WordLock *self, PyObject *arg)
-{
-    double timeout;
-    if (parse_timeout(arg, &timeout) < 0) {
-        return NULL;
-    }
-    return do_acquire(self, 1, timeout);
 }
 
 static PyObject *
@@ -444,7 +557,7 @@ owned_here(WordLock *self)
 static PyObject *
 WordLock_release(WordLock *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_open(self) < 0) {
+    if (check_open((Word *)self) < 0) {
         return NULL;
     }
     if (self->recursive) {
@@ -465,7 +578,7 @@ WordLock_release(WordLock *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 WordLock_release_save(WordLock *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_open(self) < 0) {
+    if (check_open((Word *)self) < 0) {
         return NULL;
     }
     if (self->recursive) {
@@ -487,7 +600,7 @@ WordLock_release_save(WordLock *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 WordLock_acquire_restore(WordLock *self, PyObject *state)
 {
-    PyObject *r = do_acquire(self, 1, -1.0);
+    PyObject *r = lock_acquire((Word *)self, 1, -1.0);
     if (r == NULL) {
         return NULL;
     }
@@ -505,7 +618,7 @@ WordLock_acquire_restore(WordLock *self, PyObject *state)
 static PyObject *
 WordLock_locked(WordLock *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_open(self) < 0) {
+    if (check_open((Word *)self) < 0) {
         return NULL;
     }
     return PyBool_FromLong(__atomic_load_n(&self->w[W_HOLDER], __ATOMIC_SEQ_CST) != 0);
@@ -514,7 +627,7 @@ WordLock_locked(WordLock *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 WordLock_is_owned(WordLock *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_open(self) < 0) {
+    if (check_open((Word *)self) < 0) {
         return NULL;
     }
     if (self->recursive) {
@@ -526,7 +639,7 @@ WordLock_is_owned(WordLock *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 WordLock_recursion_level(WordLock *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_open(self) < 0) {
+    if (check_open((Word *)self) < 0) {
         return NULL;
     }
     return PyLong_FromLongLong(owned_here(self) ? (long long)self->w[W_DEPTH] : 0);
@@ -536,23 +649,12 @@ WordLock_recursion_level(WordLock *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 WordLock_state(WordLock *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_open(self) < 0) {
+    if (check_open((Word *)self) < 0) {
         return NULL;
     }
     int64_t *w = self->w;
     return Py_BuildValue("(LLLL)", (long long)__atomic_load_n(&w[W_HOLDER], __ATOMIC_SEQ_CST),
                          (long long)w[W_TID], (long long)w[W_FENCE], (long long)w[W_WAITERS]);
-}
-
-/* _detach(): let go of the shared memory (it must be unmapped after this). */
-static PyObject *
-WordLock_detach(WordLock *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->w != NULL) {
-        self->w = NULL;
-        PyBuffer_Release(&self->view);
-    }
-    Py_RETURN_NONE;
 }
 
 static int
@@ -566,60 +668,15 @@ WordLock_init(WordLock *self, PyObject *args, PyObject *kwds)
                                      &recursive)) {
         return -1;
     }
-    if (self->w != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "WordLock.__init__ called twice");
+    if (word_attach((Word *)self, cells, index, CELLS, "WordLock", lock_acquire, "lock") < 0) {
         return -1;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(cells, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
-        return -1;
-    }
-    if (index < 0 || (index + CELLS) * 8 > view.len || ((uintptr_t)view.buf % 8) != 0) {
-        PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError, "a WordLock needs %d aligned 64-bit cells from index %zd",
-                     CELLS, index);
-        return -1;
-    }
-    self->view = view;
-    self->w = (int64_t *)view.buf + index;
     self->recursive = recursive;
-    self->owner_died = 0;
-    self->token = 0;
     return 0;
 }
 
-static void
-WordLock_dealloc(WordLock *self)
-{
-    if (self->w != NULL) {
-        self->w = NULL;
-        PyBuffer_Release(&self->view);
-    }
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyObject *
-WordLock_get_owner_died(WordLock *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->owner_died);
-}
-
-static PyObject *
-WordLock_get_fencing_token(WordLock *self, void *Py_UNUSED(closure))
-{
-    if (self->token == 0) {
-        Py_RETURN_NONE;
-    }
-    return PyLong_FromLongLong((long long)self->token);
-}
-
 static PyMethodDef WordLock_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))WordLock_acquire, METH_FASTCALL,
-     "acquire(blocking, timeout) -> bool"},
-    {"acquire_forever", (PyCFunction)WordLock_acquire_forever, METH_NOARGS,
-     "Wait as long as it takes; True."},
-    {"acquire_within", (PyCFunction)WordLock_acquire_within, METH_O,
-     "acquire_within(timeout) -> bool"},
+    WORD_METHODS,
     {"release", (PyCFunction)WordLock_release, METH_NOARGS,
      "Give the lock back; ValueError if this caller may not."},
     {"release_save", (PyCFunction)WordLock_release_save, METH_NOARGS, NULL},
@@ -628,16 +685,7 @@ static PyMethodDef WordLock_methods[] = {
     {"is_owned", (PyCFunction)WordLock_is_owned, METH_NOARGS, NULL},
     {"recursion_level", (PyCFunction)WordLock_recursion_level, METH_NOARGS, NULL},
     {"_state", (PyCFunction)WordLock_state, METH_NOARGS, NULL},
-    {"_detach", (PyCFunction)WordLock_detach, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef WordLock_getset[] = {
-    {"owner_died", (getter)WordLock_get_owner_died, NULL,
-     "Whether this handle took the lock over from a dead holder (until it releases).", NULL},
-    {"fencing_token", (getter)WordLock_get_fencing_token, NULL,
-     "The fencing token of this handle's latest acquisition, or None.", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject WordLockType = {
@@ -648,9 +696,9 @@ static PyTypeObject WordLockType = {
     .tp_doc = "WordLock(cells, index, recursive=False): a lock in six shared 64-bit cells.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)WordLock_init,
-    .tp_dealloc = (destructor)WordLock_dealloc,
+    .tp_dealloc = (destructor)Word_dealloc,
     .tp_methods = WordLock_methods,
-    .tp_getset = WordLock_getset,
+    .tp_getset = Word_getset,
 };
 
 /* ---- the semaphore ----
@@ -683,14 +731,9 @@ static PyTypeObject WordLockType = {
 #define MAX_VALUE INT64_C(2147483647)
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    int64_t *w;           /* NULL once detached */
-    int64_t taken;        /* permits this handle took and has not given back */
-    int64_t taken_by;     /* the identity that took them (a forked child starts afresh) */
-    int owner_died;
-    int64_t token;
-    int64_t dead_pid;
+    WORD_HEAD
+    int64_t taken;    /* permits this handle took and has not given back */
+    int64_t taken_by; /* the identity that took them (a forked child starts afresh) */
 } WordSemaphore;
 
 static inline void
@@ -817,17 +860,6 @@ wake_sem(int64_t *w, int64_t n)
     }
 }
 
-static int
-sem_check_open(WordSemaphore *self)
-{
-    if (self->w == NULL) {
-        PyErr_SetString(closed_error ? closed_error : PyExc_RuntimeError,
-                        "this semaphore's handle is closed");
-        return -1;
-    }
-    return 0;
-}
-
 /* Take one permit under the mutex if there is one (first giving back a dead process's
  * permits when none is left and check_dead is set: it costs a liveness check per slot,
  * so a waiter does it once per call and once per slice, not at every wake); 1 taken. */
@@ -856,10 +888,12 @@ take_permit(WordSemaphore *self, int check_dead, int64_t *returned, int64_t *dea
     return 1;
 }
 
+/* The semaphore's acquire (its acquire_fn); timeout < 0 waits forever. */
 static PyObject *
-sem_acquire(WordSemaphore *self, int blocking, double timeout)
+sem_acquire(Word *base, int blocking, double timeout)
 {
-    if (sem_check_open(self) < 0) {
+    WordSemaphore *self = (WordSemaphore *)base;
+    if (check_open((Word *)self) < 0) {
         return NULL;
     }
     int64_t *w = self->w;
@@ -875,32 +909,17 @@ sem_acquire(WordSemaphore *self, int blocking, double timeout)
         if (got || !blocking || timeout == 0.0) {
             break;
         }
-        double step = SLICE;
-        if (timeout >= 0) {
-            double remaining = deadline - monotonic();
-            if (remaining <= 0) {
-                if (!check_dead) { /* a last look for a dead process's permits */
-                    got = take_permit(self, 1, &returned, &dead);
-                }
-                break;
+        double step = next_slice(timeout, deadline);
+        if (step <= 0) {
+            if (!check_dead) { /* a last look for a dead process's permits */
+                got = take_permit(self, 1, &returned, &dead);
             }
-            if (remaining < step) {
-                step = remaining;
-            }
+            break;
         }
         __atomic_add_fetch(&w[S_WAITERS], 1, __ATOMIC_SEQ_CST);
         uint32_t seen = __atomic_load_n(seq, __ATOMIC_SEQ_CST);
         lock_give(w);
-        struct timespec relative;
-        relative.tv_sec = (time_t)step;
-        relative.tv_nsec = (long)((step - (double)relative.tv_sec) * 1e9);
-        long rc;
-        int err;
-        Py_BEGIN_ALLOW_THREADS
-        rc = futex_wait(seq, seen, &relative);
-        err = errno;
-        Py_END_ALLOW_THREADS
-        check_dead = rc != 0 && err == ETIMEDOUT; /* a slice went by with no release */
+        check_dead = sleep_slice(seq, seen, step); /* a slice went by with no release */
         __atomic_sub_fetch(&w[S_WAITERS], 1, __ATOMIC_SEQ_CST);
         if (PyErr_CheckSignals() < 0) {
             if (get(&w[S_VALUE]) > 0) {
@@ -936,40 +955,6 @@ sem_acquire(WordSemaphore *self, int blocking, double timeout)
     Py_RETURN_TRUE;
 }
 
-static PyObject *
-WordSemaphore_acquire(WordSemaphore *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    int blocking = 1;
-    double timeout = -1.0;
-    if (nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "acquire() takes at most 2 arguments");
-        return NULL;
-    }
-    if (nargs >= 1 && (blocking = PyObject_IsTrue(args[0])) < 0) {
-        return NULL;
-    }
-    if (nargs == 2 && parse_timeout(args[1], &timeout) < 0) {
-        return NULL;
-    }
-    return sem_acquire(self, blocking, timeout);
-}
-
-static PyObject *
-WordSemaphore_acquire_forever(WordSemaphore *self, PyObject *Py_UNUSED(ignored))
-{
-    return sem_acquire(self, 1, -1.0);
-}
-
-static PyObject *
-WordSemaphore_acquire_within(WordSemaphore *self, PyObject *arg)
-{
-    double timeout;
-    if (parse_timeout(arg, &timeout) < 0) {
-        return NULL;
-    }
-    return sem_acquire(self, 1, timeout);
-}
-
 /* release(n=1): add n permits; NotHeldError past a bound, ValueError past MAX_VALUE. */
 static PyObject *
 WordSemaphore_release(WordSemaphore *self, PyObject *const *args, Py_ssize_t nargs)
@@ -989,7 +974,7 @@ WordSemaphore_release(WordSemaphore *self, PyObject *const *args, Py_ssize_t nar
             return NULL;
         }
     }
-    if (sem_check_open(self) < 0) {
+    if (check_open((Word *)self) < 0) {
         return NULL;
     }
     int64_t *w = self->w;
@@ -1018,7 +1003,7 @@ WordSemaphore_release(WordSemaphore *self, PyObject *const *args, Py_ssize_t nar
 static PyObject *
 WordSemaphore_get_value(WordSemaphore *self, PyObject *Py_UNUSED(ignored))
 {
-    if (sem_check_open(self) < 0) {
+    if (check_open((Word *)self) < 0) {
         return NULL;
     }
     return PyLong_FromLongLong((long long)get(&self->w[S_VALUE]));
@@ -1028,7 +1013,7 @@ WordSemaphore_get_value(WordSemaphore *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 WordSemaphore_state(WordSemaphore *self, PyObject *Py_UNUSED(ignored))
 {
-    if (sem_check_open(self) < 0) {
+    if (check_open((Word *)self) < 0) {
         return NULL;
     }
     int64_t *w = self->w;
@@ -1067,16 +1052,6 @@ WordSemaphore_forget(WordSemaphore *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_TRUE;
 }
 
-static PyObject *
-WordSemaphore_detach(WordSemaphore *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->w != NULL) {
-        self->w = NULL;
-        PyBuffer_Release(&self->view);
-    }
-    Py_RETURN_NONE;
-}
-
 /* WordSemaphore(cells, index): its creator wrote the value and bound (cells +6, +7)
  * before the block was marked ready. */
 static int
@@ -1088,76 +1063,23 @@ WordSemaphore_init(WordSemaphore *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", keywords, &cells, &index)) {
         return -1;
     }
-    if (self->w != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "WordSemaphore.__init__ called twice");
+    if (word_attach((Word *)self, cells, index, SEM_CELLS, "WordSemaphore", sem_acquire,
+                    "semaphore") < 0) {
         return -1;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(cells, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
-        return -1;
-    }
-    if (index < 0 || (index + SEM_CELLS) * 8 > view.len || ((uintptr_t)view.buf % 8) != 0) {
-        PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError,
-                     "a WordSemaphore needs %d aligned 64-bit cells from index %zd", SEM_CELLS,
-                     index);
-        return -1;
-    }
-    self->view = view;
-    self->w = (int64_t *)view.buf + index;
     self->taken = 0;
     self->taken_by = own_identity;
-    self->owner_died = 0;
-    self->token = 0;
     return 0;
 }
 
-static void
-WordSemaphore_dealloc(WordSemaphore *self)
-{
-    if (self->w != NULL) {
-        self->w = NULL;
-        PyBuffer_Release(&self->view);
-    }
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyObject *
-WordSemaphore_get_owner_died(WordSemaphore *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->owner_died);
-}
-
-static PyObject *
-WordSemaphore_get_fencing_token(WordSemaphore *self, void *Py_UNUSED(closure))
-{
-    if (self->token == 0) {
-        Py_RETURN_NONE;
-    }
-    return PyLong_FromLongLong((long long)self->token);
-}
-
 static PyMethodDef WordSemaphore_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))WordSemaphore_acquire, METH_FASTCALL,
-     "acquire(blocking, timeout) -> bool"},
-    {"acquire_forever", (PyCFunction)WordSemaphore_acquire_forever, METH_NOARGS, NULL},
-    {"acquire_within", (PyCFunction)WordSemaphore_acquire_within, METH_O, NULL},
+    WORD_METHODS,
     {"release", (PyCFunction)(void (*)(void))WordSemaphore_release, METH_FASTCALL,
      "release(n=1)"},
     {"get_value", (PyCFunction)WordSemaphore_get_value, METH_NOARGS, NULL},
     {"_state", (PyCFunction)WordSemaphore_state, METH_NOARGS, NULL},
     {"_forget", (PyCFunction)WordSemaphore_forget, METH_NOARGS, NULL},
-    {"_detach", (PyCFunction)WordSemaphore_detach, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef WordSemaphore_getset[] = {
-    {"owner_died", (getter)WordSemaphore_get_owner_died, NULL,
-     "Whether this handle holds a permit a dead process gave back (until it releases).",
-     NULL},
-    {"fencing_token", (getter)WordSemaphore_get_fencing_token, NULL,
-     "The fencing token of this handle's latest acquisition, or None.", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject WordSemaphoreType = {
@@ -1168,9 +1090,9 @@ static PyTypeObject WordSemaphoreType = {
     .tp_doc = "WordSemaphore(cells, index): a semaphore whose dead holders give permits back.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)WordSemaphore_init,
-    .tp_dealloc = (destructor)WordSemaphore_dealloc,
+    .tp_dealloc = (destructor)Word_dealloc,
     .tp_methods = WordSemaphore_methods,
-    .tp_getset = WordSemaphore_getset,
+    .tp_getset = Word_getset,
 };
 
 static PyObject *

@@ -12,7 +12,7 @@ from typing import Any
 
 import posix_ipc
 
-from polysync import derived, errors
+from polysync import _validate, derived, errors
 from polysync.kernel import KernelState
 
 try:
@@ -291,11 +291,7 @@ if WordLock is not None:
         def _refuse_release(self, n: int, value: int) -> None:
             if self._bound:
                 raise errors.over_released(self._bound)
-            limit = 2**31 - 1
-            raise ValueError(
-                f"release({n}) would raise the semaphore's value {value} past {limit}; "
-                f"at most {max(0, limit - value)} can be released"
-            )
+            raise _validate.headroom(n, value)
 
         def statistics(self) -> KernelState:
             value, waiting, _fence = self._state()
