@@ -21,12 +21,6 @@ __all__ = ["RedisBackend"]
 _ALL_SUFFIXES = ("k", "o", "f", "q", "h", "v", "e", "b", "l", "p", "d")
 
 
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
-    return float(value)
-
-
 class RedisBackend(BaseBackend):
     """Redis (standalone, Sentinel or Cluster) through redis-py: shared across hosts."""
 
@@ -192,19 +186,15 @@ class RedisBackend(BaseBackend):
         return _kernels.RedisBarrier(self.server, base, name.is_anonymous, parties)
 
     def configure_primitive(self, kernel: object, options: Mapping[str, object]) -> None:
-        if not isinstance(
-            kernel, (_kernels.RedisLock, _kernels.RedisRLock, _kernels.RedisSemaphore)
-        ):
-            raise TypeError(
-                f"lease= and on_lost= apply to a Lock, RLock, Semaphore or BoundedSemaphore "
-                f"(what holds a lease), not to {type(kernel).__name__.removeprefix('Redis')}"
-            )
+        # The neutral layer (Primitive._check_options) checked the kind and both values.
+        leased = (_kernels.RedisLock, _kernels.RedisRLock, _kernels.RedisSemaphore)
+        assert isinstance(kernel, leased)
         lease = options.get("lease")
-        seconds = None if lease is None else _positive("lease", lease)
         on_lost = options.get("on_lost")
-        if on_lost is not None and not callable(on_lost):
-            raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
-        kernel.configure(seconds, on_lost)
+        assert lease is None or isinstance(lease, (int, float))
+        kernel.configure(
+            None if lease is None else float(lease), on_lost if callable(on_lost) else None
+        )
 
     def unlink_primitive(self, name: ObjectName) -> bool:
         base = self._base(name)
