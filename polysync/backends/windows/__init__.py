@@ -5,14 +5,17 @@ Kernels (see ``docs/windows.md``):
 * the counting semaphore every backend supplies: a kernel semaphore (maximum 2**31-1);
 * shared cells: a file mapping backed by the paging file, viewed as signed 64-bit ints;
 * native primitives: Lock = a semaphore of maximum 1 (anyone may release it, as with
-  multiprocessing); RLock = a kernel mutex (reentrant, owned by a thread, and
-  ``WAIT_ABANDONED`` reports an owner that died); BoundedSemaphore = a semaphore whose
-  maximum is its initial value; Event = a manual-reset event. Condition and Barrier are the
+  multiprocessing) with its holder and fence on record under a guard mutex, so a holder
+  that dies is taken over; RLock = a kernel mutex (reentrant, owned by a thread, and
+  ``WAIT_ABANDONED`` reports an owner that died); Semaphore = a semaphore taken with a
+  guard mutex that orders its fence; BoundedSemaphore = the same, its semaphore's
+  maximum its initial value; Event = a manual-reset event. Condition and Barrier are the
   generic derived ones (:mod:`polysync.derived`). Each native primitive also has a small
   header mapping (made by :func:`polysync.derived.open_block`) that records its kind, so
   opening a name as another kind raises :class:`~polysync.KindMismatchError`.
 
-Every blocking wait is a loop of ``WaitForSingleObject`` slices of at most 50 ms, so
+Every blocking wait is a loop of ``WaitForSingleObject`` (or ``WaitForMultipleObjects``)
+slices of at most 50 ms, so
 Ctrl-C in the main thread interrupts it promptly and leaves the count unchanged.
 
 Names: an object name maps injectively to ``Local\\polysync-...`` (or ``Global\\``):

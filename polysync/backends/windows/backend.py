@@ -10,6 +10,9 @@ from typing import ClassVar
 from polysync import derived, errors
 from polysync.backends.windows import win32 as _win32
 from polysync.backends.windows.kernels import (
+    LOCK_CELLS,
+    RLOCK_CELLS,
+    SEMAPHORE_CELLS,
     WinCells,
     WinEvent,
     WinLock,
@@ -53,6 +56,14 @@ from polysync.kernel import (
 __all__ = ["WindowsBackend"]
 
 
+#: The native kernel objects of a primitive, after its header block: the object itself
+#: (semaphore, mutex or event) and, for a Lock or a semaphore, its guard mutex.
+_NATIVE_PARTS = ("k", "g")
+#: The header layout of a Lock or semaphore with a guard (its holder or fence on record):
+#: a name made by an earlier polysync, a bare semaphore, is refused rather than shared.
+_GUARDED = 1
+
+
 def _past_maximum() -> NotHeldError:
     return NotHeldError(f"Semaphore released past its maximum count {MAX_COUNT}")
 
@@ -75,6 +86,7 @@ class WindowsBackend(BaseBackend):
             Capability.READABLE_VALUE,
             Capability.SHARED_CELLS,
             Capability.OWNER_DEATH,
+            Capability.FENCING,
         }
     )
     options: ClassVar[Mapping[str, object]] = {"namespace": "Local"}
@@ -163,12 +175,14 @@ class WindowsBackend(BaseBackend):
 
     def unlink_primitive(self, name: ObjectName) -> bool:
         found = derived.unlink_block(self, name)
-        return self.unlink(name.child("k")) or found
+        for part in _NATIVE_PARTS:
+            found = self.unlink(name.child(part)) or found
+        return found
 
     def hold_for_transfer(self, name: ObjectName) -> None:
         """Keep every object of anonymous primitive *name* open ~5 s for its receiver."""
         handles = []
-        for part in (*derived.PARTS, "k"):
+        for part in (*derived.PARTS, *_NATIVE_PARTS):
             handle = _open_any(self.windows_name(name.child(part)))
             if handle:
                 handles.append(handle)
@@ -178,7 +192,15 @@ class WindowsBackend(BaseBackend):
     # -- native primitives -------------------------------------------------------------
 
     def _header(
-        self, name: ObjectName, kind: Kind, param: int, state: int, *, create: bool, match: bool
+        self,
+        name: ObjectName,
+        kind: Kind,
+        param: int,
+        state: int,
+        *,
+        create: bool,
+        match: bool,
+        layout: int = 0,
     ) -> derived.Block:
         label: Callable[[int], str] = derived.lock_label if kind is Kind.LOCK else str
         return derived.open_block(
@@ -191,39 +213,60 @@ class WindowsBackend(BaseBackend):
             create=create,
             param_must_match=match,
             param_label=label,
+            layout=layout,
         )
 
-    def _native(self, block: derived.Block, name: ObjectName, kind: _Type, create: bool) -> _Object:
+    def _native(
+        self,
+        block: derived.Block,
+        name: ObjectName,
+        kinds: tuple[_Type, ...],
+        create: bool,
+    ) -> list[_Object]:
+        """Open the native objects ``k`` (and ``g``) of *name*; on failure close the block."""
+        objs: list[_Object] = []
         try:
-            return _open_object(kind, name.child("k"), self.namespace, create=create)
+            for part, kind in zip(_NATIVE_PARTS, kinds, strict=False):
+                objs.append(_open_object(kind, name.child(part), self.namespace, create=create))
         except BaseException:
+            for obj in objs:
+                obj.close()
             block.close()
             raise
+        return objs
 
     def open_lock(self, name: ObjectName, *, create: bool) -> LockKernel:
-        block = self._header(name, Kind.LOCK, 1, 0, create=create, match=True)
-        obj = self._native(block, name, _semaphore_type(1, 1), create)
-        return WinLock(block, WinSemaphore(obj, errors.lock_not_held))
+        block = self._header(
+            name, Kind.LOCK, 1, LOCK_CELLS, create=create, match=True, layout=_GUARDED
+        )
+        sem, guard = self._native(block, name, (_semaphore_type(1, 1), _mutex_type()), create)
+        return WinLock(block, sem, guard)
 
     def open_rlock(self, name: ObjectName, *, create: bool) -> RLockKernel:
-        block = self._header(name, Kind.RLOCK, 1, 1, create=create, match=False)
-        return WinRLock(block, self._native(block, name, _mutex_type(), create))
+        block = self._header(name, Kind.RLOCK, 1, RLOCK_CELLS, create=create, match=False)
+        (mutex,) = self._native(block, name, (_mutex_type(),), create)
+        return WinRLock(block, mutex)
 
     def open_semaphore(
         self, name: ObjectName, value: int, *, bounded: bool, create: bool
     ) -> SemaphorePrimitiveKernel:
         kind = Kind.BOUNDED_SEMAPHORE if bounded else Kind.SEMAPHORE
-        block = self._header(name, kind, value, 0, create=create, match=bounded)
+        block = self._header(
+            name, kind, value, SEMAPHORE_CELLS, create=create, match=bounded, layout=_GUARDED
+        )
         assert block.cells is not None
         first = block.cells[2]  # the creator's value: "first value wins"
         maximum = first if bounded else MAX_COUNT
-        obj = self._native(block, name, _semaphore_type(first, maximum), create)
+        sem, guard = self._native(
+            block, name, (_semaphore_type(first, maximum), _mutex_type()), create
+        )
         over = functools.partial(errors.over_released, first) if bounded else _past_maximum
-        return WinSemaphorePrimitive(block, WinSemaphore(obj, over))
+        return WinSemaphorePrimitive(block, WinSemaphore(sem, over), guard)
 
     def open_event(self, name: ObjectName, *, create: bool) -> EventKernel:
         block = self._header(name, Kind.EVENT, 0, 1, create=create, match=False)
-        return WinEvent(block, self._native(block, name, _event_type(), create))
+        (event,) = self._native(block, name, (_event_type(),), create)
+        return WinEvent(block, event)
 
     def describe(self) -> str:
         return (

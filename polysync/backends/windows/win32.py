@@ -21,10 +21,12 @@ __all__ = [
     "ERROR_ALREADY_EXISTS",
     "ERROR_FILE_NOT_FOUND",
     "ERROR_INVALID_HANDLE",
+    "ERROR_INVALID_PARAMETER",
     "ERROR_NOT_OWNER",
     "ERROR_TOO_MANY_POSTS",
     "INFINITE",
     "WAIT_ABANDONED",
+    "WAIT_ABANDONED_LAST",
     "WAIT_FAILED",
     "WAIT_OBJECT_0",
     "WAIT_TIMEOUT",
@@ -37,6 +39,8 @@ __all__ = [
 # Wait results.
 WAIT_OBJECT_0 = 0x0
 WAIT_ABANDONED = 0x80
+#: WaitForMultipleObjects of two objects: WAIT_ABANDONED_0 + 1, the last "abandoned" result.
+WAIT_ABANDONED_LAST = 0x81
 WAIT_TIMEOUT = 0x102
 WAIT_FAILED = 0xFFFFFFFF
 INFINITE = 0xFFFFFFFF
@@ -45,6 +49,7 @@ INFINITE = 0xFFFFFFFF
 ERROR_FILE_NOT_FOUND = 2
 ERROR_ACCESS_DENIED = 5
 ERROR_INVALID_HANDLE = 6
+ERROR_INVALID_PARAMETER = 87  # OpenProcess of a process id that names no process
 ERROR_ALREADY_EXISTS = 183
 ERROR_NOT_OWNER = 288
 ERROR_TOO_MANY_POSTS = 298
@@ -57,6 +62,9 @@ EVENT_ALL_ACCESS = 0x001F_0003
 FILE_MAP_ALL_ACCESS = 0x000F_001F
 FILE_MAP_READ = 0x0004
 PAGE_READWRITE = 0x04
+PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+#: GetExitCodeProcess of a process that has not exited.
+STILL_ACTIVE = 259
 
 #: ``INVALID_HANDLE_VALUE``: as the file of CreateFileMappingW, "backed by the paging file".
 INVALID_HANDLE_VALUE = ctypes.c_void_p(-1)
@@ -106,6 +114,12 @@ class Kernel32:
     MapViewOfFile: Callable[[Any, int, int, int, int], int | None]
     UnmapViewOfFile: Callable[[Any], int]
     VirtualQuery: Callable[[Any, Any, int], int]
+    WaitForMultipleObjects: Callable[[int, Any, int, int], int]
+    OpenProcess: Callable[[int, int, int], _Handle]
+    GetProcessTimes: Callable[[Any, Any, Any, Any, Any], int]
+    GetExitCodeProcess: Callable[[Any, Any], int]
+    GetCurrentProcess: Callable[[], _Handle]
+    GetCurrentProcessId: Callable[[], int]
 
     def __init__(self, dll: Any) -> None:
         def declare(name: str, restype: Any, *argtypes: Any) -> None:
@@ -137,6 +151,14 @@ class Kernel32:
             ctypes.POINTER(MEMORY_BASIC_INFORMATION),
             SIZE_T,
         )
+        declare("WaitForMultipleObjects", DWORD, DWORD, ctypes.POINTER(HANDLE), BOOL, DWORD)
+        declare("OpenProcess", HANDLE, DWORD, BOOL, DWORD)
+        # The four FILETIMEs as 64-bit counts of 100 ns (creation, exit, kernel, user).
+        filetime = ctypes.POINTER(ctypes.c_uint64)
+        declare("GetProcessTimes", BOOL, HANDLE, filetime, filetime, filetime, filetime)
+        declare("GetExitCodeProcess", BOOL, HANDLE, ctypes.POINTER(DWORD))
+        declare("GetCurrentProcess", HANDLE)
+        declare("GetCurrentProcessId", DWORD)
 
 
 _kernel32: Kernel32 | None = None
@@ -177,6 +199,19 @@ def win_error(code: int) -> OSError:
         err: OSError = make(code)
         return err
     return OSError(code, f"[WinError {code}]")
+
+
+def handle_pair(first: int, second: int) -> ctypes.Array[ctypes.c_void_p]:
+    """The ``HANDLE[2]`` array WaitForMultipleObjects takes."""
+    return (HANDLE * 2)(first, second)
+
+
+def creation_time(handle: int) -> int | None:
+    """When the process of *handle* started (100 ns since 1601), or ``None`` if unknown."""
+    times = [ctypes.c_uint64() for _ in range(4)]
+    if not kernel32().GetProcessTimes(handle, *(ctypes.byref(t) for t in times)):
+        return None
+    return int(times[0].value)
 
 
 def region_size(address: int) -> int:
