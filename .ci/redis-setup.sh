@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Redis binaries the Redis tests and benchmarks need: Debian's redis-server and
-# redis-tools (redis-cli), and openssl for the TLS test, only when they are missing. Idempotent; prints the versions.
+# redis-tools (redis-cli), openssl for the TLS test, and iproute2 (`ip`) for the partition
+# tests' network namespaces, only when they are missing. Idempotent; prints the versions.
 # It never starts, stops or reconfigures the system's redis-server service: the tests and
 # benchmarks start private servers of their own on free loopback ports.
 set -euo pipefail
@@ -13,6 +14,7 @@ missing=()
 have redis-server || missing+=(redis-server)
 have redis-cli || missing+=(redis-tools)
 have openssl || missing+=(openssl)  # the TLS test makes a throwaway certificate
+have ip || missing+=(iproute2)  # tests/test_redis_partition.py: ip netns, veth, bridge
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -44,9 +46,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     trap - EXIT
   fi
 else
-  say "redis-server, redis-cli and openssl already installed"
+  say "redis-server, redis-cli, openssl and iproute2 already installed"
 fi
 
 PATH="$PATH:/usr/sbin:/usr/bin"
 say "$(redis-server --version)"
 say "$(redis-cli --version)"
+say "$(ip -V)"

@@ -42,6 +42,11 @@ LEASE_MARGIN = 0.05
 MESSAGE_TTL_MS = 60_000
 #: Seconds between two tries of a wait's clean-up that could not reach the server.
 CLEANUP_RETRY = 0.5
+#: How much sooner than the server may let a lease run out its holder takes it as lost
+#: (at most a tenth of the lease), counted from the last renewal the holder sent: room
+#: for the renewer's thread to be woken late and for the grant's delivery, so that a
+#: holder cut off from the server is told before anyone else can be granted what it held.
+LOST_EARLY = 0.1
 
 
 class _Kernel:
@@ -70,9 +75,11 @@ class _Kernel:
         """``_run`` for a caller with *timeout* seconds left (``None``: no limit of its own)."""
         return self._server.run(self.script_name, self.keys, list(args), timeout)
 
-    def _cancel(self, *args: Any) -> Any:
+    def _cancel(self, *args: Any, limit: float = CLEANUP_TIMEOUT) -> Any:
         """A wait's clean-up step, bounded so that a frozen server cannot hold the caller."""
-        return self._run_within(CLEANUP_TIMEOUT, "cancel", *args)
+        return self._server.run(
+            self.script_name, self.keys, ["cancel", *args], min(limit, CLEANUP_TIMEOUT), exact=True
+        )
 
     def _waiter_key(self) -> str:
         return f"{self._base}:w:{self._server.unique_id()}"
@@ -129,9 +136,14 @@ class _Leased(_Kernel):
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         raise NotImplementedError
 
-    def _renew(self) -> bool:
-        """Renew what this handle holds; ``False`` if it is no longer held."""
+    def _renew(self, limit: float) -> bool:
+        """Renew what this handle holds, within *limit* seconds; ``False`` if it is no
+        longer held."""
         raise NotImplementedError
+
+    def _run_bounded(self, limit: float, *args: Any) -> Any:
+        """``_run`` that raises once *limit* seconds pass, however short (renewals)."""
+        return self._server.run(self.script_name, self.keys, list(args), limit, exact=True)
 
     def _holds(self) -> bool:
         raise NotImplementedError
@@ -206,14 +218,14 @@ class _Leased(_Kernel):
         except Exception:
             self._abandon_later(owner, wkey)
 
-    def _abandon_now(self, owner: str, wkey: str) -> None:
-        result = self._cancel(owner, wkey)
+    def _abandon_now(self, owner: str, wkey: str, limit: float = CLEANUP_TIMEOUT) -> None:
+        result = self._cancel(owner, wkey, limit=limit)
         if int(result[0]) == 1:
             self._give_back_grant(owner, text(result[1]))
 
     def _abandon_later(self, owner: str, wkey: str) -> None:
-        def attempt() -> bool:
-            self._abandon_now(owner, wkey)
+        def attempt(limit: float) -> bool:
+            self._abandon_now(owner, wkey, limit)
             return False  # done: the renewer drops it
 
         self._server.renewer.add(
@@ -233,7 +245,7 @@ class _Leased(_Kernel):
             self._renewal = self._server.renewer.add(
                 self._renew,
                 interval=lease / 3,
-                give_up=lease,
+                give_up=lease - min(LOST_EARLY, lease / 10),
                 on_lost=self._on_lease_lost,
                 on_fork=self._forked,
             )
@@ -354,11 +366,11 @@ class RedisLock(_Leased):
     def _holds(self) -> bool:
         return self._owner is not None
 
-    def _renew(self) -> bool:
+    def _renew(self, limit: float) -> bool:
         owner = self._owner
         if owner is None:
             return True
-        return bool(int(self._run("renew", owner, self._lease_ms)))
+        return bool(int(self._run_bounded(limit, "renew", owner, self._lease_ms)))
 
     def _forget(self) -> str | None:
         with self._state:
@@ -369,10 +381,14 @@ class RedisLock(_Leased):
     def release(self) -> None:
         owner = self._forget()
         token = self.fencing_token if owner else 0
+        lost = self.lost
         done = int(self._run("release", owner or "", self._lease_ms, token or 0))
         if done == 1:
             return
-        if done < 0:  # this handle held it, and its lease is gone
+        # This handle held it, and its lease is gone. The server cannot always tell (the
+        # lock may have been taken and released by others since, leaving no trace of this
+        # grant), but the renewer may have told this handle already.
+        if done < 0 or (owner and lost):
             self._report_lost()
             raise errors.lease_lost()
         raise errors.lock_not_held()
@@ -551,11 +567,11 @@ class RedisSemaphore(_Leased):
     def _holds(self) -> bool:
         return bool(self._permits)
 
-    def _renew(self) -> bool:
+    def _renew(self, limit: float) -> bool:
         permits = list(self._permits)  # a copy under the GIL; no lock in the renewer thread
         if not permits:
             return True
-        held = int(self._run("renew", self._lease_ms, *permits))
+        held = int(self._run_bounded(limit, "renew", self._lease_ms, *permits))
         return held == len(permits)
 
     def release(self, n: int = 1) -> None:

@@ -82,13 +82,18 @@ class Lanes:
         self._kwargs = (
             {**pool.connection_kwargs, "socket_timeout": handshake_timeout} if usable else {}
         )
+        # Connecting is bounded too, by this or by the exchange's own timeout if shorter:
+        # redis-py 8 would wait 5 s for a connect that a network partition swallows.
+        self._connect_timeout = float(
+            self._kwargs.get("socket_connect_timeout") or handshake_timeout
+        )
         self._local = threading.local()
 
     @property
     def available(self) -> bool:
         return self._pool is not None
 
-    def _connection(self) -> Any:
+    def _connection(self, timeout: float) -> Any:
         lane: _Lane | None = getattr(self._local, "lane", None)
         if lane is not None and lane.conn is not None:
             conn = lane.conn
@@ -96,7 +101,12 @@ class Lanes:
                 return conn
             lane.close()  # a forked child's copy, or closed by the server (a restart) while idle
         assert self._pool is not None
-        conn = self._pool.connection_class(**self._kwargs)
+        # A new connection (after a drop: a timeout, a restart) within the exchange's
+        # timeout, handshake included: a caller's timeout holds across a reconnect.
+        kwargs = dict(self._kwargs)
+        kwargs["socket_connect_timeout"] = min(self._connect_timeout, timeout)
+        kwargs["socket_timeout"] = min(float(kwargs["socket_timeout"]), timeout)
+        conn = self._pool.connection_class(**kwargs)
         # Connected here, through the class's own connect(): a Sentinel-managed connection
         # asks the sentinels for the master there. Left to connect lazily on its first
         # command, it would go to its default address instead.
@@ -123,7 +133,7 @@ class Lanes:
         *on_reply* is called with each reply's index and the reply as soon as it is read,
         before the next one is waited for (a blocking command behind it may be woken).
         """
-        conn = self._connection()
+        conn = self._connection(timeout)
         conn._sock.settimeout(timeout)
         try:
             if len(commands) == 1:

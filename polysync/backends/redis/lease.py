@@ -2,17 +2,26 @@
 
 Each registration is a callable run every *interval* seconds that returns whether what
 it keeps is still there. A ``False`` (the key is gone: expired, deleted, or the server
-restarted empty) or failures lasting longer than *give_up* seconds call ``on_lost``
-once and drop the registration. A forked child starts with none: each registration's
-``on_fork`` is called there, so that its owner can start afresh. The thread also runs
-the clean-ups of handles the garbage collector dropped (``defer``), which must not run
-where the GC interrupted.
+restarted empty) or no success for *give_up* seconds call ``on_lost`` once and drop the
+registration. The verdict comes on time even when the server cannot be reached at all
+(a network partition, a frozen server): the callable is given the seconds left until
+*give_up* runs out, which bound its exchange with the server (a reconnect included),
+and a failed round is tried again at that deadline rather than an interval later. For
+a lease, *give_up* counts from the moment the last successful renewal was sent, so the
+holder hears of the loss before the server can let the lease go. Registrations are
+judged nearest deadline first, and no exchange outlasts the nearest deadline of all, so
+one that waits on the server does not make another's verdict late.
+
+A forked child starts with none: each registration's ``on_fork`` is called there, so
+that its owner can start afresh. The thread also runs the clean-ups of handles the
+garbage collector dropped (``defer``), which must not run where the GC interrupted.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import threading
 import time
@@ -27,13 +36,19 @@ TICK = 1.0
 
 @dataclass
 class Renewal:
-    renew: Callable[[], bool]
+    #: Called with the seconds it may take at most (what is left before give_up).
+    renew: Callable[[float], bool]
     interval: float
     give_up: float
     on_lost: Callable[[], None]
     on_fork: Callable[[], None] | None = None
     next_due: float = 0.0
     last_ok: float = field(default_factory=time.monotonic)
+
+    @property
+    def deadline(self) -> float:
+        """When, without a success before, this registration is lost."""
+        return self.last_ok + self.give_up
 
 
 class Renewer:
@@ -53,7 +68,7 @@ class Renewer:
 
     def add(
         self,
-        renew: Callable[[], bool],
+        renew: Callable[[float], bool],
         interval: float,
         give_up: float,
         on_lost: Callable[[], None],
@@ -123,25 +138,40 @@ class Renewer:
         while True:
             self.run_deferred()
             with self._lock:
-                items = list(self._items.items())
-            now = time.monotonic()
+                # The nearest verdict first: an item past its give_up is judged before
+                # anything else waits on the server.
+                items = sorted(self._items.items(), key=lambda kv: kv[1].deadline)
             wait = TICK
             for key, item in items:
+                now = time.monotonic()  # each round may wait on the server: time it anew
                 if item.next_due <= now:
                     self._renew(key, item, now)
                 wait = min(wait, max(0.0, item.next_due - time.monotonic()))
             self._wake.wait(wait)
             self._wake.clear()
 
+    def _soonest(self) -> float:
+        """The nearest give_up of all registrations: no renewal may wait on the server
+        past it, or that verdict would come late (one thread judges them all)."""
+        with self._lock:
+            return min((item.deadline for item in self._items.values()), default=math.inf)
+
     def _renew(self, key: int, item: Renewal, now: float) -> None:
         item.next_due = now + item.interval
-        try:
-            ok = item.renew()
-        except Exception:  # the server is unreachable: keep trying until give_up
-            ok = now - item.last_ok < item.give_up
-        else:
-            if ok:
-                item.last_ok = now
+        deadline = item.deadline
+        ok = False
+        if now < deadline:
+            try:
+                # Bounded by the deadline: a server that does not answer (a partition)
+                # must not hold the verdict up for a whole socket timeout.
+                ok = item.renew(min(deadline, self._soonest()) - now)
+            except Exception:  # the server is unreachable: keep trying until give_up
+                ok = time.monotonic() < deadline
+                # The next try, or the verdict, at the deadline: not an interval later.
+                item.next_due = min(item.next_due, deadline)
+            else:
+                if ok:
+                    item.last_ok = now  # sent after this: what it renewed runs out later
         if not ok:
             self.remove(key)
             with contextlib.suppress(Exception):  # a user's callback must not stop renewals

@@ -149,17 +149,25 @@ class RedisServer:
         return script
 
     def run(
-        self, script: str, keys: list[str], args: list[Any], timeout: float | None = None
+        self,
+        script: str,
+        keys: list[str],
+        args: list[Any],
+        timeout: float | None = None,
+        *,
+        exact: bool = False,
     ) -> Any:
         """Run *script*; a server that does not answer within *timeout* (the caller's
-        remaining time, at least ``READ_SLACK``; at most the operation timeout) raises."""
+        remaining time, at least ``READ_SLACK``; at most the operation timeout) raises.
+        With *exact*, *timeout* is the bound itself, however short (a lease's renewal,
+        which must not outlast the lease)."""
         # Every operation's hot path: EVALSHA on this thread's own connection (see
         # _lanes), an inline try rather than translated(), and the script loaded only when
         # the server lacks it.
         registered = self._script(script)
         limit = self._op_timeout
         if timeout is not None:
-            limit = min(limit, max(READ_SLACK, timeout))
+            limit = min(limit, max(0.001, timeout) if exact else max(READ_SLACK, timeout))
         try:
             if self._lanes.available:
                 (reply,) = self._lanes.execute(
@@ -311,7 +319,7 @@ class RedisServer:
     def keep_alive(self, keys: list[str], on_fork: Any = None) -> int:
         ttl_ms = int(self.anonymous_ttl * 1000)
         return self.renewer.add(
-            lambda: bool(int(self.run("touch", keys, [ttl_ms]))),
+            lambda limit: bool(int(self.run("touch", keys, [ttl_ms], limit, exact=True))),
             interval=self.anonymous_ttl / 3,
             give_up=self.anonymous_ttl,
             on_lost=lambda: None,
