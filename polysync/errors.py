@@ -109,7 +109,9 @@ class OwnerDiedWarning(UserWarning):
 
     The acquire that emits it succeeds. Whatever the lock protected may have been left
     half-updated by the dead holder: check it, as after ``WAIT_ABANDONED`` on Windows or
-    ``EOWNERDEAD`` from a robust pthread mutex.
+    ``EOWNERDEAD`` from a robust pthread mutex. A ``Barrier`` arrival emits it too when
+    it finds a waiting party dead (that party no longer counts), and a call that takes
+    over an Event's or Barrier's internal mutex from a process that died inside a call.
     """
 
 

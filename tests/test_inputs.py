@@ -319,8 +319,6 @@ def test_a_release_past_max_value_is_refused_before_posting(
 
 
 def test_a_release_of_one_at_max_value_is_refused(ctx: polysync.Context) -> None:
-    if ctx.name == "redis":
-        pytest.xfail("redis: a release of 1 is one script with no read; the cap belongs in its Lua")
     sem = ctx.Semaphore(MAX_VALUE)
     try:
         error = refused(ctx, sem.release, 1)

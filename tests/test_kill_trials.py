@@ -24,31 +24,13 @@ from tests import _trials
 
 # Known failures: (backend, primitive, mode) -> how it fails today. Remove an entry when
 # its fix lands (the strict xfail turns into a failure, XPASS, until you do).
-KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    ("posix", "Barrier", "holding"): (
-        "a party killed inside wait() is still counted: a fresh party passes with the "
-        "dead one and its partner times out (19 of 20 trials; reset() mends it)"
-    ),
-    ("posix", "Barrier", "random"): (
-        "killed inside wait() (about 1 trial in 150), the party is still counted, as in "
-        "holding mode"
-    ),
-    ("redis", "Barrier", "holding"): (
-        "a party killed inside wait() is still counted: a fresh party passes with the "
-        "dead one and its partner times out (20 of 20 trials; reset() mends it)"
-    ),
-}
+KNOWN_FAILURES: dict[tuple[str, str, str], str] = {}
 
 #: Of the known failures, those that fail only in some trials: a non-strict xfail, as a
 #: run of passing trials proves no fix. Every listed variant runs up to
 #: KNOWN_FAILURE_TRIALS trials and stops at its first failure, so a variant that fails
 #: in a third of its trials or more can stay strict.
-SOMETIMES: frozenset[tuple[str, str, str]] = frozenset(
-    {
-        ("posix", "Barrier", "random"),
-        ("posix", "Barrier", "holding"),
-    }
-)
+SOMETIMES: frozenset[tuple[str, str, str]] = frozenset()
 
 #: Trials per variant at CI size.
 CI_TRIALS = {"holding": 3, "random": 5}

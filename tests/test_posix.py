@@ -515,12 +515,30 @@ def _wait_at(barrier: polysync.Barrier) -> None:
     barrier.wait(timeout=60)
 
 
+def _three_parties(barrier: polysync.Barrier) -> list[int]:
+    """The sorted indices of three parties (this thread and two more) passing *barrier*."""
+    import threading
+
+    out: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: out.append(barrier.wait(timeout=10))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    out.append(barrier.wait(timeout=10))
+    for t in threads:
+        t.join(10)
+    return sorted(out)
+
+
 def test_a_party_killed_while_waiting_holds_the_barrier_up_no_longer(
     ctx: polysync.Context,
 ) -> None:
-    """On 955563b a party killed while waiting never left: the barrier wedged in its drain."""
+    """On 955563b a party killed while waiting never left: the barrier wedged in its drain.
+    Until issue 8 it still counted as arrived (two live parties passed with it); now it no
+    longer counts, three live parties pass with indices 0, 1 and 2, and the arrival that
+    finds it dead is told."""
     import multiprocessing
-    import threading
     import time
 
     barrier = ctx.Barrier(3)
@@ -533,24 +551,12 @@ def test_a_party_killed_while_waiting_holds_the_barrier_up_no_longer(
     assert child.pid is not None
     os.kill(child.pid, signal.SIGKILL)
     child.join(10)
-    other = threading.Thread(target=barrier.wait, args=(10,))
-    other.start()
-    assert barrier.wait(timeout=10) in (1, 2)  # the dead party counts as arrived
-    other.join(10)
+    with pytest.warns(polysync.OwnerDiedWarning, match=f"process {child.pid} died waiting"):
+        first = _three_parties(barrier)
+    assert first == [0, 1, 2]
+    assert _three_parties(barrier) == [0, 1, 2]  # and the next cycle runs as well
     assert not barrier.broken
-    for _ in range(2):  # and the next cycles run with live parties
-        out: list[int] = []
-
-        def party(into: list[int] = out) -> None:
-            into.append(barrier.wait(timeout=10))
-
-        threads = [threading.Thread(target=party) for _ in range(2)]
-        for t in threads:
-            t.start()
-        out.append(barrier.wait(timeout=10))
-        for t in threads:
-            t.join(10)
-        assert sorted(out) == [0, 1, 2]
+    assert barrier.n_waiting == 0
 
 
 def test_any_process_may_release_a_lock(ctx: polysync.Context) -> None:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import pickle
+import signal
+import threading
+import time
+import warnings
 from typing import Any
 
 import pytest
 
 import polysync
 from polysync.testing import _children
+from tests.conftest import polysync_shm_entries, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -130,3 +136,130 @@ def test_forked_child_does_not_inherit_ownership(ctx: polysync.Context) -> None:
     proc.join(30)
     assert rlock._is_owned()
     rlock.release()
+
+
+# -- a process killed inside wait() (issue 8) ------------------------------------------------
+
+
+def _wait_twice(cond: Any, conn: Any) -> None:
+    """In the child: wait on *cond*, get notified, wait again (to be killed there)."""
+    with cond:
+        conn.send("waiting")
+        if not cond.wait(60):
+            conn.send("not notified")
+            return
+        conn.send("waiting again")
+        cond.wait(60)
+
+
+def _spawned(target: Any, *args: Any) -> Any:
+    proc = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
+    proc.start()
+    return proc
+
+
+def _kill(proc: Any) -> None:
+    if proc.is_alive():
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+
+
+def test_a_notify_reaches_a_live_waiter_behind_one_killed_in_wait(ctx: polysync.Context) -> None:
+    """A waiter SIGKILLed inside Condition.wait() must not swallow notify(1): the live
+    waiter queued behind it is woken (posix: at once; redis: once the notification sent
+    to the dead one lapses, within a slice and the claim window). Before issue 8's fix
+    the notification went to the dead waiter (posix: to its semaphore, which the notifier
+    still had open; redis: to its list) and the live waiter timed out."""
+    cond = ctx.Condition()
+    parent_end, child_end = multiprocessing.Pipe()
+    victim = _spawned(_wait_twice, cond, child_end)
+    live: list[bool] = []
+    waiter = None
+    try:
+        assert parent_end.poll(60)
+        assert parent_end.recv() == "waiting"
+        with cond:  # taken once the victim waits: it is queued
+            cond.notify()  # the notifier now knows the victim's waiter (posix: caches it)
+        assert parent_end.poll(30)
+        assert parent_end.recv() == "waiting again"
+        with cond:
+            _kill(victim)  # killed while queued in wait()
+        inside = threading.Event()
+
+        def wait_live() -> None:
+            with cond:
+                inside.set()
+                live.append(cond.wait(20))
+
+        waiter = threading.Thread(target=wait_live, daemon=True)
+        waiter.start()
+        assert inside.wait(10)
+        with cond:  # taken once the live waiter waits: it is queued behind the dead one
+            began = time.monotonic()
+            cond.notify(1)
+        waiter.join(25)
+        took = time.monotonic() - began
+        assert live == [True], "notify(1) went to the dead waiter; the live one timed out"
+        assert took < (1.0 if ctx.name == "posix" else 6.0), f"woken only after {took:.2f} s"
+        assert cond.statistics().waiting == 0
+    finally:
+        _kill(victim)
+        if waiter is not None:
+            with cond:
+                cond.notify_all()
+            waiter.join(25)
+        cond.close()
+        parent_end.close()
+        child_end.close()
+    if ctx.name == "posix":  # the dead waiter's semaphore is gone too
+        assert wait_until(
+            lambda: not any(f"polysync-w-{victim.pid}-" in e for e in polysync_shm_entries()),
+            10,
+        )
+
+
+def _wait_at(barrier: Any) -> None:
+    barrier.wait(60)
+
+
+def test_a_barrier_party_killed_while_waiting_no_longer_counts(ctx: polysync.Context) -> None:
+    """Parties 3: A waits, B waits and is SIGKILLed, C arrives: C must not pass (with A and
+    the dead B); D arrives: A, C and D pass, with the indices 0, 1 and 2, and the arrival
+    that dropped B was told (OwnerDiedWarning). Before issue 8's fix A and C passed with
+    the dead B."""
+    barrier = ctx.Barrier(3)
+    out: list[object] = []
+
+    def party() -> None:
+        try:
+            out.append(barrier.wait(20))
+        except polysync.BrokenBarrierError:
+            out.append("broken")
+
+    victim = _spawned(_wait_at, barrier)
+    threads: list[threading.Thread] = []
+    try:
+        assert wait_until(lambda: barrier.n_waiting == 1, 60)
+        threads.append(threading.Thread(target=party, daemon=True))
+        threads[-1].start()  # A
+        assert wait_until(lambda: barrier.n_waiting == 2, 10)
+        _kill(victim)  # B
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            threads.append(threading.Thread(target=party, daemon=True))
+            threads[-1].start()  # C
+            time.sleep(1.0)
+            assert out == [], "C passed the barrier with A and the dead B"
+            party()  # D
+            for t in threads:
+                t.join(25)
+        assert sorted(out, key=str) == [0, 1, 2]
+        assert any(issubclass(w.category, polysync.OwnerDiedWarning) for w in caught)
+        assert not barrier.broken
+        assert barrier.n_waiting == 0
+    finally:
+        _kill(victim)
+        barrier.abort()
+        for t in threads:
+            t.join(25)
+        barrier.close()

@@ -12,6 +12,7 @@ import os
 _PID_BITS = 23
 _PID_MASK = (1 << _PID_BITS) - 1
 _pid = os.getpid()
+_HAVE_PROC = os.path.isdir("/proc/self")
 
 
 def _start_time(pid: int) -> int | None:
@@ -62,6 +63,31 @@ def is_alive(ident: int) -> bool:
         return False
     recorded = ident >> _PID_BITS
     return not (recorded and started and started != recorded)
+
+
+def started() -> int:
+    """This process's start time in clock ticks (0 where unknown), as identities hold it."""
+    return own >> _PID_BITS
+
+
+def is_running(pid: int, start: int) -> bool:
+    """Whether process *pid*, started at *start* (clock ticks, 0: unknown), still runs.
+
+    The check behind a parked waiter's liveness (:mod:`polysync.derived.parking`): one
+    read of ``/proc/<pid>/stat`` where there is a ``/proc``; where the start time is
+    unknown only the PID is compared. Unknown counts as alive, and so does every process
+    on Windows, where ``os.kill`` would end the process it probes.
+    """
+    if pid == _pid:
+        return True
+    if _HAVE_PROC:
+        running = _start_time(pid)
+        if running is None:
+            return False
+        return not (start and running and running != start)
+    if os.name == "nt":
+        return True
+    return is_alive(pid | (start << _PID_BITS))
 
 
 def current_pid() -> int:

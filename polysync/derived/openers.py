@@ -111,5 +111,6 @@ def open_barrier(
     return DerivedBarrier(block, parties)
 
 
-#: The Barrier's layout (generations; the earlier drain-phase Barrier was layout 0).
-BARRIER_LAYOUT = 1
+#: The Barrier's layout (2: generations and index slots; 1: generations; 0: the earlier
+#: drain-phase Barrier).
+BARRIER_LAYOUT = 2

@@ -8,12 +8,14 @@ from nothing but semaphores.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
+from polysync.derived import liveness
 from polysync.derived.liveness import current_pid
 from polysync.errors import NotFoundError
 from polysync.kernel import Cells, ObjectName, Scope, SemaphoreBackend, SemaphoreKernel
@@ -21,6 +23,11 @@ from polysync.kernel import Cells, ObjectName, Scope, SemaphoreBackend, Semaphor
 #: Waiters one primitive can queue at once.
 LOT_CAPACITY = 512
 LOT_CELLS = 1 + 2 * LOT_CAPACITY  # count, then (identity, nonce) pairs
+#: A waiter's nonce: its process's start time (clock ticks, see derived.liveness) above
+#: this many random bits, so that a parked waiter whose process died is told from a
+#: process that reuses its PID.
+_NONCE_RANDOM_BITS = 24
+_NONCE_START_MASK = (1 << (62 - _NONCE_RANDOM_BITS)) - 1
 
 
 # -- waiters ---------------------------------------------------------------------------
@@ -76,13 +83,32 @@ class WaiterRegistry:
         with self._lock:
             self._next_index += 1
             ident = (current_pid() << 24) | (self._next_index & 0xFFFFFF)
-        nonce = secrets.randbits(62)
+        start = liveness.started() & _NONCE_START_MASK
+        nonce = (start << _NONCE_RANDOM_BITS) | secrets.randbits(_NONCE_RANDOM_BITS)
         name = waiter_object_name(ident, nonce)
         sem = self._backend.semaphore_kernel(name, 0, create=True)
         waiter = _Waiter(ident, nonce, sem)
         weakref.finalize(waiter, _retire_waiter, self._backend, sem, name, current_pid())
         self._local.waiter = waiter
         return waiter
+
+    @staticmethod
+    def alive(ident: int, nonce: int) -> bool:
+        """Whether the process of waiter (*ident*, *nonce*) still runs (unknown: yes)."""
+        return liveness.is_running(ident >> 24, nonce >> _NONCE_RANDOM_BITS)
+
+    def bury(self, ident: int, nonce: int) -> None:
+        """Waiter (*ident*, *nonce*) died parked: drop its semaphore, here and by name.
+
+        A killed process never unlinks its own waiter semaphore (posix: its tracker does,
+        in its own time), and a handle cached here would still take posts.
+        """
+        with self._lock:
+            sem = self._cache.pop((ident, nonce), None)
+        if sem is not None:
+            sem.close()
+        with contextlib.suppress(Exception):  # gone already, or never made: nothing left
+            self._backend.unlink(waiter_object_name(ident, nonce))
 
     def wake(self, ident: int, nonce: int) -> bool:
         """Post waiter (*ident*, *nonce*); ``False`` if it no longer exists."""
@@ -142,21 +168,31 @@ class ParkingLot:
         c, b = self._cells, self._base
         n = c[b]
         if n >= LOT_CAPACITY:
-            raise RuntimeError(f"more than {LOT_CAPACITY} waiters on one primitive")
+            self.prune()  # waiters that died parked take no place
+            n = c[b]
+            if n >= LOT_CAPACITY:
+                raise RuntimeError(f"more than {LOT_CAPACITY} waiters on one primitive")
         c[b + 1 + 2 * n] = waiter.ident
         c[b + 2 + 2 * n] = waiter.nonce
         c[b] = n + 1
         return waiter
 
     def unpark(self, n: int) -> int:
-        """Wake up to *n* waiters, oldest first; return how many were woken."""
+        """Wake up to *n* live waiters, oldest first; return how many were woken.
+
+        A waiter whose process died parked is passed over (and its semaphore removed), so
+        a notification never goes to the dead while a live waiter is queued behind.
+        """
         c, b = self._cells, self._base
         queued = c[b]
         woken = taken = 0
+        reg = self._reg
         while taken < queued and woken < n:
             ident, nonce = c[b + 1 + 2 * taken], c[b + 2 + 2 * taken]
             taken += 1
-            if self._reg.wake(ident, nonce):
+            if not reg.alive(ident, nonce):
+                reg.bury(ident, nonce)
+            elif reg.wake(ident, nonce):
                 woken += 1
         if taken:
             for i in range(taken, queued):
@@ -178,8 +214,39 @@ class ParkingLot:
                 return True
         return False
 
+    def prune(self) -> list[int]:
+        """Take the waiters whose process died off the queue; return their identities."""
+        c, b = self._cells, self._base
+        queued = c[b]
+        dead: list[int] = []
+        kept = 0
+        for i in range(queued):
+            ident, nonce = c[b + 1 + 2 * i], c[b + 2 + 2 * i]
+            if not self._reg.alive(ident, nonce):
+                self._reg.bury(ident, nonce)
+                dead.append(ident)
+                continue
+            if kept != i:
+                c[b + 1 + 2 * kept] = ident
+                c[b + 2 + 2 * kept] = nonce
+            kept += 1
+        if dead:
+            c[b] = kept
+        return dead
+
+    def count_dead(self) -> int:
+        """How many queued waiters' processes died (a snapshot: needs no guard)."""
+        c, b = self._cells, self._base
+        alive = self._reg.alive
+        queued = min(c[b], LOT_CAPACITY)
+        return sum(not alive(c[b + 1 + 2 * i], c[b + 2 + 2 * i]) for i in range(queued))
+
     def queued(self) -> int:
         return self._cells[self._base]
+
+    def waiter_ident(self) -> int:
+        """The identity this thread parks under (never 0)."""
+        return self._reg.current().ident
 
 
 _POSTED_WAIT = 5.0

@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from polysync import errors
 from polysync.derived.header import HEADER, Block
 from polysync.derived.parking import LOT_CAPACITY, ParkingLot, park_and_wait
 from polysync.errors import BrokenBarrierError
@@ -156,11 +157,13 @@ class DerivedCondition:
         self._block.close()
 
 
-_STATE, _ARRIVED, _GEN, _OUTCOMES = HEADER, HEADER + 1, HEADER + 2, HEADER + 3
+_STATE, _ARRIVED, _GEN, _HOLES, _OUTCOMES = HEADER, HEADER + 1, HEADER + 2, HEADER + 3, HEADER + 4
 #: Outcomes of the latest generations, by generation modulo this.
 _RING = 64
+#: Then, by index, the identity of the waiting party that holds it (0: free).
+_SLOTS = _OUTCOMES + _RING
 #: The Barrier's state cells before its parking lot.
-BARRIER_STATE_CELLS = 3 + _RING
+BARRIER_STATE_CELLS = 4 + _RING + LOT_CAPACITY
 _FILLING, _BROKEN = 0, -2
 _PENDING, _PASSED, _FAILED = 0, 1, 2
 
@@ -171,12 +174,18 @@ class DerivedBarrier:
     Each cycle is a generation. The last party to arrive ends it (outcome passed); a
     timeout, an abort, a failed action or a reset ends it too (outcome failed). Waiters
     sleep until the generation number moves on, then read their generation's outcome.
-    Nothing waits for the parties of an ended generation to leave, so one killed while
-    waiting holds nothing up: it counts as arrived, and the barrier passes when the
-    others come.
+    Nothing waits for the parties of an ended generation to leave.
+
+    A party killed while it waits no longer counts: the arrival that would pass the
+    barrier first takes the waiting parties whose process died off the parking lot
+    (``n_waiting`` leaves them out too), tells the user with an
+    :class:`~polysync.OwnerDiedWarning`, and waits if the barrier is no longer full.
+    Each waiting party holds its index in a slot, so an index freed by a party that
+    died (or left on Ctrl-C) is given again: the parties that pass hold
+    ``0 .. parties - 1``, each once.
     """
 
-    __slots__ = ("__weakref__", "_block", "_cells", "_lot", "_mutex", "parties")
+    __slots__ = ("__weakref__", "_block", "_cells", "_lot", "_mutex", "_slots", "parties")
 
     def __init__(self, block: Block, parties: int, mutex: Mutex | None = None) -> None:
         assert block.cells is not None
@@ -186,6 +195,8 @@ class DerivedBarrier:
         self._mutex.on_takeover = _weakly(self._mend)
         self._lot = ParkingLot(block.backend, block.cells, HEADER + BARRIER_STATE_CELLS)
         self.parties = parties
+        # Indices a waiting party may hold (the last party never waits).
+        self._slots = range(_SLOTS, _SLOTS + min(parties - 1, LOT_CAPACITY))
 
     def _end(self, outcome: int) -> None:
         """End the current generation with *outcome* and wake its waiters."""
@@ -194,6 +205,9 @@ class DerivedBarrier:
         c[_OUTCOMES + (gen + 1) % _RING] = _PENDING
         c[_OUTCOMES + gen % _RING] = outcome
         c[_ARRIVED] = 0
+        c[_HOLES] = 0
+        for slot in self._slots:
+            c[slot] = 0
         c[_GEN] = gen + 1
         self._lot.unpark(LOT_CAPACITY)
 
@@ -206,6 +220,46 @@ class DerivedBarrier:
         # threading does when a party fails; reset() makes it usable again.
         self._break()
 
+    def _index(self) -> int:
+        """The smallest index no waiting party holds (call with the mutex held)."""
+        c = self._cells
+        arrived = c[_ARRIVED]
+        if c[_HOLES] == 0:
+            return arrived
+        for index, slot in enumerate(self._slots):
+            if index >= arrived:
+                break
+            if c[slot] == 0:
+                c[_HOLES] -= 1
+                return index
+        c[_HOLES] = 0  # the indices left were the highest: none below ARRIVED is free
+        return arrived
+
+    def _free(self, index: int) -> None:
+        """A waiting party that held *index* no longer counts (call with the mutex held)."""
+        c = self._cells
+        if index < len(self._slots):
+            c[_SLOTS + index] = 0
+        c[_ARRIVED] -= 1
+        c[_HOLES] += 1
+
+    def _prune(self) -> None:
+        """Forget the waiting parties whose process died, and say so (mutex held)."""
+        dead = self._lot.prune()
+        if not dead:
+            return
+        c = self._cells
+        gone = set(dead)
+        for index, slot in enumerate(self._slots):
+            if c[slot] in gone:
+                self._free(index)
+        pids = ", ".join(str(ident >> 24) for ident in dead)
+        errors.warn_owner_died(
+            f"process {pids} died waiting at this barrier: it no longer counts, and the "
+            "barrier waits for another party in its place; check what it was to do",
+            lambda: None,
+        )
+
     def wait(self, timeout: float | None, action: Callable[[], object] | None) -> int:
         c = self._cells
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -213,8 +267,10 @@ class DerivedBarrier:
             if c[_STATE] == _BROKEN:
                 raise BrokenBarrierError("the barrier is broken")
             gen = c[_GEN]
-            index = c[_ARRIVED]
-            if index + 1 >= self.parties:
+            if c[_ARRIVED] + 1 >= self.parties or self._lot.queued() >= LOT_CAPACITY:
+                self._prune()  # would pass (or find no room): not with parties that died
+            index = self._index()
+            if c[_ARRIVED] + 1 >= self.parties:
                 try:
                     if action is not None:
                         action()
@@ -223,7 +279,9 @@ class DerivedBarrier:
                     raise
                 self._end(_PASSED)
                 return index
-            c[_ARRIVED] = index + 1
+            c[_ARRIVED] += 1
+            if index < len(self._slots):
+                c[_SLOTS + index] = self._lot.waiter_ident()
             while c[_GEN] == gen:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -237,7 +295,7 @@ class DerivedBarrier:
                     # Interrupted (Ctrl-C): this party leaves and no longer counts; the
                     # barrier is not broken, as an interrupted threading wait leaves it.
                     if c[_GEN] == gen and c[_ARRIVED] > 0:
-                        c[_ARRIVED] -= 1
+                        self._free(index)
                     raise
             if c[_OUTCOMES + gen % _RING] != _PASSED:
                 raise BrokenBarrierError("the barrier was aborted or reset")
@@ -257,7 +315,12 @@ class DerivedBarrier:
 
     def n_waiting(self) -> int:
         c = self._cells
-        return c[_ARRIVED] if c[_STATE] == _FILLING else 0
+        if c[_STATE] != _FILLING:
+            return 0
+        arrived = c[_ARRIVED]
+        if arrived:  # parties that died waiting are not waiting (a snapshot, no mutex:
+            arrived -= self._lot.count_dead()  # an action may read it)
+        return max(0, arrived) if c[_STATE] == _FILLING else 0
 
     def broken(self) -> bool:
         return self._cells[_STATE] == _BROKEN

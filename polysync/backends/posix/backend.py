@@ -42,6 +42,8 @@ from polysync.kernel import (
 _MODE = 0o600
 #: The header parameter of a Lock or RLock kept in a word lock (_wordlock.c).
 _WORD_LOCK = 3
+#: The layout of a Barrier with a word mutex (4: with index slots; it was 3 before them).
+_WORD_BARRIER = 4
 
 
 class PosixBackend(BaseBackend):
@@ -217,11 +219,21 @@ class PosixBackend(BaseBackend):
         if WordMutex is None:
             return super().open_barrier(name, parties, create=create)
         state = derived.BARRIER_STATE_CELLS + derived.LOT_CELLS
-        block = self._mutexed_block(name, Kind.BARRIER, parties, state, create=create, match=True)
+        block = self._mutexed_block(
+            name, Kind.BARRIER, parties, state, create=create, match=True, layout=_WORD_BARRIER
+        )
         return derived.DerivedBarrier(block, parties, self._mutex(block, state, "Barrier"))
 
     def _mutexed_block(
-        self, name: ObjectName, kind: Kind, param: int, state: int, *, create: bool, match: bool
+        self,
+        name: ObjectName,
+        kind: Kind,
+        param: int,
+        state: int,
+        *,
+        create: bool,
+        match: bool,
+        layout: int = _WORD_LOCK,
     ) -> derived.Block:
         # The floor's state cells, then a word mutex in place of the floor's semaphore.
         return derived.open_block(
@@ -233,7 +245,7 @@ class PosixBackend(BaseBackend):
             state + WORD_LOCK_CELLS,
             create=create,
             param_must_match=match,
-            layout=_WORD_LOCK,
+            layout=layout,
         )
 
     @staticmethod

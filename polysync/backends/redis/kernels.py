@@ -14,6 +14,7 @@ nobody for long, and a hand-off is still the push and the pop.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,14 +22,17 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from polysync import errors
+from polysync._validate import headroom
 from polysync.backends.redis.server import (
     CLEANUP_TIMEOUT,
     LIVENESS,
+    MESSAGE_TTL_MS,
     POP_SLICE,
     WATCH_SLICE,
     holder_of,
     text,
 )
+from polysync.derived import liveness
 from polysync.errors import BrokenBarrierError
 from polysync.kernel import KernelState
 
@@ -38,8 +42,6 @@ if TYPE_CHECKING:
 
 #: Seconds a blocked lock waiter waits past the holder's lease before checking on it.
 LEASE_MARGIN = 0.05
-#: Lifetime (ms) of a message sent to a waiter that has not popped it.
-MESSAGE_TTL_MS = 60_000
 #: Seconds between two tries of a wait's clean-up that could not reach the server.
 CLEANUP_RETRY = 0.5
 #: How much sooner than the server may let a lease run out its holder takes it as lost
@@ -584,6 +586,8 @@ class RedisSemaphore(_Leased):
             with self._state:
                 self._permits.extend(mine)
                 self.owner_died = died
+            if int(result[0]) == -2:
+                raise headroom(n, int(result[1]))
             raise errors.over_released(self._bound or 0)
         if int(result[1]):  # permits this handle held, whose leases were gone
             self._report_lost()
@@ -659,8 +663,15 @@ class RedisEvent(_Kernel):
 
 
 class RedisCondition(_Kernel):
+    """A queue of waiter keys with liveness (``condition.lua``).
+
+    A waiter blocks by slices, each sent behind a ``tick`` that renews its liveness; a
+    notification nobody claimed in time (its waiter was killed) goes to the next live
+    waiter at the next tick or call, so a ``notify()`` is not lost to a dead waiter.
+    """
+
     script_name = "condition"
-    suffixes = ("k", "q")
+    suffixes = ("k", "q", "l", "p")
 
     def wait(self, lock: LockKernel, timeout: float | None) -> bool:
         wkey = self._waiter_key()
@@ -668,12 +679,33 @@ class RedisCondition(_Kernel):
         state = lock.release_save()
         woken = False
         try:
-            woken = self._pop(wkey, timeout) is not None
+            woken = self._await(wkey, timeout)
         finally:
             if not woken:
                 woken = bool(int(self._cancel(wkey)))
             lock.acquire_restore(state)
         return woken
+
+    def _await(self, wkey: str, timeout: float | None) -> bool:
+        """Block until notified (``True``) or *timeout*, ticking at every slice."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        tick: list[Any] | None = None  # the enqueue did the first tick's work
+        watch = False
+        while True:
+            step = WATCH_SLICE if watch else POP_SLICE
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+                if step <= 0:
+                    return False
+            result, message = self._server.run_then_pop(
+                self.script_name, self.keys, tick, wkey, step
+            )
+            if message is not None:
+                return True
+            # A notification not claimed yet (perhaps sent to a waiter that is gone):
+            # watch it closely, as it lapses to the next live waiter.
+            watch = result is not None and int(result) == 1
+            tick = ["tick", wkey]
 
     def notify(self, n: int) -> None:
         if n:
@@ -686,42 +718,145 @@ class RedisCondition(_Kernel):
         return KernelState(waiting=int(self._run("stats")))
 
 
+def _process_space() -> str:
+    """What tells the processes whose PIDs this one can check: the same kernel (its boot
+    id) and PID namespace; ``-`` where that cannot be known (then only liveness lapses)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return "-"
+    return f"{boot}.{namespace}"
+
+
+_SPACE: list[str] = []
+
+
+def _who() -> str:
+    """This process, as a Barrier party records it: ``space:pid:start``."""
+    if not _SPACE:
+        _SPACE.append(_process_space())
+    return f"{_SPACE[0]}:{liveness.current_pid()}:{liveness.started()}"
+
+
+def _dead(who: str) -> bool:
+    """Whether the party *who* (of this process space) is known to be dead."""
+    try:
+        _space, pid, start = who.rsplit(":", 2)
+        return not liveness.is_running(int(pid), int(start))
+    except ValueError:
+        return False
+
+
 class RedisBarrier(_Kernel):
+    """Parties queued with liveness, each holding its index (``barrier.lua``).
+
+    A waiting party that died no longer counts. The arrival that would trip the barrier
+    is first handed the waiting parties of its own process space and checks their PIDs
+    (and start times), so one killed on this host is dropped at once; one on another
+    host is dropped once its liveness lapses (``LIVENESS``: it ticks at every slice).
+    The arrival that drops a party is told with an OwnerDiedWarning.
+    """
+
     script_name = "barrier"
-    suffixes = ("k", "b", "q")
+    suffixes = ("k", "b", "q", "l", "h")
 
     def __init__(self, server: RedisServer, base: str, anonymous: bool, parties: int) -> None:
         super().__init__(server, base, anonymous)
         self.parties = parties
 
     def wait(self, timeout: float | None, action: Callable[[], object] | None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
         wkey = self._waiter_key()
-        result = self._run_within(timeout, "arrive", wkey, self.parties)
-        status = int(result[0])
-        if status < 0:
-            raise BrokenBarrierError("the barrier is broken")
-        index = int(result[1])
-        if status == 2:
+        while True:
+            index, queued = self._arrive(wkey, _left(deadline), action)
+            if not queued:
+                return index
             try:
-                if action is not None:
-                    action()
+                message = self._await(wkey, deadline)
             except BaseException:
-                self._run("break", MESSAGE_TTL_MS)
+                self._run_within(CLEANUP_TIMEOUT, "leave", wkey)  # interrupted: not a timeout
                 raise
-            self._run("trip", MESSAGE_TTL_MS)
-            return index
-        try:
-            message = self._pop(wkey, timeout)
-        except BaseException:
-            self._run_within(CLEANUP_TIMEOUT, "leave", wkey)  # interrupted: not a timeout
-            raise
-        if message is None:
-            message = text(self._cancel(wkey, MESSAGE_TTL_MS))
-        if message == "ok":
-            return index
-        if message == "timeout":
-            raise BrokenBarrierError("the barrier timed out and is now broken")
-        raise BrokenBarrierError("the barrier was aborted or reset")
+            if message is None:
+                message = text(self._cancel(wkey, MESSAGE_TTL_MS))
+            if message == "again":  # taken for dead while it lived: it arrives again
+                continue
+            if message == "ok":
+                return index
+            if message == "timeout":
+                raise BrokenBarrierError("the barrier timed out and is now broken")
+            raise BrokenBarrierError("the barrier was aborted or reset")
+
+    def _arrive(
+        self, wkey: str, timeout: float | None, action: Callable[[], object] | None
+    ) -> tuple[int, bool]:
+        """Count this party in: its index, and whether it waits (else it tripped it)."""
+        trip = 1 if action is None else 0
+        checked: list[str] | None = None
+        while True:
+            result = self._run_within(
+                timeout,
+                "arrive",
+                wkey,
+                self.parties,
+                _who(),
+                trip,
+                MESSAGE_TTL_MS,
+                0 if checked is None else 1,
+                *(checked or ()),
+            )
+            status = int(result[0])
+            if status == 3:  # it would trip: the parties of this host are checked first
+                pairs = [text(v) for v in result[1]]
+                checked = [pairs[i] for i in range(0, len(pairs), 2) if _dead(pairs[i + 1])]
+                continue
+            if status < 0:
+                raise BrokenBarrierError("the barrier is broken")
+            index = int(result[1])
+            if int(result[-1]):
+                self._told(int(result[-1]), wkey, status)
+            if status == 0:
+                return index, True
+            if int(result[2]) == 0:  # it trips once the action has run
+                try:
+                    if action is not None:
+                        action()
+                except BaseException:
+                    self._run("break", MESSAGE_TTL_MS)
+                    raise
+                self._run("trip", MESSAGE_TTL_MS)
+            return index, False
+
+    def _told(self, dropped: int, wkey: str, status: int) -> None:
+        """Warn that *dropped* waiting parties died; made an error, this party leaves."""
+
+        def leave() -> None:
+            if status == 0:
+                self._run_within(CLEANUP_TIMEOUT, "leave", wkey)
+
+        errors.warn_owner_died(
+            f"{dropped} {'parties' if dropped > 1 else 'party'} died waiting at this "
+            "barrier: no longer counted, the barrier waits for others in their place; "
+            "check what they were to do",
+            leave,
+        )
+
+    def _await(self, wkey: str, deadline: float | None) -> str | None:
+        """The message sent to this waiting party, or ``None`` at *deadline*."""
+        tick: list[Any] | None = None  # the arrival did the first tick's work
+        while True:
+            step = POP_SLICE
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+                if step <= 0:
+                    return None
+            _result, message = self._server.run_then_pop(
+                self.script_name, self.keys, tick, wkey, step
+            )
+            if message is not None:
+                return message
+            tick = ["tick", wkey, MESSAGE_TTL_MS]
 
     def reset(self) -> None:
         self._run("reset", MESSAGE_TTL_MS)
@@ -739,3 +874,7 @@ class RedisBarrier(_Kernel):
     def statistics(self) -> KernelState:
         count, broken = self._run("status")
         return KernelState(broken=bool(int(broken)), waiting=0 if int(broken) else int(count))
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 import redis.exceptions
 
+from polysync._validate import MAX_VALUE
 from polysync.backends.redis import connection as _connection
 from polysync.backends.redis.lanes import Lanes, server_demoted
 from polysync.backends.redis.lease import Renewer
@@ -63,6 +64,9 @@ CLAIM = 0.5
 #: it (each of its BLPOP slices does): the entry of a waiter that is gone lapses, and is
 #: passed over, within this. The scripts get it as LIVE_MS.
 LIVENESS = 5.0
+#: Lifetime (ms) of a message sent to a waiter that has not popped it (MESSAGE_TTL_MS
+#: in the scripts too).
+MESSAGE_TTL_MS = 60_000
 #: Seconds a wait's clean-up step (cancel) may take, and a new connection's handshake.
 CLEANUP_TIMEOUT = 1.0
 
@@ -140,6 +144,8 @@ class RedisServer:
                 body = (
                     f"local CLAIM_MS = {int(CLAIM * 1000)}\n"
                     f"local LIVE_MS = {int(LIVENESS * 1000)}\n"
+                    f"local MAX_VALUE = {MAX_VALUE}\n"
+                    f"local MESSAGE_TTL_MS = {MESSAGE_TTL_MS}\n"
                     + lua.joinpath("lib.lua").read_text()
                     + "\nlocal function main()\n"
                     + body

@@ -133,8 +133,9 @@ elseif op == 'tick' then
   return {next_expiry(now), near_head(queue, entry)}
 elseif op == 'release' then
   -- ARGV: op, n, bound ('' = none), lease ms, permit ids the caller gives back...
-  -- Returns {-1} (over the bound, nothing changed) or {1, how many of the permits had
-  -- been lost (their leases ran out: they came back then, and are not added again)}.
+  -- Returns {-1} (over the bound, nothing changed), {-2, value} (past MAX_VALUE,
+  -- nothing changed) or {1, how many of the permits had been lost (their leases ran
+  -- out: they came back then, and are not added again)}.
   local n = tonumber(ARGV[2])
   local lost = 0
   for i = 5, #ARGV do
@@ -145,6 +146,9 @@ elseif op == 'release' then
   local add = n - lost
   if ARGV[3] ~= '' and value() + add > tonumber(ARGV[3]) then
     return {-1}
+  end
+  if value() + add > MAX_VALUE then  -- polysync.MAX_VALUE: as posix and thread refuse
+    return {-2, value()}
   end
   for i = 5, #ARGV do
     redis.call('ZREM', holders, ARGV[i])
