@@ -1,4 +1,4 @@
-"""Recovery of a windows ``Lock`` from a killed holder: how soon a blocked waiter gets it.
+"""Recovery of a windows ``Lock`` or semaphore permit from a killed holder: how soon it comes back.
 
 Runs on Windows, or under Wine on Linux (the Windows leg's interpreter, see
 ``.ci/windows-tests.sh``)::
@@ -16,7 +16,10 @@ calls ``acquire()``; the figure is the time from the kill to that acquire return
 the reports count how the death was told (holding, inside a call, or not at all: it
 held nothing at that instant).
 
-Prints median and max per mode. Exit status 1 if any trial did not get the lock within
+``--kind semaphore`` runs the same two modes on a ``BoundedSemaphore(1)``: its one
+permit, taken by the killed child, comes back (``--kind both``, the default, runs both).
+
+Prints median and max per kind and mode. Exit status 1 if any trial did not get the lock within
 5 s (a wedge); nothing is asserted on the timings.
 """
 
@@ -41,14 +44,14 @@ _BOUND = 5.0
 _CHILD = {
     "holding": """
         import time, polysync
-        lock = polysync.get_context("windows").Lock(name={name!r})
+        lock = polysync.get_context("windows").{make}(name={name!r})
         assert lock.acquire(timeout=10)
         print("ready", flush=True)
         time.sleep(60)
     """,
     "random": """
         import threading, time, polysync
-        lock = polysync.get_context("windows").Lock(name={name!r})
+        lock = polysync.get_context("windows").{make}(name={name!r})
 
         def loop():
             while True:
@@ -63,11 +66,17 @@ _CHILD = {
 }
 
 
-def _trial(ctx: polysync.Context, mode: str, rng: random.Random) -> tuple[float | None, str]:
+_MAKE = {"lock": "Lock", "semaphore": "BoundedSemaphore"}
+
+
+def _trial(
+    ctx: polysync.Context, kind: str, mode: str, rng: random.Random
+) -> tuple[float | None, str]:
     name = f"psbench-{uuid.uuid4().hex[:12]}"
-    lock = ctx.Lock(name=name)
+    lock = ctx.Lock(name=name) if kind == "lock" else ctx.BoundedSemaphore(1, name=name)
+    code = _CHILD[mode].format(name=name, make=_MAKE[kind])
     child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(_CHILD[mode].format(name=name))],
+        [sys.executable, "-c", textwrap.dedent(code)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
@@ -114,22 +123,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=20, help="trials per mode (default 20)")
     p.add_argument("--mode", choices=["holding", "random", "both"], default="both")
+    p.add_argument("--kind", choices=["lock", "semaphore", "both"], default="both")
     p.add_argument("--seed", type=int, default=8)
     args = p.parse_args(argv)
     ctx = polysync.get_context("windows")
     rng = random.Random(args.seed)
     failed = False
-    for mode in ("holding", "random") if args.mode == "both" else (args.mode,):
+    kinds = ("lock", "semaphore") if args.kind == "both" else (args.kind,)
+    modes = ("holding", "random") if args.mode == "both" else (args.mode,)
+    for kind, mode in [(k, m) for k in kinds for m in modes]:
         times: list[float] = []
         hows: Counter[str] = Counter()
         for _ in range(args.trials):
-            seconds, how = _trial(ctx, mode, rng)
+            seconds, how = _trial(ctx, kind, mode, rng)
             hows[how] += 1
             if seconds is None or seconds > _BOUND:
                 failed = True
             else:
                 times.append(seconds)
-        line = f"{mode:8} {len(times)}/{args.trials} recovered"
+        line = f"{kind:9} {mode:8} {len(times)}/{args.trials} recovered"
         if times:
             line += (
                 f"; from the kill: median {statistics.median(times) * 1000:.0f} ms, "

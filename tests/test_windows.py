@@ -23,7 +23,7 @@ import pytest
 
 import polysync
 from polysync import Capability
-from polysync.kernel import ObjectName, Scope
+from polysync.kernel import Kind, ObjectName, Scope
 from polysync.testing import BackendSuite
 
 pytestmark = pytest.mark.skipif(
@@ -343,28 +343,36 @@ def test_a_waiter_blocked_on_a_killed_holder_takes_over(ctx: polysync.Context, n
 _LOOP = """
 import threading, time, polysync
 ctx = polysync.get_context("windows")
-lock, sem = ctx.Lock(name={name!r}), ctx.BoundedSemaphore(1, name={name!r} + "-sem")
+lock, sem = ctx.Lock(name={name!r}), ctx.BoundedSemaphore(2, name={name!r} + "-sem")
 
 def loop(obj):
     while True:
         if obj.acquire(timeout=10):
             obj.release()
 
-for obj in (lock, lock, sem):
-    threading.Thread(target=loop, args=(obj,), daemon=True).start()
+def two_then_two():
+    while True:
+        if sem.acquire(timeout=10):
+            if sem.acquire(timeout=10):
+                sem.release()
+            sem.release()
+
+for target, args in ((loop, (lock,)), (loop, (lock,)), (loop, (sem,)), (two_then_two, ())):
+    threading.Thread(target=target, args=args, daemon=True).start()
 print("looping", flush=True)
 time.sleep(60)
 """
 
 
 @pytest.mark.timeout(180)
-def test_killed_at_random_moments_the_lock_is_never_wedged(
+def test_killed_at_random_moments_nothing_is_wedged_or_lost(
     ctx: polysync.Context, name: str
 ) -> None:
-    """A holder killed anywhere in acquire() or release(): the next acquire gets the lock."""
+    """A process killed anywhere in acquire() or release() of a Lock or a semaphore:
+    the lock is taken over, and both permits of a BoundedSemaphore(2) come back, exactly."""
     rng = random.Random(8)
     lock = ctx.Lock(name=name)
-    sem = ctx.BoundedSemaphore(1, name=name + "-sem")
+    sem = ctx.BoundedSemaphore(2, name=name + "-sem")
     for trial in range(5):
         child = _start(_LOOP.format(name=name))
         try:
@@ -376,6 +384,9 @@ def test_killed_at_random_moments_the_lock_is_never_wedged(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", polysync.OwnerDiedWarning)
                 assert lock.acquire(timeout=RECOVERY), f"wedged after kill {trial}"
+                assert sem.acquire(timeout=RECOVERY), f"a permit lost after kill {trial}"
+                first = sem.fencing_token
+                assert sem.acquire(timeout=RECOVERY), f"a permit lost after kill {trial}"
             before = lock.fencing_token
             lock.release()
             assert lock.acquire(timeout=RECOVERY)
@@ -384,18 +395,155 @@ def test_killed_at_random_moments_the_lock_is_never_wedged(
             assert lock.fencing_token > before
             lock.release()
             assert not lock.locked()
-            # The semaphore is not recovered (yet): its permit comes back only if the
-            # child died outside acquire..release; it is never made up, nor wedged by
-            # the guard.
-            if sem.acquire(timeout=0.2):
-                assert sem.acquire(False) is False
+            # Exactly two: none made up, and the bound still holds.
+            assert first is not None
+            assert sem.fencing_token is not None
+            assert sem.fencing_token > first
+            assert sem.acquire(False) is False
+            assert sem.get_value() == 0
+            sem.release()
+            sem.release()
+            with pytest.raises(polysync.NotHeldError):
                 sem.release()
-            else:
-                sem.release()
+            assert sem.get_value() == 2
         finally:
             child.kill()
             child.communicate(timeout=PROMPT)
     ctx.unlink(name + "-sem")
+
+
+_TAKE_PERMITS = """
+import time, polysync
+sem = polysync.get_context("windows").{kind}({value}, name={name!r})
+for _ in range({take}):
+    assert sem.acquire(timeout=10)
+if {close!r}:
+    sem.close()  # a normal close: what it took was consumed
+print("took", sem.fencing_token if not {close!r} else 0, flush=True)
+time.sleep(60)
+"""
+
+
+def _owner_died_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if w.category is polysync.OwnerDiedWarning]
+
+
+@pytest.mark.timeout(120)
+def test_permits_of_a_killed_process_come_back(ctx: polysync.Context, name: str) -> None:
+    sem = ctx.Semaphore(3, name=name)
+    child = _start(_TAKE_PERMITS.format(kind="Semaphore", value=3, name=name, take=2, close=False))
+    try:
+        assert child.stdout is not None
+        said, token = child.stdout.readline().split()
+        assert said == "took"
+        child.kill()  # TerminateProcess
+        child.wait(PROMPT)
+        assert sem.get_value() == 1  # not given back until an acquire finds none left
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert sem.acquire(False) is True  # the one left: nothing to tell
+        assert _owner_died_warnings(caught) == []
+        assert not sem.owner_died
+        with pytest.warns(polysync.OwnerDiedWarning, match=r"died holding 2 permit"):
+            assert sem.acquire(timeout=RECOVERY) is True
+        assert sem.owner_died
+        assert sem.fencing_token is not None
+        assert sem.fencing_token > int(token)
+        assert sem.get_value() == 1  # 2 came back, this handle took one
+        assert sem.statistics().value == 1
+        sem.release()
+        assert not sem.owner_died
+        sem.release()
+        assert sem.get_value() == 3  # exact: none lost, none made up
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                assert sem.acquire(False)
+            assert sem.acquire(False) is False
+        assert _owner_died_warnings(caught) == []  # told once
+        sem.release(3)
+    finally:
+        child.kill()
+        child.communicate(timeout=PROMPT)
+
+
+@pytest.mark.timeout(120)
+def test_a_waiter_blocked_on_a_killed_permit_holder_gets_it(
+    ctx: polysync.Context, name: str
+) -> None:
+    sem = ctx.BoundedSemaphore(1, name=name)
+    child = _start(
+        _TAKE_PERMITS.format(kind="BoundedSemaphore", value=1, name=name, take=1, close=False)
+    )
+    out: list[object] = []
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().startswith("took")
+
+        def waiter() -> None:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out.append(sem.acquire(timeout=RECOVERY))
+            out.append(_owner_died_warnings(caught))
+
+        thread = threading.Thread(target=waiter, daemon=True)
+        thread.start()
+        time.sleep(0.3)  # blocked, slice after slice, on a live holder
+        assert out == []
+        assert sem.statistics().waiting == 1
+        child.kill()
+        thread.join(RECOVERY + PROMPT)
+        assert out[0] is True
+        assert isinstance(out[1], list)
+        assert len(out[1]) == 1
+        assert "died holding 1 permit" in out[1][0]
+        assert sem.owner_died
+        assert sem.get_value() == 0
+        sem.release()
+        with pytest.raises(polysync.NotHeldError):
+            sem.release()
+        assert sem.get_value() == 1
+    finally:
+        child.kill()
+        child.communicate(timeout=PROMPT)
+
+
+@pytest.mark.timeout(120)
+def test_a_handle_closed_normally_keeps_what_it_took(ctx: polysync.Context, name: str) -> None:
+    sem = ctx.Semaphore(3, name=name)
+    child = _start(_TAKE_PERMITS.format(kind="Semaphore", value=3, name=name, take=2, close=True))
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().startswith("took")
+        child.kill()
+        child.wait(PROMPT)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert sem.acquire(timeout=PROMPT)
+            assert sem.acquire(timeout=0.3) is False  # consumed: nothing comes back
+        assert _owner_died_warnings(caught) == []
+        assert sem.get_value() == 0
+        sem.release()
+        assert sem.get_value() == 1
+    finally:
+        child.kill()
+        child.communicate(timeout=PROMPT)
+
+
+def test_a_semaphore_of_the_previous_layout_is_refused(ctx: polysync.Context, name: str) -> None:
+    from polysync.backends.windows import WindowsBackend
+
+    backend = ctx.backend
+    assert isinstance(backend, WindowsBackend)
+    # The block a polysync before the counted semaphores made (native layout 1).
+    old = backend._header(
+        ObjectName(Scope.NAMED, name), Kind.SEMAPHORE, 2, 1, create=True, match=False, layout=1
+    )
+    try:
+        with pytest.raises(polysync.KindMismatchError, match="layout"):
+            ctx.Semaphore(2, name=name)
+    finally:
+        old.close()
 
 
 @pytest.mark.timeout(120)

@@ -12,16 +12,19 @@ import os
 _PID_BITS = 23
 _PID_MASK = (1 << _PID_BITS) - 1
 _pid = os.getpid()
-_HAVE_PROC = os.path.isdir("/proc/self")
+# Not on Windows: under Wine, "/proc/self" is the Linux host's, which knows no Windows PID.
+_HAVE_PROC = os.name != "nt" and os.path.isdir("/proc/self")
 
 
 def _start_time(pid: int) -> int | None:
     """Start time of *pid* in clock ticks, 0 where unknown, ``None`` if it is a zombie or gone."""
+    if not _HAVE_PROC:
+        return 0
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
     except FileNotFoundError:
-        return None if os.path.isdir("/proc/self") else 0
+        return None
     except OSError:
         return 0
     if fields[0] in (b"Z", b"X"):  # a zombie holds nothing any more

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ctypes
-import functools
 from collections.abc import Callable, Mapping
 from typing import ClassVar
 
-from polysync import derived, errors
+from polysync import derived
 from polysync.backends.windows import win32 as _win32
 from polysync.backends.windows.kernels import (
     LOCK_CELLS,
@@ -62,6 +61,9 @@ _NATIVE_PARTS = ("k", "g")
 #: The header layout of a Lock or semaphore with a guard (its holder or fence on record):
 #: a name made by an earlier polysync, a bare semaphore, is refused rather than shared.
 _GUARDED = 1
+#: The header layout of a semaphore whose cells count the permits and each process's
+#: share (the kernel semaphore only wakes): a name made in layout 1 is refused.
+_COUNTED = 2
 
 
 def _past_maximum() -> NotHeldError:
@@ -201,6 +203,7 @@ class WindowsBackend(BaseBackend):
         create: bool,
         match: bool,
         layout: int = 0,
+        on_create: Callable[[Cells], None] | None = None,
     ) -> derived.Block:
         label: Callable[[int], str] = derived.lock_label if kind is Kind.LOCK else str
         return derived.open_block(
@@ -214,6 +217,7 @@ class WindowsBackend(BaseBackend):
             param_must_match=match,
             param_label=label,
             layout=layout,
+            on_create=on_create,
         )
 
     def _native(
@@ -252,16 +256,22 @@ class WindowsBackend(BaseBackend):
     ) -> SemaphorePrimitiveKernel:
         kind = Kind.BOUNDED_SEMAPHORE if bounded else Kind.SEMAPHORE
         block = self._header(
-            name, kind, value, SEMAPHORE_CELLS, create=create, match=bounded, layout=_GUARDED
+            name,
+            kind,
+            value,
+            SEMAPHORE_CELLS,
+            create=create,
+            match=bounded,
+            layout=_COUNTED,
+            on_create=WinSemaphorePrimitive.initial_state(value),
         )
         assert block.cells is not None
-        first = block.cells[2]  # the creator's value: "first value wins"
-        maximum = first if bounded else MAX_COUNT
-        sem, guard = self._native(
-            block, name, (_semaphore_type(first, maximum), _mutex_type()), create
+        bound = block.cells[2] if bounded else None  # the creator's value: "first value wins"
+        # The kernel semaphore only wakes blocked acquirers: it starts at 0.
+        wake, guard = self._native(
+            block, name, (_semaphore_type(0, MAX_COUNT), _mutex_type()), create
         )
-        over = functools.partial(errors.over_released, first) if bounded else _past_maximum
-        return WinSemaphorePrimitive(block, WinSemaphore(sem, over), guard)
+        return WinSemaphorePrimitive(block, bound, wake, guard)
 
     def open_event(self, name: ObjectName, *, create: bool) -> EventKernel:
         block = self._header(name, Kind.EVENT, 0, 1, create=create, match=False)

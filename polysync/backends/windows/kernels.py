@@ -1,22 +1,31 @@
 """The windows kernels: semaphores, cells over file mappings, Lock, RLock (a mutex), Event.
 
-Lock and the semaphores take a guard mutex with their kernel semaphore; Lock and RLock
-record their holder, and all four count acquisitions (the fencing token) in the block.
+Lock takes a guard mutex with its kernel semaphore and records its holder; the semaphores
+keep their count and each process's permits in the block under a guard mutex (their
+kernel semaphore only wakes); Lock, RLock and the semaphores count acquisitions (the
+fencing token) in the block.
 """
 
 from __future__ import annotations
 
 import ctypes
-import math
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 
-from polysync import derived, errors
+from polysync import _validate, derived, errors
 from polysync.backends.windows import win32 as _win32
-from polysync.backends.windows.objects import SLICE_MS, _Object, _raise, _wait_handle
+from polysync.backends.windows.objects import (
+    MAX_COUNT,
+    SLICE_MS,
+    Guard,
+    _Object,
+    _raise,
+    _wait_handle,
+    slice_ms,
+)
 from polysync.backends.windows.processes import HolderWatch, own_identity
 from polysync.backends.windows.win32 import (
     ERROR_NOT_OWNER,
@@ -27,7 +36,7 @@ from polysync.backends.windows.win32 import (
     WAIT_TIMEOUT,
 )
 from polysync.errors import NotHeldError, PolysyncError
-from polysync.kernel import Holder, KernelState
+from polysync.kernel import Cells, Holder, KernelState
 
 _HEADER = derived.HEADER  # the cells a block header takes
 
@@ -117,6 +126,12 @@ class WinCells:
             raise PolysyncError("these shared cells were closed")
         array[index] = value
 
+    def array(self) -> ctypes.Array[ctypes.c_int64]:
+        """The cells as a ctypes array (valid until :meth:`close`)."""
+        if self._array is None:
+            raise PolysyncError("these shared cells were closed")
+        return self._array
+
     def close(self) -> None:
         if self._array is None:
             return
@@ -180,7 +195,7 @@ class WinLock:
         k = _win32.kernel32()
         self._block = block
         self._cells = block.cells
-        self._sem, self._guard = sem, guard
+        self._sem, self._guard = sem, Guard(guard)
         self._sem_h, self._guard_h = sem.handle, guard.handle
         self._name = sem.name
         self._pair = _win32.handle_pair(sem.handle, guard.handle)
@@ -206,13 +221,9 @@ class WinLock:
         watch = HolderWatch()
         try:
             while True:
-                if deadline is None:
-                    ms = SLICE_MS
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    ms = min(SLICE_MS, math.ceil(remaining * 1000))
+                ms = slice_ms(deadline)
+                if not ms:
+                    return False
                 if self._take(ms):
                     return True
                 # Between slices Python code runs: a pending Ctrl-C raises here.
@@ -261,14 +272,11 @@ class WinLock:
         dead = 0
         try:
             if poll:
-                rc = self._wait(self._guard_h, 0)
+                left: float | None = 0.0
             else:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                rc = _wait_handle(self._wait, self._guard_h, left, "mutex")
-            if rc == WAIT_TIMEOUT:
+            if not self._guard.take(left):
                 return False
-            if rc not in (WAIT_OBJECT_0, WAIT_ABANDONED):
-                _raise(_win32.last_error(), "mutex", self._guard.name, "wait for")
             if self._wait(self._sem_h, 0) != WAIT_OBJECT_0:
                 pid = self._cells[_PID]
                 if pid and watch.alive(pid, self._cells[_CREATED]):
@@ -299,12 +307,8 @@ class WinLock:
         business: an interrupted acquire must not leave the lock held by its caller (it
         reports failure), and a state with no holder and the semaphore at 0 is freed.
         """
-        if not self._unguard(self._guard_h):
-            return  # the guard was not ours: nothing was changed
-        rc = self._wait(self._guard_h, 5000)
-        if rc not in (WAIT_OBJECT_0, WAIT_ABANDONED):
-            return  # left for the next acquirer to reconcile
-        try:
+
+        def fix() -> None:
             c = self._cells
             pid, created = own_identity()
             mine = c[_PID] == pid and c[_CREATED] == created and c[_TID] == threading.get_ident()
@@ -314,17 +318,15 @@ class WinLock:
             elif not c[_PID]:
                 self._wait(self._sem_h, 0)  # whatever the count was, it ends at 1: free
                 self._post(self._sem_h, 1, None)
-        finally:
-            self._unguard(self._guard_h)
+
+        self._guard.mend(fix)  # the guard not ours: nothing was changed
 
     # -- releasing and the rest --------------------------------------------------------
 
     def release(self) -> None:
         code = 0
         try:
-            rc = _wait_handle(self._wait, self._guard_h, None, "mutex")
-            if rc not in (WAIT_OBJECT_0, WAIT_ABANDONED):
-                _raise(_win32.last_error(), "mutex", self._guard.name, "wait for")
+            self._guard.take()
             self._cells[_PID] = 0  # cleared before the post: a recorded holder holds it
             if not self._post(self._sem_h, 1, None):
                 code = _win32.last_error()
@@ -363,93 +365,397 @@ class WinLock:
         self._block.close()
 
 
-_SEM_FENCE = _HEADER  # Semaphore: how many permits were ever taken (the fencing token)
-SEMAPHORE_CELLS = 1
+#: Semaphore cells after the header (the truth; the kernel semaphore only wakes waiters).
+_VALUE = _HEADER  # the count
+_FENCE_S = _HEADER + 1  # how many permits were ever taken (the fencing token)
+_LAST_TID = _HEADER + 2  # the thread that took the last one (an interrupted acquire's mend)
+_LOOSE = _HEADER + 3  # blocked acquirers of processes with no slot (the table was full)
+#: The journal: the slot (index + 1, 0: none) and the value and slot cells being written.
+_JOURNAL = _HEADER + 4
+_SLOTS_AT = _HEADER + 12
+#: Per-process slots of (process id, creation time, permits held, threads blocked).
+SLOTS = 32
+_SLOT = 4
+SEMAPHORE_CELLS = 12 + SLOTS * _SLOT
+_WAITING = slice(_SLOTS_AT + 3, _SLOTS_AT + SLOTS * _SLOT, _SLOT)
 
 
 class WinSemaphorePrimitive:
-    """Semaphore / BoundedSemaphore on one kernel semaphore (the bound is its maximum).
+    """Semaphore / BoundedSemaphore whose dead processes' permits come back.
 
-    A permit is taken together with a guard mutex (``WaitForMultipleObjects`` with
-    ``bWaitAll``), which orders the fence counter in the block: its value after each
-    acquire is the handle's ``fencing_token``. A release is the kernel semaphore's alone.
+    The block's cells are the truth: the value, and one slot per process that took
+    permits (its process id and creation time, the permits it holds, its threads
+    blocked in ``acquire()``). They change only under a guard mutex; a change that
+    spans several cells is written to a journal first, so whoever takes the guard next
+    (``WAIT_ABANDONED`` after a death) finishes it: no death leaves them half-updated.
+    The kernel semaphore carries no permit: it only wakes blocked acquirers (a release
+    of *n* posts ``min(n, blocked)``). A blocked acquirer waits on it in slices and
+    looks again at every one.
+
+    An acquire that finds no permit left (and a blocked one once per slice) gives back
+    the permits of slots whose process died, takes one and warns
+    (:class:`~polysync.OwnerDiedWarning`, ``owner_died`` until it next releases). A
+    handle closed normally keeps what it took (consumed), as on posix and redis.
+
+    A ``KeyboardInterrupt`` raised the instant a wait returned, or inside a guarded
+    step, is mended (:meth:`Guard.mend`): the guard is given back, an interrupted
+    acquire does not keep its permit, and a blocked count is taken back. Each journaled
+    write runs as straight-line code with no call inside, so CPython runs no signal
+    handler half-way through one.
     """
 
     __slots__ = (
+        "__weakref__",
+        "_a",
         "_block",
-        "_cells",
+        "_bound",
         "_guard",
         "_guard_h",
-        "_pair",
         "_post",
-        "_sem",
-        "_sem_h",
+        "_slot",
+        "_taken",
         "_unguard",
-        "_wait_all",
+        "_wait",
+        "_wake",
+        "_wake_h",
+        "_watches",
         "fencing_token",
-        "get_value",
-        "release",
+        "owner_died",
     )
 
-    def __init__(self, block: derived.Block, sem: WinSemaphore, guard: _Object) -> None:
-        assert block.cells is not None
+    def __init__(
+        self, block: derived.Block, bound: int | None, wake: _Object, guard: _Object
+    ) -> None:
+        assert isinstance(block.cells, WinCells)
         k = _win32.kernel32()
         self._block = block
-        self._cells = block.cells
-        self._sem = sem
-        self._guard = guard
-        self._sem_h, self._guard_h = sem._handle, guard.handle
-        self._pair = _win32.handle_pair(sem._handle, guard.handle)
-        self._wait_all = k.WaitForMultipleObjects
+        self._a = block.cells.array()
+        self._bound = bound
+        self._wake, self._wake_h = wake, wake.handle
+        self._guard, self._guard_h = Guard(guard), guard.handle
+        self._wait = k.WaitForSingleObject
         self._unguard = k.ReleaseMutex
         self._post = k.ReleaseSemaphore
-        self.release = sem.release
-        self.get_value = sem.get_value
+        self._slot = -1  # this process's slot, once known
+        self._taken = 0  # permits this handle took and did not give back
+        self._watches: dict[int, HolderWatch] = {}
         self.fencing_token: int | None = None
+        self.owner_died = False
 
-    def acquire(self, blocking: bool, timeout: float | None) -> bool:
-        if self._take(0):
-            return True
-        if not blocking or timeout == 0:
+    @staticmethod
+    def initial_state(value: int) -> Callable[[Cells], None]:
+        """What a new block's cells start with (written before it is marked ready)."""
+
+        def write(cells: Cells) -> None:
+            cells[_VALUE] = value
+
+        return write
+
+    # -- the cells, under the guard ----------------------------------------------------
+
+    def _commit(
+        self,
+        slot: int,
+        value: int,
+        pid: int,
+        created: int,
+        held: int,
+        waiting: int,
+        token: int = 0,
+        tid: int = 0,
+    ) -> None:
+        """Write the value and one slot (journal first); and the fence if *token*.
+
+        Straight-line stores, no call: a signal handler runs before or after, never in
+        the middle. A slot of -1 (none) writes the value alone.
+        """
+        a = self._a
+        if slot >= 0:
+            j = _JOURNAL
+            a[j + 1] = value
+            a[j + 2] = pid
+            a[j + 3] = created
+            a[j + 4] = held
+            a[j + 5] = waiting
+            a[j] = slot + 1
+            s = _SLOTS_AT + _SLOT * slot
+            a[_VALUE] = value
+            a[s + 1] = created
+            a[s + 2] = held
+            a[s + 3] = waiting
+            a[s] = pid
+            a[j] = 0
+        else:
+            a[_VALUE] = value
+        if token:
+            a[_FENCE_S] = token
+            a[_LAST_TID] = tid
+
+    def _lock(self, timeout: float | None = None) -> bool:
+        """Take the guard and finish what a dead owner of it left half-written."""
+        if not self._guard.take(timeout):
             return False
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if deadline is None:
-                ms = SLICE_MS
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                ms = min(SLICE_MS, math.ceil(remaining * 1000))
-            if self._take(ms):
-                return True
-            # Between slices Python code runs: a pending Ctrl-C raises here.
-
-    def _take(self, ms: int) -> bool:
-        try:
-            rc = self._wait_all(2, self._pair, 1, ms)
-            if rc == WAIT_TIMEOUT:
-                return False
-            if rc not in _TOOK_BOTH:
-                _raise(_win32.last_error(), "semaphore and its guard", self._guard.name, "wait for")
-            token = self._cells[_SEM_FENCE] + 1
-            self._cells[_SEM_FENCE] = token
-            self.fencing_token = token
-        except BaseException:
-            # Interrupted (Ctrl-C) the instant the wait returned: if it took both, the
-            # guard is this thread's (only the owner can release a mutex); give both back.
-            if self._unguard(self._guard_h):
-                self._post(self._sem_h, 1, None)
-            raise
-        if not self._unguard(self._guard_h):
-            _raise(_win32.last_error(), "mutex", self._guard.name, "release")
+        self._replay()
         return True
 
+    def _replay(self) -> None:
+        """Finish a journaled write its writer died in the middle of (under the guard)."""
+        a = self._a
+        journal = a[_JOURNAL]
+        if 0 < journal <= SLOTS:
+            j, s = _JOURNAL, _SLOTS_AT + _SLOT * (journal - 1)
+            a[_VALUE] = a[j + 1]
+            a[s + 1] = a[j + 3]
+            a[s + 2] = a[j + 4]
+            a[s + 3] = a[j + 5]
+            a[s] = a[j + 2]
+        a[_JOURNAL] = 0
+
+    def _find(self, pid: int, created: int) -> int:
+        """This process's slot, or -1 (looked up once, then remembered)."""
+        a, slot = self._a, self._slot
+        if slot >= 0:
+            s = _SLOTS_AT + _SLOT * slot
+            if a[s] == pid and a[s + 1] == created:
+                return slot
+        for i in range(SLOTS):
+            s = _SLOTS_AT + _SLOT * i
+            if a[s] == pid and a[s + 1] == created:
+                self._slot = i
+                return i
+        return -1
+
+    def _own_slot(self) -> tuple[int, int, int]:
+        """(returned, dead pid, slot): this process's slot, made if need be (-1: none free)."""
+        pid, created = own_identity()
+        slot = self._find(pid, created)
+        if slot >= 0:
+            return 0, 0, slot
+        returned, dead = 0, 0
+        slot = self._find(0, 0)
+        if slot < 0:
+            returned, dead = self._reclaim(every_slot=True)
+            slot = self._find(0, 0)
+        if slot >= 0:
+            self._commit(slot, self._a[_VALUE], pid, created, 0, 0)
+            self._slot = slot
+        return returned, dead, slot
+
+    def _reclaim(self, *, every_slot: bool) -> tuple[int, int]:
+        """Give back the permits of slots whose process died: (how many, a dead pid).
+
+        Slots that hold no permit and block no one are freed only with *every_slot*
+        (each liveness check costs a kernel call).
+        """
+        a = self._a
+        returned, dead = 0, 0
+        for i in range(SLOTS):
+            s = _SLOTS_AT + _SLOT * i
+            pid = a[s]
+            if not pid:
+                continue
+            held, waiting = a[s + 2], a[s + 3]
+            if held <= 0 and waiting <= 0 and not every_slot:
+                continue
+            watch = self._watches.get(i)
+            if watch is None:
+                watch = self._watches[i] = HolderWatch()
+            if watch.alive(pid, a[s + 1]):
+                continue
+            back = max(held, 0)
+            value = a[_VALUE] + back
+            if self._bound is not None:
+                value = min(value, self._bound)  # never more than the bound
+            self._commit(i, value, 0, 0, 0, 0)
+            if back:
+                returned += back
+                dead = pid
+        return returned, dead
+
+    def _take_permit(self, check_dead: bool) -> tuple[bool, int, int]:
+        """(taken, returned, dead pid): take a permit if there is one, first giving back
+        a dead process's permits when none is left and *check_dead* is set."""
+        a = self._a
+        returned, dead = 0, 0
+        if a[_VALUE] <= 0:
+            if not check_dead:
+                return False, 0, 0
+            returned, dead = self._reclaim(every_slot=False)
+            if a[_VALUE] <= 0:
+                return False, returned, dead
+        more, died, slot = self._own_slot()
+        returned, dead = returned + more, died or dead
+        token, tid = a[_FENCE_S] + 1, threading.get_ident()
+        if slot >= 0:
+            s = _SLOTS_AT + _SLOT * slot
+            self._commit(slot, a[_VALUE] - 1, a[s], a[s + 1], a[s + 2] + 1, a[s + 3], token, tid)
+        else:
+            self._commit(-1, a[_VALUE] - 1, 0, 0, 0, 0, token, tid)
+        self._taken += 1
+        self.fencing_token = token
+        return True, returned, dead
+
+    def _blocked(self) -> int:
+        a = self._a
+        return max(0, sum(a[_WAITING]) + a[_LOOSE])
+
+    def _wake_up(self, n: int) -> None:
+        if n > 0:
+            self._post(self._wake_h, min(n, MAX_COUNT), None)  # past its maximum: all awake
+
+    # -- acquiring ----------------------------------------------------------------------
+
+    def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        a = self._a
+        waiting_at = -1  # the cell counting this thread as blocked, while it is
+        got, returned, dead, left, blocked = False, 0, 0, 0, 0
+        token = 0
+        try:
+            self._lock()
+            check_dead = True
+            while True:
+                token = a[_FENCE_S] + 1
+                got, more, died = self._take_permit(check_dead)
+                returned, dead = returned + more, died or dead
+                if got or not blocking or timeout == 0:
+                    break
+                ms = slice_ms(deadline)
+                if not ms:
+                    if not check_dead:  # a last look for a dead process's permits
+                        got, more, died = self._take_permit(True)
+                        returned, dead = returned + more, died or dead
+                    break
+                # Blocked: counted (in this process's slot) before the guard goes, and
+                # wakes left over from releases that found no permit wanted are dropped.
+                while self._wait(self._wake_h, 0) == WAIT_OBJECT_0:
+                    pass
+                _, _, slot = self._own_slot()
+                cell = _LOOSE if slot < 0 else _SLOTS_AT + _SLOT * slot + 3
+                a[cell] += 1
+                waiting_at = cell
+                self._guard.give()
+                rc = self._wait(self._wake_h, ms)
+                # Between slices Python code runs: a pending Ctrl-C raises here.
+                self._lock()
+                a[waiting_at] -= 1
+                waiting_at = -1
+                if rc not in (WAIT_OBJECT_0, WAIT_TIMEOUT):
+                    _raise(_win32.last_error(), "semaphore", self._wake.name, "wait for")
+                check_dead = rc == WAIT_TIMEOUT  # a slice went by with no release
+            left = a[_VALUE]
+            blocked = self._blocked()
+        except BaseException:
+            self._interrupted(token, waiting_at)
+            raise
+        self._guard.give()
+        if returned and left > 0:
+            self._wake_up(min(left, blocked))  # the dead's permits are for the others too
+        if not got:
+            if left > 0:
+                self._wake_up(min(1, blocked))  # a wake meant for another may have come here
+            return False
+        if returned:
+            self.owner_died = True
+            errors.warn_owner_died(
+                f"process {dead} died holding {returned} permit(s) of this semaphore; "
+                "they came back and this handle took one: check the state they protect",
+                self.release,
+            )
+        return True
+
+    def _interrupted(self, token: int, waiting_at: int) -> None:
+        """Mend an acquire an exception (Ctrl-C) cut short: it takes no permit."""
+        tid = threading.get_ident()
+
+        def fix() -> None:
+            a = self._a
+            self._replay()
+            if waiting_at >= 0:
+                a[waiting_at] = max(0, a[waiting_at] - 1)
+            if token and a[_FENCE_S] == token and a[_LAST_TID] == tid:
+                # The permit was taken (this thread's, the last one taken): give it back.
+                pid, created = own_identity()
+                slot = self._find(pid, created)
+                s = _SLOTS_AT + _SLOT * slot
+                if slot >= 0:
+                    self._commit(slot, a[_VALUE] + 1, pid, created, a[s + 2] - 1, a[s + 3])
+                else:
+                    self._commit(-1, a[_VALUE] + 1, 0, 0, 0, 0)
+                a[_LAST_TID] = 0
+                self._taken = max(0, self._taken - 1)
+                self.fencing_token = None
+            if a[_VALUE] > 0:
+                self._wake_up(min(1, self._blocked()))
+
+        self._guard.mend(fix, always=waiting_at >= 0)
+
+    # -- releasing and the rest ----------------------------------------------------------
+
+    def release(self, n: int = 1) -> None:
+        a = self._a
+        try:
+            self._lock()
+            value = a[_VALUE]
+            bound = self._bound
+            if (bound is not None and value + n > bound) or value + n > _validate.MAX_VALUE:
+                self._guard.give()
+                if bound is not None:
+                    raise errors.over_released(bound)
+                raise _validate.headroom(n, value)
+            pid, created = own_identity()
+            slot = self._find(pid, created)
+            if slot >= 0:
+                s = _SLOTS_AT + _SLOT * slot
+                self._commit(slot, value + n, pid, created, a[s + 2] - n, a[s + 3])
+            else:
+                self._commit(-1, value + n, 0, 0, 0, 0)
+            blocked = self._blocked()
+        except (NotHeldError, ValueError):
+            raise
+        except BaseException:
+            self._guard.mend(lambda: None)  # done or not done: both whole
+            raise
+        self._guard.give()
+        self._taken = max(0, self._taken - n)
+        self.owner_died = False
+        self._wake_up(min(n, blocked))
+
+    def get_value(self) -> int:
+        return int(self._a[_VALUE])
+
     def statistics(self) -> KernelState:
-        return KernelState(value=self._sem.get_value())
+        return KernelState(value=self.get_value(), waiting=self._blocked())
+
+    def _forget(self) -> None:
+        """What this handle took counts as consumed: never given back at this process's death.
+
+        Waits for the guard at most 1 s (a finalizer may call it).
+        """
+        if not self._taken:
+            return
+        try:
+            if not self._lock(1.0):
+                return
+        except PolysyncError:
+            return
+        try:
+            a = self._a
+            pid, created = own_identity()
+            slot = self._find(pid, created)
+            if slot >= 0:
+                s = _SLOTS_AT + _SLOT * slot
+                self._commit(slot, a[_VALUE], pid, created, a[s + 2] - self._taken, a[s + 3])
+            self._taken = 0
+        finally:
+            self._unguard(self._guard_h)
 
     def close(self) -> None:
-        self._sem.close()
+        self._forget()
+        for watch in self._watches.values():
+            watch.close()
+        self._watches.clear()
+        self._wake.close()
         self._guard.close()
         self._block.close()
 

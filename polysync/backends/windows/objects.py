@@ -1,4 +1,7 @@
-"""Kernel objects: opening them, generations of named ones, keep-alive handles, sliced waits."""
+"""Kernel objects: opening them, generations of named ones, keep-alive handles, sliced waits.
+
+Also the guard mutex that Lock and the semaphores change their cells under (:class:`Guard`).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from polysync.backends.windows.win32 import (
     ERROR_ALREADY_EXISTS,
     ERROR_FILE_NOT_FOUND,
     ERROR_INVALID_HANDLE,
+    WAIT_ABANDONED,
     WAIT_FAILED,
     WAIT_OBJECT_0,
     WAIT_TIMEOUT,
@@ -97,6 +101,82 @@ def _wait_handle(
     if rc == WAIT_FAILED:
         _raise(_win32.last_error(), what, "(handle)", "wait for")
     return rc
+
+
+def slice_ms(deadline: float | None) -> int:
+    """The next slice of a wait that ends at *deadline* (``None``: never), in ms; 0 once past.
+
+    A slice is at most :data:`SLICE_MS`: between slices Python code runs, so a pending
+    Ctrl-C raises there, and a waiter can look at the state it waits on.
+    """
+    if deadline is None:
+        return SLICE_MS
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return 0
+    return min(SLICE_MS, math.ceil(remaining * 1000))
+
+
+#: How long mending an interrupted guarded step waits for the guard, in ms.
+_MEND_MS = 5000
+
+
+class Guard:
+    """The kernel mutex that a primitive's cells change under (Lock and the semaphores).
+
+    When a process dies holding it, the kernel abandons it and the next owner gets
+    ``WAIT_ABANDONED``; that owner finds the cells as the dead process left them.
+    """
+
+    __slots__ = ("_obj", "_release", "_wait", "handle")
+
+    def __init__(self, obj: _Object) -> None:
+        k = _win32.kernel32()
+        self._obj = obj
+        self.handle = obj.handle
+        self._wait = k.WaitForSingleObject
+        self._release = k.ReleaseMutex
+
+    @property
+    def name(self) -> str:
+        return self._obj.name
+
+    def take(self, timeout: float | None = None) -> bool:
+        """Take the guard within *timeout* (``None``: however long, in slices; 0: poll)."""
+        rc = _wait_handle(self._wait, self.handle, timeout, "mutex")
+        if rc == WAIT_TIMEOUT:
+            return False
+        if rc not in (WAIT_OBJECT_0, WAIT_ABANDONED):
+            _raise(_win32.last_error(), "mutex", self._obj.name, "wait for")
+        return True
+
+    def give(self) -> None:
+        if not self._release(self.handle):
+            _raise(_win32.last_error(), "mutex", self._obj.name, "release")
+
+    def mend(self, fix: Callable[[], None], *, always: bool = False) -> None:
+        """An exception (Ctrl-C) left this thread in a guarded step: run *fix* under the guard.
+
+        Only the owner can release a mutex, so a successful ``ReleaseMutex`` tells that
+        this thread held the guard (the exception landed inside the step, perhaps the
+        instant the wait for it returned): no live thread is left holding it. The guard
+        is then taken back, within 5 s, for *fix* to finish or undo the step's business.
+        If it was not held, *fix* runs only when *always* is set (the step had left
+        something to undo outside the guard). If the guard cannot be had, the mend is
+        left to the next owner (the state a step leaves is always consistent).
+        """
+        if not self._release(self.handle) and not always:
+            return
+        rc = self._wait(self.handle, _MEND_MS)
+        if rc not in (WAIT_OBJECT_0, WAIT_ABANDONED):
+            return
+        try:
+            fix()
+        finally:
+            self._release(self.handle)
+
+    def close(self) -> None:
+        self._obj.close()
 
 
 # -- generations and keep-alive handles of named objects ----------------------------
