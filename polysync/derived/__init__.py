@@ -19,6 +19,7 @@ from polysync.derived.liveness import current_pid as current_pid
 from polysync.derived.liveness import identity as identity
 from polysync.derived.liveness import is_alive as is_alive
 from polysync.derived.liveness import pid_of as pid_of
+from polysync.derived.locks import ConditionHooksOfALock as ConditionHooksOfALock
 from polysync.derived.locks import DerivedBoundedSemaphore as DerivedBoundedSemaphore
 from polysync.derived.locks import DerivedLock as DerivedLock
 from polysync.derived.locks import DerivedRLock as DerivedRLock

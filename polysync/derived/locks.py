@@ -11,6 +11,7 @@ import functools
 import socket
 from collections.abc import Callable
 from threading import get_ident
+from typing import Protocol
 
 from polysync import errors
 from polysync.derived import liveness
@@ -26,6 +27,7 @@ from polysync.kernel import (
 )
 
 __all__ = [
+    "ConditionHooksOfALock",
     "DerivedBoundedSemaphore",
     "DerivedLock",
     "DerivedRLock",
@@ -58,6 +60,34 @@ class _Fast:
             self.acquire_forever = sem.acquire_forever
         if isinstance(sem, TimedAcquire):
             self.acquire_within = sem.acquire_within
+
+
+class _PlainLock(Protocol):
+    def acquire(self, blocking: bool, timeout: float | None) -> bool: ...
+    def release(self) -> None: ...
+    def locked(self) -> bool: ...
+
+
+class ConditionHooksOfALock:
+    """What a non-recursive Lock kernel answers to a Condition, from its own methods.
+
+    A Condition over a plain Lock releases it whole before waiting and takes it again
+    after (there is no depth to save), and "owned" can only mean "locked" for a Lock
+    that any thread or process may release. Native Lock kernels (windows, redis) mix
+    this in.
+    """
+
+    __slots__ = ()
+
+    def release_save(self: _PlainLock) -> object:
+        self.release()
+        return None
+
+    def acquire_restore(self: _PlainLock, state: object) -> None:
+        self.acquire(True, None)
+
+    def is_owned(self: _PlainLock) -> bool:
+        return self.locked()
 
 
 class _BinaryLock:

@@ -33,6 +33,7 @@ from polysync.backends.redis.server import (
     text,
 )
 from polysync.derived import liveness
+from polysync.derived.locks import ConditionHooksOfALock
 from polysync.errors import BrokenBarrierError
 from polysync.kernel import KernelState
 
@@ -288,7 +289,7 @@ class _Leased(_Kernel):
         return actions
 
 
-class RedisLock(_Leased):
+class RedisLock(ConditionHooksOfALock, _Leased):
     """A leased, fenced, FIFO lock (``lock.lua``)."""
 
     script_name = "lock"
@@ -397,16 +398,6 @@ class RedisLock(_Leased):
 
     def locked(self) -> bool:
         return bool(int(self._run("locked")))
-
-    def release_save(self) -> object:
-        self.release()
-        return None
-
-    def acquire_restore(self, state: object) -> None:
-        self.acquire(True, None)
-
-    def is_owned(self) -> bool:
-        return self.locked()
 
     def statistics(self) -> KernelState:
         owner, pttl, queued, _fence = self._run("stats")

@@ -148,7 +148,7 @@ LOCK_CELLS = 4
 _TOOK_BOTH = frozenset({WAIT_OBJECT_0, WAIT_OBJECT_0 + 1, WAIT_ABANDONED, WAIT_ABANDONED_LAST})
 
 
-class WinLock:
+class WinLock(derived.ConditionHooksOfALock):
     """Lock: a kernel semaphore of maximum 1 and a guard mutex; the holder is on record.
 
     Any thread or process may release it, as with multiprocessing, and a holder that
@@ -343,16 +343,6 @@ class WinLock:
 
     def locked(self) -> bool:
         return self._cells[_PID] != 0
-
-    def release_save(self) -> object:
-        self.release()
-        return None
-
-    def acquire_restore(self, state: object) -> None:
-        self.acquire(True, None)
-
-    def is_owned(self) -> bool:
-        return self.locked()
 
     def statistics(self) -> KernelState:
         pid = self._cells[_PID]
