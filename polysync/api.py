@@ -92,6 +92,26 @@ class Context:
         """A :class:`~polysync.Barrier` in this context."""
         return _p.Barrier(parties, action, timeout, name=name, ctx=self, **options)
 
+    def open(
+        self, name: str
+    ) -> _p.Lock | _p.RLock | _p.Semaphore | _p.Event | _p.Condition | _p.Barrier:
+        """Open the existing named object *name*, whatever its kind; never create one.
+
+        The backend tells the kind (and a Semaphore's value, a Barrier's parties) from
+        what it stored (:class:`polysync.kernel.Findable`); the handle is the one its
+        kind's constructor would give (a BoundedSemaphore is a Semaphore), and
+        ``statistics()`` reads it without disturbing it. A Condition gets its default
+        lock ``<name>.lock`` if that exists; one made with a lock of its own has a closed
+        stand-in as ``lock`` (its ``statistics()`` work, its waits do not). Raises
+        :class:`~polysync.NotFoundError` if there is no object of that name,
+        :class:`~polysync.BackendError` if the backend cannot tell kinds.
+        """
+        opened = _p.open_existing(self, name)
+        assert isinstance(
+            opened, (_p.Lock, _p.RLock, _p.Semaphore, _p.Event, _p.Condition, _p.Barrier)
+        )
+        return opened
+
     def unlink(self, name: str) -> bool:
         """Destroy the named object *name*, whatever its kind; ``False`` if none existed."""
         from polysync import _validate

@@ -1,7 +1,9 @@
-"""The ``polysync`` command line: ``backends`` lists the backends, ``demo`` runs the demo.
+"""The ``polysync`` command line: ``backends``, ``inspect``, ``rm``, ``demo``, ``--version``.
 
-``main(argv)`` returns the exit status: 0 on success, 1 when a demo scenario fails, 2 on
-bad input (an unknown backend or option, an unusable start method), 130 on Ctrl-C.
+``main(argv)`` returns the exit status: 0 on success; 1 when a demo scenario fails, a
+named object does not exist, or the backend fails (an unreachable server); 2 on bad
+input (an unknown backend or option, a bad name, an unusable start method); 130 on
+Ctrl-C. Every error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,14 +14,39 @@ import multiprocessing
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from polysync.errors import PolysyncError
+from polysync.errors import NotFoundError, PolysyncError
 from polysync.kernel import Capability
 
-__all__ = ["BackendInfo", "backend_infos", "main"]
+if TYPE_CHECKING:
+    from polysync.api import Context
+    from polysync.primitives import Statistics
+
+__all__ = ["BackendInfo", "backend_infos", "inspect_fields", "main"]
 
 _PROG = "polysync"
+_DISTRIBUTION = "polysync-primitives"
+
+
+class _CommandError(Exception):
+    """Ends a command: *message* (one line) goes to stderr, *status* is the exit status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(_DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        from polysync import __version__
+
+        return f"{__version__} (not installed)"
 
 
 # -- polysync backends -----------------------------------------------------------------------
@@ -114,7 +141,7 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- polysync demo ---------------------------------------------------------------------------
+# -- --backend and --option, shared by every command that opens a backend ----------------
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -128,6 +155,154 @@ def _option(text: str) -> tuple[str, object]:
     except ValueError:
         value = raw
     return key, value
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend NAME`` and ``--option KEY=VALUE`` (repeatable), read by :func:`_context`."""
+    parser.add_argument(
+        "--backend", metavar="NAME", help="backend to use (default: the default context)"
+    )
+    parser.add_argument(
+        "--option",
+        metavar="KEY=VALUE",
+        action="append",
+        type=_option,
+        help="backend option, repeatable; VALUE is read as JSON if it parses, else as text",
+    )
+
+
+def _context(args: argparse.Namespace) -> Context:
+    """The context that ``--backend`` and ``--option`` name; bad ones end with status 2."""
+    from polysync.api import get_context
+
+    try:
+        return get_context(args.backend, **dict(args.option or []))
+    except (PolysyncError, TypeError, ValueError) as exc:
+        raise _CommandError(2, _error_line(exc)) from None
+
+
+def _error_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{_PROG}: error: {text}"
+
+
+def _missing(names: list[str], ctx: Context) -> str:
+    shown = ", ".join(repr(n) for n in names)
+    plural = "s" if len(names) > 1 else ""
+    return f"{_PROG}: no object{plural} named {shown} on the {ctx.name} backend"
+
+
+# -- polysync inspect ------------------------------------------------------------------------
+
+#: The fields of ``polysync inspect --json``, in order (documented in docs/cli.md).
+_INSPECT_FIELDS = (
+    "name",
+    "backend",
+    "kind",
+    "locked",
+    "holder",
+    "value",
+    "is_set",
+    "parties",
+    "broken",
+    "waiting",
+    "lease_remaining",
+    "fencing_token",
+)
+
+
+def inspect_fields(stats: Statistics) -> dict[str, object]:
+    """What ``polysync inspect --json`` prints for *stats*: every field, ``None`` if unknown."""
+    data = stats.as_dict()
+    return {field: data[field] for field in _INSPECT_FIELDS}
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3f} s"
+    return str(value)
+
+
+def _inspect_rows(fields: dict[str, object], describe: str) -> list[tuple[str, str]]:
+    """The human table: a row per field the backend could tell (unknown ones left out)."""
+    rows = [("name", str(fields["name"])), ("kind", str(fields["kind"])), ("backend", describe)]
+    labels = {
+        "locked": "locked",
+        "value": "value",
+        "is_set": "set",
+        "parties": "parties",
+        "broken": "broken",
+        "waiting": "waiting",
+        "lease_remaining": "lease left",
+        "fencing_token": "fencing token",
+    }
+    for field in _INSPECT_FIELDS[3:]:
+        value = fields[field]
+        if field == "holder":
+            if isinstance(value, dict):
+                for part in ("pid", "host", "thread"):
+                    if value.get(part) is not None:
+                        rows.append((f"holder {part}", str(value[part])))
+            elif fields["locked"]:
+                rows.append(("holder", "unknown"))
+        elif value is not None:
+            rows.append((labels[field], _shown(value)))
+    return rows
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from polysync import _validate
+
+    try:
+        name = _validate.name(args.name)
+    except (TypeError, ValueError) as exc:
+        raise _CommandError(2, _error_line(exc)) from None
+    assert name is not None
+    ctx = _context(args)
+    try:
+        obj = ctx.open(name)
+    except NotFoundError as exc:
+        found = str(exc).startswith("no object named")
+        raise _CommandError(1, _missing([name], ctx) if found else _error_line(exc)) from None
+    try:
+        fields = inspect_fields(obj.statistics())
+    finally:
+        obj.close()
+    if args.json:
+        print(json.dumps(fields, indent=2))
+    else:
+        rows = _inspect_rows(fields, ctx.backend.describe())
+        width = max(len(label) for label, _ in rows)
+        for label, value in rows:
+            print(f"{label:<{width}}  {value}")
+    return 0
+
+
+# -- polysync rm -------------------------------------------------------------------------------
+
+
+def _cmd_rm(args: argparse.Namespace) -> int:
+    from polysync import _validate
+
+    try:
+        names = [_validate.name(n) or "" for n in args.names]
+    except (TypeError, ValueError) as exc:  # checked first: nothing is removed
+        raise _CommandError(2, _error_line(exc)) from None
+    ctx = _context(args)
+    missing = []
+    for name in dict.fromkeys(names):  # each name once, in the order given
+        if ctx.unlink(name):
+            print(f"removed {name!r}")
+        else:
+            missing.append(name)
+    if missing:
+        raise _CommandError(1, _missing(missing, ctx))
+    return 0
+
+
+# -- polysync demo ---------------------------------------------------------------------------
 
 
 def _timeout(text: str) -> float:
@@ -157,13 +332,8 @@ def _error(message: str) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from polysync import demo
-    from polysync.api import get_context
 
-    options = dict(args.option or [])
-    try:
-        ctx = get_context(args.backend, **options)
-    except (PolysyncError, TypeError) as exc:
-        return _error(str(exc))
+    ctx = _context(args)
     try:
         kind = demo.worker_kind(ctx, args.worker_kind)
     except ValueError as exc:
@@ -221,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog=_PROG,
         description="Process-synchronization primitives on many backends.",
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{_PROG} {_version()}",
+        help=f"print the version of {_DISTRIBUTION} and exit",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     backends = commands.add_parser(
@@ -232,6 +408,28 @@ def build_parser() -> argparse.ArgumentParser:
     backends.add_argument("--json", action="store_true", help="print JSON")
     backends.set_defaults(handler=_cmd_backends)
 
+    inspect = commands.add_parser(
+        "inspect",
+        help="show a named object's state: kind, holder, value, waiters",
+        description="Open the existing named object NAME, whatever its kind, without "
+        "creating or disturbing it, and show its statistics(). Exit status 1 if there is "
+        "no such object.",
+    )
+    inspect.add_argument("name", metavar="NAME", help="the object's name")
+    _add_backend_arguments(inspect)
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.set_defaults(handler=_cmd_inspect)
+
+    rm = commands.add_parser(
+        "rm",
+        help="remove (unlink) named objects",
+        description="Unlink each named object, whatever its kind. Exit status 1, naming "
+        "them, if some did not exist (the others are removed all the same).",
+    )
+    rm.add_argument("names", metavar="NAME", nargs="+", help="an object's name")
+    _add_backend_arguments(rm)
+    rm.set_defaults(handler=_cmd_rm)
+
     names = list(SCENARIOS)
     demo = commands.add_parser(
         "demo",
@@ -240,16 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         "on real processes (threads for a backend that does not cross processes), checking "
         "each one's invariant. Exit status 0 if all pass, 1 if any fails.",
     )
-    demo.add_argument(
-        "--backend", metavar="NAME", help="backend to use (default: the default context)"
-    )
-    demo.add_argument(
-        "--option",
-        metavar="KEY=VALUE",
-        action="append",
-        type=_option,
-        help="backend option, repeatable; VALUE is read as JSON if it parses, else as text",
-    )
+    _add_backend_arguments(demo)
     demo.add_argument(
         "--workers", metavar="N", type=_workers, default=4, help="workers per scenario (4)"
     )
@@ -301,5 +490,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return exc.code if isinstance(exc.code, int) else 2
     handler: Any = args.handler
-    status: int = handler(args)
+    try:
+        status: int = handler(args)
+    except _CommandError as exc:
+        print(exc.message, file=sys.stderr)
+        return exc.status
+    except PolysyncError as exc:  # the backend failed (a server went away): one line
+        print(_error_line(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        return 130
     return status

@@ -40,7 +40,9 @@ __all__ = [
     "Discardable",
     "EventKernel",
     "Fenced",
+    "Findable",
     "ForeverAcquire",
+    "Found",
     "Holder",
     "Introspectable",
     "KernelState",
@@ -167,6 +169,19 @@ class Holder:
     pid: int | None = None
     host: str | None = None
     thread: int | None = None
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a backend knows of an existing primitive before opening it (see :class:`Findable`).
+
+    *parameter* is what an opener must pass to open it as its creator made it: a
+    Semaphore's or BoundedSemaphore's initial value (the bound of a bounded one), a
+    Barrier's parties; ``0`` for the other kinds.
+    """
+
+    kind: Kind
+    parameter: int = 0
 
 
 @dataclass(frozen=True)
@@ -510,6 +525,27 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release backend-wide resources that primitives do not need (idle connections);
         primitives already open stay usable until closed."""
+
+
+@runtime_checkable
+class Findable(Protocol):
+    """An optional backend method: the kind of an existing primitive, found by its name.
+
+    :meth:`polysync.Context.open` (and ``polysync inspect``) use it to open an object
+    whatever its kind, without creating it. :class:`polysync.derived.BaseBackend` supplies
+    it from the block header for every backend with shared cells (posix, windows, thread);
+    the redis backend reads its meta key. Without it, ``Context.open`` refuses with a
+    :class:`~polysync.BackendError`.
+    """
+
+    def find_primitive(self, name: ObjectName) -> Found | None:
+        """What the primitive *name* is, or ``None`` if it does not exist.
+
+        Must not create, change or hold anything (no acquire, no renewal), and must
+        leave no handle open. A store that holds something else under the name raises
+        :class:`~polysync.KindMismatchError`; an unreachable server, the backend's
+        connection error.
+        """
 
 
 class SemaphoreBackend(Backend, Protocol):

@@ -39,7 +39,9 @@ from polysync.kernel import (
     Discardable,
     EventKernel,
     Fenced,
+    Findable,
     ForeverAcquire,
+    Found,
     Introspectable,
     KernelState,
     Kind,
@@ -971,3 +973,92 @@ class Barrier(_Primitive[BarrierKernel]):
         return f"parties={self.parties} waiting={self.n_waiting}" + (
             " broken" if self.broken else ""
         )
+
+
+# -- opening an existing named object, whatever its kind ----------------------------------
+
+_BY_KIND: dict[Kind, type[_Primitive[Any]]] = {
+    Kind.LOCK: Lock,
+    Kind.RLOCK: RLock,
+    Kind.SEMAPHORE: Semaphore,
+    Kind.BOUNDED_SEMAPHORE: BoundedSemaphore,
+    Kind.EVENT: Event,
+    Kind.CONDITION: Condition,
+    Kind.BARRIER: Barrier,
+}
+
+
+def open_existing(ctx: Context, name: object) -> _Primitive[Any]:
+    """The existing named object *name* of *ctx*, whatever its kind, opened without creating.
+
+    What :meth:`polysync.Context.open` does; see there. Raises
+    :class:`~polysync.NotFoundError` if there is no such object.
+    """
+    user = _validate.name(name)
+    if user is None:
+        raise TypeError("open() needs the name (a str) of a named object, not None")
+    return _open_found(ctx, ctx.backend.object_name(user), user)
+
+
+def _find(ctx: Context, object_name: ObjectName) -> Found | None:
+    backend = ctx.backend
+    if not isinstance(backend, Findable):
+        raise errors.BackendError(
+            f"the {ctx.name!r} backend cannot open an object without knowing its kind "
+            "(it has no find_primitive(); see polysync.kernel.Findable)"
+        )
+    return backend.find_primitive(object_name)
+
+
+def _open_found(ctx: Context, object_name: ObjectName, user: str) -> _Primitive[Any]:
+    found = _find(ctx, object_name)
+    if found is None:
+        raise errors.NotFoundError(f"no object named {user!r} on the {ctx.name} backend")
+    cls = _BY_KIND[found.kind]
+    params: tuple[Any, ...]
+    lock: Lock | RLock | None = None
+    if cls is Condition:
+        lock = _condition_lock(ctx, user)
+        params = (lock,)
+    elif cls is Barrier:
+        params = (found.parameter, None, None)
+    elif issubclass(cls, Semaphore):
+        params = (found.parameter,)
+    else:
+        params = ()
+    try:
+        kernel = cls._open_kernel(ctx, object_name, params, False)
+        self = cls.__new__(cls)
+        self._restore(params)
+        self._attach(ctx, user, object_name, kernel, {})
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    return self
+
+
+def _condition_lock(ctx: Context, user: str) -> Lock | RLock:
+    """A Condition's default lock ``<name>.lock`` if it exists, else a closed stand-in."""
+    lock_name = f"{user}.lock"
+    object_name = ctx.backend.object_name(lock_name)
+    found = _find(ctx, object_name)
+    if found is not None and found.kind in (Kind.LOCK, Kind.RLOCK):
+        lock = _open_found(ctx, object_name, lock_name)
+        assert isinstance(lock, (Lock, RLock))
+        return lock
+    # The Condition was made with a lock of its creator's choosing, which its name does
+    # not tell: the handle's lock is closed (statistics, notify counts need none).
+    stand_in = Lock.__new__(Lock)
+    stand_in._ctx = ctx
+    stand_in._name = None
+    stand_in._object_name = object_name
+    stand_in._options = {}
+    stand_in._finalizer = weakref.finalize(stand_in, _nothing)
+    stand_in._kernel = ClosedLock(f"the lock of the Condition {user!r} (not {lock_name!r})")
+    stand_in._bind(stand_in._kernel)
+    return stand_in
+
+
+def _nothing() -> None:
+    pass

@@ -1,4 +1,5 @@
-"""Tests of the ``polysync`` command line (``backends``, ``demo``) and of the demo's checks."""
+"""Tests of the ``polysync`` command line (``--version``, ``backends``, ``inspect``, ``rm``,
+``demo``) and of the demo's checks."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ import re
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import polysync
 from polysync import cli, demo
 from polysync.registry import BackendRegistry, BackendSpec
+
+from .conftest import polysync_shm_entries
+from .redis_servers import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,6 +145,380 @@ def test_backends_survives_a_plugin_that_breaks_on_import(
     assert by_name["broken"]["available"] is False
     assert "RuntimeError: boom" in by_name["broken"]["reason"]
     assert by_name["thread"]["available"] is True
+
+
+# -- polysync --version -------------------------------------------------------------------------
+
+
+def test_version_is_the_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    expected = f"polysync {metadata.version('polysync-primitives')}"
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == expected
+    result = _polysync("--version", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+# -- polysync inspect and rm: helpers ------------------------------------------------------------
+
+_HOLDER = """
+import json, sys
+import polysync
+backend, options, kind, name = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = polysync.get_context(backend, **options)
+obj = ctx.Lock(name=name) if kind == "lock" else ctx.Semaphore(3, name=name)
+assert obj.acquire(timeout=10)
+print("held", flush=True)
+sys.stdin.readline()  # until the test lets go (or its end closes the pipe)
+obj.release()
+obj.close()
+"""
+
+
+@contextmanager
+def _held_by_child(
+    backend: str, options: dict[str, Any], kind: str, name: str
+) -> Iterator[subprocess.Popen[str]]:
+    """A child process that holds the lock (or one permit of the semaphore) *name*."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, backend, json.dumps(options), kind, name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()  # the child acquires within its own 10 s bound
+        assert line.strip() == "held", child.stderr.read() if child.stderr else ""
+        yield child
+    finally:
+        try:
+            child.communicate("\n", timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=10)
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    status = cli.main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _table(out: str) -> dict[str, str]:
+    """The two-column table of ``polysync inspect`` as {field: value}."""
+    rows = {}
+    for line in out.splitlines():
+        label, _, value = re.split(r"(\s{2,})", line.strip(), maxsplit=1)
+        rows[label] = value
+    return rows
+
+
+def _redis_keys(server: RedisServer, prefix: str) -> list[bytes]:
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(server.url)
+    try:
+        return sorted(client.scan_iter(match=f"{prefix}:*"))  # tests only: polysync never lists
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_argv(redis_server: RedisServer) -> Iterator[tuple[list[str], dict[str, Any]]]:
+    """The CLI arguments (and get_context options) of a redis context with its own prefix."""
+    pytest.importorskip("redis")
+    options = {"url": redis_server.url, "prefix": "cli" + uuid.uuid4().hex[:8]}
+    yield ["--backend", "redis", *(f"--option={k}={v}" for k, v in options.items())], options
+    assert _redis_keys(redis_server, str(options["prefix"])) == [], "a test left keys behind"
+
+
+@pytest.fixture
+def posix_name() -> Iterator[str]:
+    """A fresh name, unlinked (with its condition lock) after the test."""
+    name = f"cli-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    yield name
+    ctx = polysync.get_context("posix")
+    for leftover in (name, f"{name}.lock"):
+        ctx.unlink(leftover)
+
+
+# -- polysync inspect ----------------------------------------------------------------------------
+
+
+@POSIX
+def test_inspect_a_posix_lock_held_by_another_process_shows_its_pid(
+    posix_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with _held_by_child("posix", {}, "lock", posix_name) as child:
+        status, out, err = _run(["inspect", posix_name, "--backend", "posix"], capsys)
+        assert status == 0, err
+        rows = _table(out)
+        assert rows["name"] == posix_name
+        assert rows["kind"] == "lock"
+        assert rows["backend"].startswith("posix")
+        assert rows["locked"] == "yes"
+        assert rows["holder pid"] == str(child.pid)
+        assert rows["waiting"] == "0"
+        status, out, err = _run(["inspect", posix_name, "--backend", "posix", "--json"], capsys)
+        assert status == 0, err
+        data = json.loads(out)
+        assert list(data) == list(cli._INSPECT_FIELDS)
+        assert data["locked"] is True
+        assert data["holder"]["pid"] == child.pid
+        # Inspecting took nothing: the child still holds it.
+        lock = polysync.get_context("posix").Lock(name=posix_name)
+        try:
+            assert not lock.acquire(False)
+        finally:
+            lock.close()
+
+
+@POSIX
+def test_inspect_runs_as_a_command(posix_name: str) -> None:
+    with _held_by_child("posix", {}, "semaphore", posix_name):
+        result = _polysync("inspect", posix_name, "--backend", "posix", "--json", timeout=30)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["kind"], data["value"], data["backend"]) == ("semaphore", 2, "posix")
+
+
+def test_inspect_a_redis_lock_held_by_another_process_shows_its_pid(
+    redis_argv: tuple[list[str], dict[str, Any]],
+    redis_server: RedisServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv, options = redis_argv
+    with _held_by_child("redis", options, "lock", "jobs") as child:
+        keys = _redis_keys(redis_server, options["prefix"])
+        status, out, err = _run(["inspect", "jobs", *argv], capsys)
+        assert status == 0, err
+        rows = _table(out)
+        assert (rows["kind"], rows["locked"]) == ("lock", "yes")
+        assert rows["holder pid"] == str(child.pid)
+        assert rows["holder host"]
+        status, out, err = _run(["inspect", "jobs", *argv, "--json"], capsys)
+        assert status == 0, err
+        data = json.loads(out)
+        assert data["holder"]["pid"] == child.pid
+        assert data["backend"] == "redis"
+        assert _redis_keys(redis_server, options["prefix"]) == keys  # nothing written
+    polysync.get_context("redis", **options).unlink("jobs")
+
+
+def test_inspect_a_redis_semaphore(
+    redis_argv: tuple[list[str], dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, options = redis_argv
+    with _held_by_child("redis", options, "semaphore", "slots"):
+        status, out, err = _run(["inspect", "slots", *argv], capsys)
+        assert status == 0, err
+        rows = _table(out)
+        assert (rows["kind"], rows["value"], rows["waiting"]) == ("semaphore", "2", "0")
+        status, out, _ = _run(["inspect", "slots", *argv, "--json"], capsys)
+        assert json.loads(out)["value"] == 2
+    polysync.get_context("redis", **options).unlink("slots")
+
+
+_MAKE: dict[str, Any] = {
+    "lock": lambda ctx, n: ctx.Lock(name=n),
+    "rlock": lambda ctx, n: ctx.RLock(name=n),
+    "semaphore": lambda ctx, n: ctx.Semaphore(4, name=n),
+    "bounded_semaphore": lambda ctx, n: ctx.BoundedSemaphore(2, name=n),
+    "event": lambda ctx, n: ctx.Event(name=n),
+    "condition": lambda ctx, n: ctx.Condition(name=n),
+    "barrier": lambda ctx, n: ctx.Barrier(3, name=n),
+}
+_EXPECTED: dict[str, dict[str, object]] = {
+    "lock": {"locked": False, "holder": None},
+    "rlock": {"locked": False},
+    "semaphore": {"value": 4},
+    "bounded_semaphore": {"value": 2},
+    "event": {"is_set": False},
+    "condition": {"waiting": 0},
+    "barrier": {"parties": 3, "broken": False, "waiting": 0},
+}
+
+
+@pytest.mark.parametrize("backend", [pytest.param("posix", marks=POSIX), "thread"])
+@pytest.mark.parametrize("kind", list(_MAKE))
+def test_inspect_tells_every_kind(
+    backend: str, kind: str, posix_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = polysync.get_context(backend)
+    obj = _MAKE[kind](ctx, posix_name)
+    try:
+        status, out, err = _run(["inspect", posix_name, "--backend", backend, "--json"], capsys)
+        assert status == 0, err
+        data = json.loads(out)
+        assert data["kind"] == kind
+        for field, value in _EXPECTED[kind].items():
+            assert data[field] == value, field
+        status, out, err = _run(["inspect", posix_name, "--backend", backend], capsys)
+        assert status == 0, err
+        assert _table(out)["kind"] == kind
+    finally:
+        obj.unlink()
+        obj.close()
+
+
+@pytest.mark.parametrize("kind", ["condition", "barrier", "bounded_semaphore"])
+def test_inspect_tells_every_kind_on_redis(
+    kind: str,
+    redis_argv: tuple[list[str], dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv, options = redis_argv
+    obj = _MAKE[kind](polysync.get_context("redis", **options), "thing")
+    try:
+        status, out, err = _run(["inspect", "thing", *argv, "--json"], capsys)
+        assert status == 0, err
+        data = json.loads(out)
+        assert data["kind"] == kind
+        for field, value in _EXPECTED[kind].items():
+            assert data[field] == value, field
+    finally:
+        obj.unlink()
+        obj.close()
+
+
+@POSIX
+def test_inspect_a_missing_posix_name_says_so_and_leaves_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = polysync_shm_entries()
+    status, out, err = _run(["inspect", "no-such-object", "--backend", "posix"], capsys)
+    assert status == 1
+    assert out == ""
+    assert err == "polysync: no object named 'no-such-object' on the posix backend\n"
+    assert polysync_shm_entries() <= before
+
+
+def test_inspect_a_missing_redis_name_says_so_and_writes_nothing(
+    redis_argv: tuple[list[str], dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, _ = redis_argv  # the fixture checks that no key was written
+    status, _, err = _run(["inspect", "nothing-here", *argv, "--json"], capsys)
+    assert status == 1
+    assert err == "polysync: no object named 'nothing-here' on the redis backend\n"
+
+
+def test_context_open_finds_thread_objects_in_this_process_only() -> None:
+    ctx = polysync.get_context("thread")
+    lock = ctx.Condition(ctx.Lock(), name="cli-thread-cond")
+    try:
+        opened = ctx.open("cli-thread-cond")
+        assert isinstance(opened, polysync.Condition)
+        assert opened.lock.closed  # made with a lock of its own: a closed stand-in
+        assert opened.statistics().waiting == 0
+        opened.close()
+    finally:
+        lock.unlink()
+        lock.close()
+    with pytest.raises(polysync.NotFoundError):
+        ctx.open("cli-thread-cond")
+    result = _polysync("inspect", "cli-thread-cond", "--backend", "thread", timeout=30)
+    assert result.returncode == 1  # another process never sees the thread backend's objects
+
+
+# -- polysync rm -----------------------------------------------------------------------------------
+
+
+@POSIX
+def test_rm_removes_posix_objects_and_names_the_missing_ones(
+    posix_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = polysync.get_context("posix")
+    first, second = f"{posix_name}-a", f"{posix_name}-b"
+    objs = [ctx.Lock(name=first), ctx.Event(name=second)]
+    for obj in objs:
+        obj.close()
+    before = polysync_shm_entries()
+    try:
+        argv = ["rm", first, f"{posix_name}-missing", second, "--backend", "posix"]
+        status, out, err = _run(argv, capsys)
+        assert status == 1
+        assert out.splitlines() == [f"removed {first!r}", f"removed {second!r}"]
+        assert err == f"polysync: no object named '{posix_name}-missing' on the posix backend\n"
+        for name in (first, second):
+            with pytest.raises(polysync.NotFoundError):
+                ctx.open(name)
+            status, _, err = _run(["inspect", name, "--backend", "posix"], capsys)
+            assert (status, "no object named" in err) == (1, True)
+        assert not any(posix_name in entry for entry in polysync_shm_entries())
+        assert polysync_shm_entries() < before
+        status, out, err = _run(["rm", first, second, "--backend", "posix"], capsys)
+        assert status == 1
+        assert f"no objects named {first!r}, {second!r}" in err
+    finally:
+        for name in (first, second):
+            ctx.unlink(name)
+
+
+def test_rm_removes_redis_objects(
+    redis_argv: tuple[list[str], dict[str, Any]],
+    redis_server: RedisServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv, options = redis_argv
+    ctx = polysync.get_context("redis", **options)
+    ctx.Semaphore(2, name="s").close()
+    ctx.Barrier(2, name="b").close()
+    assert _redis_keys(redis_server, options["prefix"])
+    status, out, err = _run(["rm", "s", "b", *argv], capsys)
+    assert (status, err) == (0, "")
+    assert out.splitlines() == ["removed 's'", "removed 'b'"]
+    assert _redis_keys(redis_server, options["prefix"]) == []
+    with pytest.raises(polysync.NotFoundError):
+        ctx.open("s")
+    status, _, err = _run(["rm", "s", *argv], capsys)
+    assert status == 1
+    assert err == "polysync: no object named 's' on the redis backend\n"
+
+
+# -- polysync inspect and rm: errors -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (["inspect", "x", "--backend", "no-such-backend"], 2, "no-such-backend"),
+        (["rm", "x", "--backend", "no-such-backend"], 2, "no-such-backend"),
+        (["inspect", "x", "--backend", "thread", "--option", "bogus=1"], 2, "unknown option"),
+        (["rm", "x", "--backend", "thread", "--option", "bogus"], 2, "KEY=VALUE"),
+        (["inspect", "", "--backend", "thread"], 2, "non-empty"),
+        (["rm", "--backend", "thread"], 2, "required"),
+        (["inspect", "x", "--backend", "redis", "--option", "prefix=a{b"], 2, "braces"),
+    ],
+)
+def test_inspect_and_rm_refuse_bad_input_in_one_line(
+    argv: list[str], status: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    got, _, err = _run(argv, capsys)
+    assert got == status
+    assert message in err
+    assert "Traceback" not in err
+    if "usage:" not in err:  # argparse's own usage errors print the usage line first
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_an_unreachable_redis_is_one_line_and_status_1() -> None:
+    pytest.importorskip("redis")
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"--option=url=redis://127.0.0.1:{port}/0"
+    for command in (["inspect", "x"], ["rm", "x", "y"]):
+        result = _polysync(*command, "--backend", "redis", url, timeout=60)
+        assert result.returncode == 1
+        assert result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("polysync: error: the redis server at redis://127.0.0.1:")
+        assert "cannot be reached" in lines[0]
 
 
 # -- polysync demo: passing runs -----------------------------------------------------------------

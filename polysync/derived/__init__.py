@@ -13,6 +13,7 @@ from polysync.derived.header import MAGIC as MAGIC
 from polysync.derived.header import MAX_SEMS as MAX_SEMS
 from polysync.derived.header import PARTS as PARTS
 from polysync.derived.header import Block as Block
+from polysync.derived.header import find_block as find_block
 from polysync.derived.header import open_block as open_block
 from polysync.derived.header import unlink_block as unlink_block
 from polysync.derived.liveness import current_pid as current_pid

@@ -27,6 +27,7 @@ from polysync.kernel import (
     Cells,
     ConditionKernel,
     EventKernel,
+    Found,
     LockKernel,
     ObjectName,
     RLockKernel,
@@ -122,6 +123,15 @@ class BaseBackend:
     def unlink_primitive(self, name: ObjectName) -> bool:
         """Remove every object making up the primitive *name*; ``True`` if any existed."""
         return header.unlink_block(self, name)
+
+    def find_primitive(self, name: ObjectName) -> Found | None:
+        """What the primitive *name* is (its kind, from its header), or ``None`` if missing.
+
+        The optional :class:`~polysync.kernel.Findable` method, derived from the block
+        header for a backend with shared cells; a backend without them cannot tell and
+        raises :class:`~polysync.BackendError` (override it if your store can tell).
+        """
+        return header.find_block(self, name)
 
     # -- the derived primitives: override one to supply a native kernel -----------
 

@@ -14,8 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from polysync import errors
-from polysync.errors import BackendUnavailableError, NotFoundError
-from polysync.kernel import Capability, Cells, Kind, ObjectName, SemaphoreBackend, SemaphoreKernel
+from polysync.errors import BackendError, BackendUnavailableError, NotFoundError
+from polysync.kernel import (
+    Capability,
+    Cells,
+    Found,
+    Kind,
+    ObjectName,
+    SemaphoreBackend,
+    SemaphoreKernel,
+)
 
 MAGIC = 0x70_6F_6C_79_73_79_6E_63  # "polysync"
 HEADER = 4  # magic, kind code, parameter, layout
@@ -122,6 +130,40 @@ def open_block(
             unlink_block(backend, name)
         raise
     return Block(backend, sems, cells)
+
+
+#: The kinds whose header parameter an opener must pass back (value, bound, parties).
+_PARAMETER_KINDS = frozenset({Kind.SEMAPHORE, Kind.BOUNDED_SEMAPHORE, Kind.BARRIER})
+
+
+def find_block(backend: SemaphoreBackend, name: ObjectName) -> Found | None:
+    """What the header of primitive *name* says it is; ``None`` if it has no cells block.
+
+    Opens the cells without creating them, reads the header (waiting, as an opener does,
+    for a creator that is finishing), and closes them again. A backend without shared
+    cells keeps no header: it cannot tell, and raises :class:`~polysync.BackendError`.
+    """
+    if not has_cells(backend):
+        raise BackendError(
+            f"the {backend.name!r} backend keeps no header (it has no shared cells), so it "
+            "cannot tell what an existing object is; its author may supply find_primitive()"
+        )
+    try:
+        cells, _created = backend.cells_kernel(name.child("c"), HEADER, create=False)
+    except NotFoundError:
+        return None
+    try:
+        _wait_ready(cells, name)
+        code, param = cells[1], cells[2]
+    finally:
+        backend.close_cells(cells)
+    for kind in Kind:
+        if kind.code == code:
+            return Found(kind, param if kind in _PARAMETER_KINDS else 0)
+    raise errors.KindMismatchError(
+        f"{name.describe()} exists but its header names no polysync kind ({code}): it was "
+        "made by another version or program; unlink it"
+    )
 
 
 def _create_fresh_semaphore(

@@ -11,10 +11,8 @@ from polysync.backends.redis import connection as _connection
 from polysync.backends.redis import kernels as _kernels
 from polysync.backends.redis.server import RedisServer, text, translated
 from polysync.derived import BaseBackend
-from polysync.errors import (
-    NotFoundError,
-)
-from polysync.kernel import Capability, Kind, ObjectName
+from polysync.errors import KindMismatchError, NotFoundError
+from polysync.kernel import Capability, Found, Kind, ObjectName
 
 __all__ = ["RedisBackend"]
 
@@ -147,6 +145,26 @@ class RedisBackend(BaseBackend):
             if must_match and int(found_param) != param:
                 raise errors.shape_mismatch(name.describe(), kind.value, found_param, str(param))
         return base
+
+    def find_primitive(self, name: ObjectName) -> Found | None:
+        """What the primitive *name* is, from its meta key (one GET: nothing is written)."""
+        key = f"{self._base(name)}:k"
+        with self.server.translated():
+            meta = self.client.get(key)
+        if meta is None:
+            return None
+        kind_text, _, rest = text(meta).partition(":")
+        param_text = rest.split(":", 1)[0]
+        try:
+            kind = Kind(kind_text)
+            param = int(param_text)
+        except ValueError:
+            raise KindMismatchError(
+                f"{name.describe()} has a meta key {key!r} that polysync did not write "
+                f"({text(meta)[:40]!r}): unlink it"
+            ) from None
+        parameterised = (Kind.SEMAPHORE, Kind.BOUNDED_SEMAPHORE, Kind.BARRIER)
+        return Found(kind, param if kind in parameterised else 0)
 
     # -- the kernels -------------------------------------------------------------------
 

@@ -23,7 +23,11 @@ def _table(name: ObjectName) -> MutableMapping[ObjectName, object]:
 
 
 class ThreadBackend(BaseBackend):
-    """In-process reference backend: threads of one process, no cross-process sharing."""
+    """In-process reference backend: threads of one process, no cross-process sharing.
+
+    ``find_primitive`` (the floor's, from the block header) sees this process's objects
+    only, as everything here does: ``polysync inspect``, another process, never finds any.
+    """
 
     name = "thread"
     capabilities = frozenset({Capability.NAMED, Capability.READABLE_VALUE, Capability.SHARED_CELLS})
