@@ -153,7 +153,7 @@ def get_context(backend: str | None = None, /, **options: object) -> Context:
     elif not isinstance(backend, str):
         raise TypeError(f"backend must be a str name, not {type(backend).__name__} {backend!r}")
     try:
-        # The type is part of the key: recover_locks=1 must not find recover_locks=True.
+        # The type is part of the key: an option given as 1 must not find one given as True.
         key: tuple[str, Any] | None = (
             backend,
             frozenset((k, type(v), v) for k, v in options.items()),

@@ -513,8 +513,7 @@ class _LockLike(_Acquirable[LK]):
 
         True from that acquire until this handle releases the lock; an
         :class:`~polysync.OwnerDiedWarning` is emitted at the takeover. Only backends with
-        the ``owner-death`` capability detect it (posix: RLock always, Lock with
-        ``recover_locks=True``).
+        the ``owner-death`` capability detect it (posix, windows and redis: Lock and RLock).
         """
         owner = self._owner_death
         return owner is not None and owner.owner_died

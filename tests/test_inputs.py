@@ -734,12 +734,10 @@ def test_redis_edge_leases_work(ctx: polysync.Context) -> None:
     accepted(ctx)
 
 
-@fuzz
-@given(value=st.one_of(st.integers(), st.none(), st.text(max_size=3), st.floats()))
-def test_posix_recover_locks_must_be_a_bool(ctx: polysync.Context, value: object) -> None:
-    if ctx.name != "posix" or "recover_locks" not in type(ctx.backend).options:
-        pytest.skip("posix options")
-    refused(ctx, lambda: polysync.get_context("posix", recover_locks=value), value)
+def test_the_removed_posix_option_recover_locks_is_refused() -> None:
+    """Every posix Lock recovers now: the old opt-in is an unknown option, named."""
+    with pytest.raises(TypeError, match="recover_locks"):
+        polysync.get_context("posix", recover_locks=True)
 
 
 @fuzz
