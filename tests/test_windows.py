@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -546,6 +546,250 @@ def test_a_semaphore_of_the_previous_layout_is_refused(ctx: polysync.Context, na
         old.close()
 
 
+# -- issue 8: a process that dies inside a Barrier or a Condition wait ------------------------
+
+_BARRIER_LOOP = """
+import threading, time, warnings, polysync
+warnings.simplefilter("ignore")
+barrier = polysync.get_context("windows").Barrier(1, name={name!r})
+
+def loop():
+    while True:
+        try:
+            barrier.wait(timeout=10)
+            barrier.reset()
+        except polysync.BrokenBarrierError:
+            barrier.reset()
+
+for _ in range(3):
+    threading.Thread(target=loop, daemon=True).start()
+print("looping", flush=True)
+time.sleep(60)
+"""
+
+
+def _within(seconds: float, fn: Callable[[], object]) -> list[object]:
+    """Run *fn* in a daemon thread; its result or exception, ``[]`` if it did not end."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_a_barrier_survives_a_death_inside_its_internal_mutex(
+    ctx: polysync.Context, name: str
+) -> None:
+    """A process killed at random moments of Barrier(1).wait()/reset() loops, often while
+    holding the Barrier's internal mutex: the barrier is never wedged. The next call
+    takes the abandoned mutex, breaks the barrier (OwnerDiedWarning) and reset() mends
+    it. With the floor's semaphore as its mutex, the first such kill wedged it for all."""
+    rng = random.Random(11)
+    barrier = ctx.Barrier(1, name=name)
+    told = 0
+    for trial in range(6):
+        child = _start(_BARRIER_LOOP.format(name=name))
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "looping"
+            time.sleep(rng.uniform(0.05, 0.3))
+            child.kill()
+            child.wait(PROMPT)
+
+            def pass_once() -> int:
+                try:
+                    return barrier.wait(timeout=5)
+                except polysync.BrokenBarrierError:  # it died inside the barrier: reported
+                    barrier.reset()
+                    return barrier.wait(timeout=5)
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = _within(RECOVERY + PROMPT, pass_once)
+            assert out == [0], f"wedged after kill {trial}: {out}"
+            died = _owner_died_warnings(caught)
+            assert all("WAIT_ABANDONED" in m and "Barrier" in m for m in died)
+            told += bool(died)
+            assert not barrier.broken
+        finally:
+            child.kill()
+            child.communicate(timeout=PROMPT)
+    assert told > 0  # some kills landed inside the mutex (else the test proves nothing)
+
+
+def test_a_barrier_of_the_floors_layout_is_refused(ctx: polysync.Context, name: str) -> None:
+    from polysync import derived
+
+    # The Barrier a polysync before the kernel mutex made: the floor's, a semaphore mutex.
+    old = derived.openers.open_barrier(ctx.backend, ObjectName(Scope.NAMED, name), 2, create=True)
+    try:
+        with pytest.raises(polysync.KindMismatchError, match="layout"):
+            ctx.Barrier(2, name=name)
+    finally:
+        old.close()
+
+
+_WAIT_TWICE = """
+import polysync
+ctx = polysync.get_context("windows")
+cond = ctx.Condition(name={name!r})
+with cond:
+    print("waiting", flush=True)
+    if cond.wait(60):
+        print("waiting again", flush=True)
+        cond.wait(60)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_notify_reaches_a_live_waiter_behind_one_killed_in_wait(
+    ctx: polysync.Context, name: str
+) -> None:
+    """A waiter killed inside Condition.wait() must not swallow notify(1): the live waiter
+    queued behind it is woken. Before, liveness said "alive" for every process on
+    Windows, and the notification went to the dead waiter's semaphore (which the
+    notifier's cached handle kept in being)."""
+    cond = ctx.Condition(name=name)
+    victim = _start(_WAIT_TWICE.format(name=name))
+    live: list[bool] = []
+    waiter = None
+    try:
+        assert victim.stdout is not None
+        assert victim.stdout.readline().strip() == "waiting"
+        with cond:  # taken once the victim waits: it is queued
+            cond.notify()  # the notifier now knows the victim's waiter (caches its handle)
+        assert victim.stdout.readline().strip() == "waiting again"
+        with cond:
+            victim.kill()  # killed while queued in wait()
+            victim.wait(PROMPT)
+        inside = threading.Event()
+
+        def wait_live() -> None:
+            with cond:
+                inside.set()
+                live.append(cond.wait(20))
+
+        waiter = threading.Thread(target=wait_live, daemon=True)
+        waiter.start()
+        assert inside.wait(PROMPT)
+        with cond:  # taken once the live waiter waits: it is queued behind the dead one
+            began = time.monotonic()
+            cond.notify(1)
+        waiter.join(25)
+        took = time.monotonic() - began
+        assert live == [True], "notify(1) went to the dead waiter; the live one timed out"
+        assert took < 2.0, f"woken only after {took:.2f} s"
+        assert cond.statistics().waiting == 0
+    finally:
+        victim.kill()
+        victim.communicate(timeout=PROMPT)
+        if waiter is not None:
+            with cond:
+                cond.notify_all()
+            waiter.join(25)
+        cond.close()
+
+
+_WAIT_AT = """
+import polysync
+barrier = polysync.get_context("windows").Barrier(3, name={name!r})
+print("arriving", flush=True)
+barrier.wait(60)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_barrier_party_killed_while_waiting_no_longer_counts(
+    ctx: polysync.Context, name: str
+) -> None:
+    """Parties 3: A waits, B waits and is killed, C arrives: C must not pass (with A and
+    the dead B); D arrives: A, C and D pass, with the indices 0, 1 and 2, and the arrival
+    that dropped B was told (OwnerDiedWarning). Before, B counted (liveness said "alive"
+    for every process on Windows) and A and C passed with it."""
+    barrier = ctx.Barrier(3, name=name)
+    out: list[object] = []
+
+    def party() -> None:
+        try:
+            out.append(barrier.wait(20))
+        except polysync.BrokenBarrierError:
+            out.append("broken")
+
+    def until(check: Callable[[], bool], seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not check():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    threads = [threading.Thread(target=party, daemon=True) for _ in range(2)]
+    threads[0].start()  # A
+    assert until(lambda: barrier.n_waiting == 1, PROMPT)
+    victim = _start(_WAIT_AT.format(name=name))  # B
+    try:
+        assert until(lambda: barrier.n_waiting == 2, 30)
+        victim.kill()
+        victim.wait(PROMPT)
+        assert barrier.n_waiting == 1  # the dead party is not waiting
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            threads[1].start()  # C
+            time.sleep(1.0)
+            assert out == [], "C passed the barrier with A and the dead B"
+            party()  # D
+            for t in threads:
+                t.join(25)
+        assert sorted(out, key=str) == [0, 1, 2]
+        assert any("died waiting at this barrier" in m for m in _owner_died_warnings(caught))
+        assert not barrier.broken
+        assert barrier.n_waiting == 0
+    finally:
+        victim.kill()
+        victim.communicate(timeout=PROMPT)
+        barrier.abort()
+        for t in threads:
+            if t.ident is not None:
+                t.join(25)
+        barrier.close()
+
+
+def test_liveness_of_windows_processes() -> None:
+    """derived.liveness asks the kernel (a process handle), never os.kill(pid, 0), and
+    packs the creation time into identities and parked waiters' nonces."""
+    from polysync.derived import liveness
+
+    assert liveness.started() > 0  # the creation time, folded into 38 bits
+    assert liveness.started() < 1 << 38
+    assert liveness.is_running(os.getpid(), liveness.started())
+    child = _start("import time; print('up', flush=True); time.sleep(60)")
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "up"
+        start = liveness._start_time(child.pid)
+        assert start
+        assert liveness.is_running(child.pid, start)
+        assert liveness.is_running(child.pid, 0)
+        assert not liveness.is_running(child.pid, start + 1)  # another creation: reused
+        assert liveness.is_alive(child.pid | (start << 23))
+        child.kill()
+        child.wait(PROMPT)  # Popen keeps a handle: the exited process keeps its id
+        assert not liveness.is_running(child.pid, start)
+        assert not liveness.is_running(child.pid, 0)
+        assert not liveness.is_alive(child.pid | (start << 23))
+    finally:
+        child.kill()
+        child.communicate(timeout=PROMPT)
+
+
 @pytest.mark.timeout(120)
 def test_any_process_may_release_a_lock(ctx: polysync.Context, name: str) -> None:
     lock = ctx.Lock(name=name)
@@ -682,6 +926,13 @@ def test_ctrl_c_interrupts_blocking_waits_and_changes_nothing() -> None:
                 hold.set()
                 go.wait(30)
 
+        barrier, held, free = ctx.Barrier(2), ctx.Event(), ctx.Event()
+
+        def mutex_holder():  # holds the Barrier's internal (kernel) mutex
+            with barrier._kernel._mutex:
+                held.set()
+                free.wait(30)
+
         t = threading.Thread(target=holder); t.start(); hold.wait(10)
         waits = [
             interrupted(lock.acquire),
@@ -690,13 +941,23 @@ def test_ctrl_c_interrupts_blocking_waits_and_changes_nothing() -> None:
             interrupted(lambda: sem.acquire(timeout=20)),
             interrupted(event.wait),
             interrupted(rlock.acquire),
+            interrupted(barrier.wait),  # parked: leaves, the barrier not broken
         ]
+        m = threading.Thread(target=mutex_holder); m.start(); held.wait(10)
+        waits.append(interrupted(barrier.wait))  # blocked on the internal mutex
+        free.set(); m.join(10)
         go.set(); t.join(10)
+        passed = []
+        other = threading.Thread(target=lambda: passed.append(barrier.wait(10)))
+        other.start()
+        mine = barrier.wait(10)
+        other.join(10)
         checks = [
             not lock.acquire(False),
             sem.get_value() == 0,
             not event.is_set(),
             rlock.acquire(False) and not rlock.owner_died,
+            sorted([mine, *passed]) == [0, 1] and not barrier.broken,
         ]
         print(max(waits), all(checks))
         """

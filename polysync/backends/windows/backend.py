@@ -15,6 +15,7 @@ from polysync.backends.windows.kernels import (
     WinCells,
     WinEvent,
     WinLock,
+    WinMutex,
     WinRLock,
     WinSemaphore,
     WinSemaphorePrimitive,
@@ -42,6 +43,7 @@ from polysync.backends.windows.win32 import (
 from polysync.derived import BaseBackend
 from polysync.errors import NotHeldError, PolysyncError
 from polysync.kernel import (
+    BarrierKernel,
     Capability,
     Cells,
     EventKernel,
@@ -64,6 +66,9 @@ _GUARDED = 1
 #: The header layout of a semaphore whose cells count the permits and each process's
 #: share (the kernel semaphore only wakes): a name made in layout 1 is refused.
 _COUNTED = 2
+#: The header layout of a Barrier whose internal mutex is a kernel mutex (``k``), not the
+#: floor's semaphore (the floor's Barrier, layout 2, is refused: it would not share it).
+_MUTEXED_BARRIER = 3
 
 
 def _past_maximum() -> NotHeldError:
@@ -277,6 +282,22 @@ class WindowsBackend(BaseBackend):
         block = self._header(name, Kind.EVENT, 0, 1, create=create, match=False)
         (event,) = self._native(block, name, (_event_type(),), create)
         return WinEvent(block, event)
+
+    def open_barrier(self, name: ObjectName, parties: int, *, create: bool) -> BarrierKernel:
+        # The floor's Barrier, with a kernel mutex in place of its semaphore: a process
+        # that dies holding it abandons it, and the next owner mends (breaks) the barrier.
+        block = self._header(
+            name,
+            Kind.BARRIER,
+            parties,
+            derived.BARRIER_STATE_CELLS + derived.LOT_CELLS,
+            create=create,
+            match=True,
+            layout=_MUTEXED_BARRIER,
+        )
+        (mutex,) = self._native(block, name, (_mutex_type(),), create)
+        block.before_close.append(mutex.close)
+        return derived.DerivedBarrier(block, parties, WinMutex(mutex, "Barrier"))
 
     def describe(self) -> str:
         return (

@@ -1,4 +1,4 @@
-"""The windows kernels: semaphores, cells over file mappings, Lock, RLock (a mutex), Event.
+"""The windows kernels: semaphores, cells over file mappings, Lock, RLock, Event, Barrier mutex.
 
 Lock takes a guard mutex with its kernel semaphore and records its holder; the semaphores
 keep their count and each process's permits in the block under a guard mutex (their
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from polysync import _validate, derived, errors
 from polysync.backends.windows import win32 as _win32
 from polysync.backends.windows.objects import (
+    _MEND_MS,
     MAX_COUNT,
     SLICE_MS,
     Guard,
@@ -796,6 +797,98 @@ class WinEvent:
     def close(self) -> None:
         self._obj.close()
         self._block.close()
+
+
+class WinMutex:
+    """The internal mutex of a windows Barrier (a :class:`polysync.derived.Mutex`): a kernel mutex.
+
+    The floor's mutex is a semaphore, which a process killed inside ``wait()``,
+    ``reset()`` or ``abort()`` while holding it leaves taken for good. A kernel mutex is
+    abandoned when its owner dies: the next one to take it gets ``WAIT_ABANDONED``, runs
+    ``on_takeover`` (the Barrier's mend: it breaks it, as a party that fails does), and
+    then tells the user with an :class:`~polysync.OwnerDiedWarning`.
+
+    A ``KeyboardInterrupt`` raised the instant the wait returned is handled as the
+    guard's :meth:`~.objects.Guard.mend` does: a mutex this thread owns is given back
+    (only the owner can release a mutex, so a successful ``ReleaseMutex`` tells), after
+    the mend if the take may have been an abandoned one.
+    """
+
+    __slots__ = ("_handle", "_obj", "_release", "_wait", "_what", "on_takeover")
+
+    def __init__(self, obj: _Object, what: str) -> None:
+        k = _win32.kernel32()
+        self._obj = obj
+        self._handle = obj.handle
+        self._wait = k.WaitForSingleObject
+        self._release = k.ReleaseMutex
+        self._what = what
+        self.on_takeover: Callable[[], None] | None = None
+
+    def __enter__(self) -> None:
+        wait, handle = self._wait, self._handle
+        rc = WAIT_TIMEOUT
+        try:
+            while True:
+                rc = wait(handle, SLICE_MS)
+                if rc != WAIT_TIMEOUT:
+                    break
+                # Looping runs pending signal handlers: Ctrl-C raises here, nothing taken.
+            if rc == WAIT_ABANDONED:
+                self._mend()
+            elif rc != WAIT_OBJECT_0:
+                _raise(_win32.last_error(), "mutex", self._obj.name, "wait for")
+        except BaseException:
+            self._interrupted(rc)
+            raise
+
+    def _mend(self) -> None:
+        if self.on_takeover is not None:
+            self.on_takeover()
+        errors.warn_owner_died(
+            f"a process died inside a call on this {self._what} (WAIT_ABANDONED); its "
+            "state was mended (a Barrier is broken: reset() it)",
+            self._give,
+        )
+
+    def _interrupted(self, rc: int) -> None:
+        """An exception (Ctrl-C) cut ``__enter__`` short: give back a mutex this thread got.
+
+        Taken cleanly (``WAIT_OBJECT_0`` seen), nothing was changed under it. Else the
+        take may have been an abandoned one whose mend did not run: the mutex is taken
+        back (within 5 s) and the mend runs, so the dead process's half-done update is
+        never left in place unmended.
+        """
+        if not self._release(self._handle):
+            return  # not ours: nothing taken
+        if rc == WAIT_OBJECT_0:
+            return
+        if self._wait(self._handle, _MEND_MS) not in (WAIT_OBJECT_0, WAIT_ABANDONED):
+            return  # left to the next owner (a half-done update, if any, stays abandoned)
+        try:
+            if self.on_takeover is not None:
+                self.on_takeover()
+        finally:
+            self._release(self._handle)
+
+    def _give(self) -> None:
+        if not self._release(self._handle):
+            _raise(_win32.last_error(), "mutex", self._obj.name, "release")
+
+    def __exit__(self, *exc: object) -> None:
+        # A direct C call: nothing between the check and the release can raise.
+        if not self._release(self._handle):
+            _raise(_win32.last_error(), "mutex", self._obj.name, "release")
+
+    def release_save(self) -> object:
+        self._give()
+        return None
+
+    def acquire_restore(self, state: object) -> None:
+        self.__enter__()
+
+    def close(self) -> None:
+        self._obj.close()
 
 
 _OWNER = _HEADER  # RLock: the owner's process id while held (0 when free)
