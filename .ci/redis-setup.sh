@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install the Redis binaries the Redis tests and benchmarks need: Debian's redis-server and
-# redis-tools (redis-cli), openssl for the TLS test, and iproute2 (`ip`) for the partition
-# tests' network namespaces, only when they are missing. Idempotent; prints the versions.
-# It never starts, stops or reconfigures the system's redis-server service: the tests and
-# benchmarks start private servers of their own on free loopback ports.
+# Install the server binaries the Redis and PostgreSQL tests and benchmarks need: Debian's
+# redis-server and redis-tools (redis-cli), openssl for the TLS test, iproute2 (`ip`) for
+# the partition tests' network namespaces, the PostgreSQL server (initdb, postgres) and
+# PgBouncer, only when they are missing. Idempotent; prints the versions.
+# It never starts, stops or reconfigures the system's redis-server, postgresql or pgbouncer
+# services (a cluster that Debian's postgresql package creates is the machine's own): the
+# tests and benchmarks start private servers of their own on free loopback ports.
 set -euo pipefail
 
 say() { printf '[redis-setup] %s\n' "$*"; }
@@ -15,6 +17,18 @@ have redis-server || missing+=(redis-server)
 have redis-cli || missing+=(redis-tools)
 have openssl || missing+=(openssl)  # the TLS test makes a throwaway certificate
 have ip || missing+=(iproute2)  # tests/test_redis_partition.py: ip netns, veth, bridge
+# tests/pg_servers: initdb and postgres (Debian keeps them off PATH, in
+# /usr/lib/postgresql/<version>/bin), and pgbouncer for the pooling-mode tests.
+pg_bindir() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [ -x "$d/initdb" ] && [ -x "$d/postgres" ] && { echo "$d"; return 0; }
+  done
+  command -v initdb >/dev/null 2>&1 && { dirname "$(command -v initdb)"; return 0; }
+  return 1
+}
+pg_bindir >/dev/null || missing+=(postgresql)
+have pgbouncer || missing+=(pgbouncer)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -28,9 +42,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   say "installing ${missing[*]} (apt)"
   "${SUDO[@]}" apt-get update -qq
-  # Debian's postinst would start the redis-server service: a temporary policy-rc.d
-  # (exit 101 = "action forbidden") keeps the system service as it was. An existing
-  # policy-rc.d is left alone.
+  # Debian's postinsts would start the redis-server, postgresql and pgbouncer services: a
+  # temporary policy-rc.d (exit 101 = "action forbidden") keeps the system services as
+  # they were. An existing policy-rc.d is left alone.
   policy=/usr/sbin/policy-rc.d
   ours=0
   if [ ! -e "$policy" ]; then
@@ -46,10 +60,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     trap - EXIT
   fi
 else
-  say "redis-server, redis-cli, openssl and iproute2 already installed"
+  say "redis-server, redis-cli, openssl, iproute2, postgresql and pgbouncer already installed"
 fi
 
 PATH="$PATH:/usr/sbin:/usr/bin"
 say "$(redis-server --version)"
 say "$(redis-cli --version)"
 say "$(ip -V)"
+say "$("$(pg_bindir)/postgres" --version) ($(pg_bindir))"
+say "$(pgbouncer --version 2>/dev/null | head -n 1 || /usr/sbin/pgbouncer --version | head -n 1)"

@@ -157,6 +157,24 @@ def shape_mismatch(what: str, kind: str, found: str, asked: str) -> KindMismatch
     )
 
 
+def server_unreachable(product: str, where: str, detail: str) -> BackendConnectionError:
+    """The *product* server at *where* (named without secrets) refused, timed out or went away."""
+    return BackendConnectionError(
+        f"the {product} server at {where} cannot be reached (or went away): {detail}"
+    )
+
+
+def session_pooling_refused(where: str, evidence: str) -> BackendError:
+    """A pooler before the PostgreSQL server at *where* does not keep one session per client."""
+    return BackendError(
+        f"the PostgreSQL server at {where} is reached through a pooler in transaction "
+        f"(or statement) pooling mode ({evidence}): polysync's locks are session advisory "
+        "locks, which such a pooler hands to other clients between transactions. Connect "
+        "to PostgreSQL directly, or through a pool in session mode (PgBouncer: "
+        "pool_mode = session)"
+    )
+
+
 def warn_owner_died(message: str, give_back: Callable[[], object]) -> None:
     """Tell the acquirer it took a lock over from a holder that died.
 

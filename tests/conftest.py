@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["pytester", "tests.redis_servers.fixtures"]
+pytest_plugins = ["pytester", "tests.redis_servers.fixtures", "tests.pg_servers.fixtures"]
 
 SHM = "/dev/shm"
 
