@@ -27,7 +27,6 @@ import ctypes
 import ctypes.util
 import glob
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -39,8 +38,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import pwd  # POSIX only: imported where used, so the module loads on Windows too
 
 HOST = "127.0.0.1"
 #: The superuser of every private cluster, and its password over TCP.
@@ -117,6 +119,8 @@ def _bindir() -> Path:
 
 def _run_as() -> pwd.struct_passwd | None:
     """The OS user the servers run as: ``postgres`` when we are root, else ourselves."""
+    import pwd
+
     if os.geteuid() != 0:
         return None
     try:
