@@ -208,6 +208,8 @@ _INSPECT_FIELDS = (
     "waiting",
     "lease_remaining",
     "fencing_token",
+    "last_fencing_token",
+    "holder_lease_remaining",
 )
 
 
@@ -237,6 +239,8 @@ def _inspect_rows(fields: dict[str, object], describe: str) -> list[tuple[str, s
         "waiting": "waiting",
         "lease_remaining": "lease left",
         "fencing_token": "fencing token",
+        "last_fencing_token": "last fencing token",
+        "holder_lease_remaining": "holder lease left",
     }
     for field in _INSPECT_FIELDS[3:]:
         value = fields[field]
@@ -410,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser(
         "inspect",
-        help="show a named object's state: kind, holder, value, waiters",
+        help="show a named object's state: kind, holder, value, waiters, lease, token",
         description="Open the existing named object NAME, whatever its kind, without "
         "creating or disturbing it, and show its statistics(). Exit status 1 if there is "
         "no such object.",

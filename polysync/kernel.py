@@ -200,10 +200,18 @@ class KernelState:
     is_set: bool | None = None
     #: Whether a Barrier is broken.
     broken: bool | None = None
-    #: Seconds left of the lease this handle holds (leased kernels, while held).
+    #: Seconds left of the lease *this handle* holds (leased kernels, while held).
     lease_remaining: float | None = None
-    #: The fencing token of this handle's latest acquisition.
+    #: The fencing token of *this handle's* latest acquisition.
     fencing_token: int | None = None
+    #: The latest fencing token granted on the object, to any holder in any process (a
+    #: fresh handle sees the current holder's token; it stays after a release). ``None``
+    #: before the first acquisition, or where the backend cannot tell.
+    last_fencing_token: int | None = None
+    #: Seconds left of the current holder's lease, whoever holds it (for a Semaphore, the
+    #: holder whose lease runs out first). ``None`` while nobody holds it, and on backends
+    #: without leases.
+    holder_lease_remaining: float | None = None
 
 
 # -- the floor: what polysync.derived builds every primitive from ---------------------

@@ -118,10 +118,17 @@ class Statistics(KernelState):
 
     The state a kernel reports (:class:`~polysync.kernel.KernelState`: ``waiting``,
     ``holder``, ``locked``, ``value``, ``is_set``, ``broken``, ``lease_remaining``,
-    ``fencing_token``), with the primitive's ``kind``, ``name`` and ``backend``, a
-    Barrier's ``parties``, and this handle's ``owner_died``. Every field is what the
-    backend could tell at that moment; another process may have changed it since.
-    ``waiting`` counts the callers blocked on it (for a Barrier, the parties waiting).
+    ``fencing_token``, ``last_fencing_token``, ``holder_lease_remaining``), with the
+    primitive's ``kind``, ``name`` and ``backend``, a Barrier's ``parties``, and this
+    handle's ``owner_died``. Every field is what the backend could tell at that moment;
+    another process may have changed it since. ``waiting`` counts the callers blocked on
+    it (for a Barrier, the parties waiting).
+
+    Two pairs describe leases and tokens. ``lease_remaining`` and ``fencing_token`` are
+    *this handle's*: ``None`` on a handle that holds nothing (such as the one
+    ``polysync inspect`` opens). ``holder_lease_remaining`` and ``last_fencing_token``
+    are *the object's*: the current holder's lease left and the latest token granted,
+    whoever holds it, as any handle sees them.
     """
 
     kind: str

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -168,17 +169,25 @@ backend, options, kind, name = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 ctx = polysync.get_context(backend, **options)
 obj = ctx.Lock(name=name) if kind == "lock" else ctx.Semaphore(3, name=name)
 assert obj.acquire(timeout=10)
-print("held", flush=True)
+print("held", obj.fencing_token, flush=True)
 sys.stdin.readline()  # until the test lets go (or its end closes the pipe)
 obj.release()
 obj.close()
 """
 
 
+@dataclass(frozen=True)
+class _Holder:
+    """The child process holding an object: its pid and the fencing token it holds."""
+
+    pid: int
+    token: int | None
+
+
 @contextmanager
 def _held_by_child(
     backend: str, options: dict[str, Any], kind: str, name: str
-) -> Iterator[subprocess.Popen[str]]:
+) -> Iterator[_Holder]:
     """A child process that holds the lock (or one permit of the semaphore) *name*."""
     child = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, backend, json.dumps(options), kind, name],
@@ -191,8 +200,9 @@ def _held_by_child(
     try:
         assert child.stdout is not None
         line = child.stdout.readline()  # the child acquires within its own 10 s bound
-        assert line.strip() == "held", child.stderr.read() if child.stderr else ""
-        yield child
+        said, _, token = line.strip().partition(" ")
+        assert said == "held", child.stderr.read() if child.stderr else ""
+        yield _Holder(child.pid, None if token == "None" else int(token))
     finally:
         try:
             child.communicate("\n", timeout=20)
@@ -261,12 +271,18 @@ def test_inspect_a_posix_lock_held_by_another_process_shows_its_pid(
         assert rows["locked"] == "yes"
         assert rows["holder pid"] == str(child.pid)
         assert rows["waiting"] == "0"
+        assert isinstance(child.token, int)
+        assert rows["last fencing token"] == str(child.token)
+        assert "fencing token" not in rows  # the inspecting handle holds nothing
+        assert "holder lease left" not in rows  # posix has no leases
         status, out, err = _run(["inspect", posix_name, "--backend", "posix", "--json"], capsys)
         assert status == 0, err
         data = json.loads(out)
         assert list(data) == list(cli._INSPECT_FIELDS)
         assert data["locked"] is True
         assert data["holder"]["pid"] == child.pid
+        assert data["last_fencing_token"] == child.token
+        assert (data["fencing_token"], data["holder_lease_remaining"]) == (None, None)
         # Inspecting took nothing: the child still holds it.
         lock = polysync.get_context("posix").Lock(name=posix_name)
         try:
@@ -282,6 +298,7 @@ def test_inspect_runs_as_a_command(posix_name: str) -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert (data["kind"], data["value"], data["backend"]) == ("semaphore", 2, "posix")
+    assert isinstance(data["last_fencing_token"], int)
 
 
 def test_inspect_a_redis_lock_held_by_another_process_shows_its_pid(
@@ -298,11 +315,19 @@ def test_inspect_a_redis_lock_held_by_another_process_shows_its_pid(
         assert (rows["kind"], rows["locked"]) == ("lock", "yes")
         assert rows["holder pid"] == str(child.pid)
         assert rows["holder host"]
+        assert isinstance(child.token, int)
+        assert rows["last fencing token"] == str(child.token)
+        assert rows["holder lease left"].endswith(" s")
+        assert "lease left" not in rows  # the inspecting handle holds nothing
         status, out, err = _run(["inspect", "jobs", *argv, "--json"], capsys)
         assert status == 0, err
         data = json.loads(out)
+        assert list(data) == list(cli._INSPECT_FIELDS)
         assert data["holder"]["pid"] == child.pid
         assert data["backend"] == "redis"
+        assert data["last_fencing_token"] == child.token
+        assert 0 < data["holder_lease_remaining"] <= 30  # the default lease
+        assert (data["fencing_token"], data["lease_remaining"]) == (None, None)
         assert _redis_keys(redis_server, options["prefix"]) == keys  # nothing written
     polysync.get_context("redis", **options).unlink("jobs")
 
@@ -311,13 +336,17 @@ def test_inspect_a_redis_semaphore(
     redis_argv: tuple[list[str], dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv, options = redis_argv
-    with _held_by_child("redis", options, "semaphore", "slots"):
+    with _held_by_child("redis", options, "semaphore", "slots") as child:
         status, out, err = _run(["inspect", "slots", *argv], capsys)
         assert status == 0, err
         rows = _table(out)
         assert (rows["kind"], rows["value"], rows["waiting"]) == ("semaphore", "2", "0")
+        assert rows["last fencing token"] == str(child.token)
         status, out, _ = _run(["inspect", "slots", *argv, "--json"], capsys)
-        assert json.loads(out)["value"] == 2
+        data = json.loads(out)
+        assert data["value"] == 2
+        assert data["last_fencing_token"] == child.token
+        assert 0 < data["holder_lease_remaining"] <= 30
     polysync.get_context("redis", **options).unlink("slots")
 
 
@@ -331,7 +360,7 @@ _MAKE: dict[str, Any] = {
     "barrier": lambda ctx, n: ctx.Barrier(3, name=n),
 }
 _EXPECTED: dict[str, dict[str, object]] = {
-    "lock": {"locked": False, "holder": None},
+    "lock": {"locked": False, "holder": None, "last_fencing_token": None},
     "rlock": {"locked": False},
     "semaphore": {"value": 4},
     "bounded_semaphore": {"value": 2},

@@ -121,6 +121,17 @@ def acquire_token(lock: Any, timeout: float) -> int | None:
     return token
 
 
+def hold_with_token(lock: Any, held: Any, go: Any, timeout: float) -> int | None:
+    """Acquire *lock*, set *held*, wait for *go*, release; return the token it held."""
+    if not lock.acquire(timeout=timeout):
+        return None
+    token: int | None = lock.fencing_token
+    held.set()
+    go.wait(timeout)
+    lock.release()
+    return token
+
+
 def hold_and_report_loss(lock: Any, held: Any, go: Any, timeout: float) -> list[object]:
     """Hold *lock* until *go*; then wait to learn the lease was lost, and release.
 

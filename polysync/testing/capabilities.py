@@ -93,6 +93,34 @@ def _wait_until_gone(context: polysync.Context, kind: str, name: ObjectName) -> 
         pause *= 2
 
 
+def _held_in_a_child(
+    context: polysync.Context, kind: str
+) -> tuple[polysync.Statistics, Callable[[], Any]]:
+    """What a fresh handle's ``statistics()`` says while a child process holds *kind*.
+
+    Returns the snapshot and a function that lets the child go and returns the
+    ``fencing_token`` the child held it with.
+    """
+    obj, held, go = _MAKERS[kind](context), context.Event(), context.Event()
+    child = Child(_children.hold_with_token, obj, held, go, PROMPT)
+    try:
+        assert held.wait(PROMPT), f"the child did not acquire the {kind}"
+        fresh = pickle.loads(pickle.dumps(obj))  # a handle that holds nothing
+        try:
+            stats = fresh.statistics()
+        finally:
+            fresh.close()
+    except BaseException:
+        go.set()
+        raise
+
+    def finish() -> Any:
+        go.set()
+        return child.result()
+
+    return stats, finish
+
+
 class ClosedHandleTests(SuiteBase):
     """A closed handle holds nothing and refuses every operation (every backend)."""
 
@@ -253,6 +281,33 @@ class FencingTests(SuiteBase):
             with rlock:
                 assert rlock.fencing_token == token
 
+    @pytest.mark.parametrize("kind", ["Lock", "RLock", "Semaphore"])
+    def test_statistics_report_the_latest_token_to_any_handle(
+        self, context: polysync.Context, kind: str, fencing: None
+    ) -> None:
+        holder = _MAKERS[kind](context)
+        other = pickle.loads(pickle.dumps(holder))
+        assert other.statistics().last_fencing_token is None  # nothing granted yet
+        assert holder.acquire(timeout=PROMPT)
+        stats = other.statistics()
+        assert stats.fencing_token is None  # the asking handle holds nothing
+        assert stats.last_fencing_token == holder.fencing_token
+        holder.release()
+        # A release grants nothing: the latest token stays.
+        assert other.statistics().last_fencing_token == holder.fencing_token
+
+    @pytest.mark.polysync_processes
+    @pytest.mark.parametrize("kind", ["Lock", "RLock", "Semaphore"])
+    def test_a_fresh_handle_sees_the_token_of_a_holder_in_another_process(
+        self, context: polysync.Context, kind: str, fencing: None
+    ) -> None:
+        require(context, Capability.CROSS_PROCESS)
+        stats, finish = _held_in_a_child(context, kind)
+        token = finish()
+        assert isinstance(token, int)
+        assert stats.fencing_token is None
+        assert stats.last_fencing_token == token
+
     @pytest.mark.polysync_processes
     def test_tokens_increase_across_processes(
         self, context: polysync.Context, fencing: None
@@ -369,11 +424,37 @@ class OwnerDeathTests(SuiteBase):
 
 
 class LeaseTests(SuiteBase):
-    """A holder frozen past its lease loses it, and learns so (``leases``)."""
+    """A holder frozen past its lease loses it, and learns so; the lease left shows (``leases``)."""
 
     @pytest.fixture
     def recovery_timeout(self) -> float:
         return PROMPT * 3
+
+    @pytest.fixture
+    def lease_seconds(self, context: polysync.Context) -> float | None:
+        """The lease of the primitives the suite makes (``None``: only ``> 0`` is checked).
+
+        By default the backend's ``lease`` setting, where it has one: override it for a
+        backend whose lease is set another way.
+        """
+        value = context.backend.settings.get("lease")
+        return float(value) if isinstance(value, int | float) else None
+
+    @pytest.mark.polysync_processes
+    @pytest.mark.parametrize("kind", ["Lock", "Semaphore"])
+    def test_a_fresh_handle_sees_the_lease_left_of_a_holder_in_another_process(
+        self, context: polysync.Context, kind: str, lease_seconds: float | None
+    ) -> None:
+        require(context, Capability.LEASES)
+        require(context, Capability.CROSS_PROCESS)
+        stats, finish = _held_in_a_child(context, kind)
+        finish()
+        assert stats.lease_remaining is None  # the asking handle holds nothing
+        left = stats.holder_lease_remaining
+        assert left is not None, "holder_lease_remaining is None while a child holds it"
+        assert left > 0, left
+        if lease_seconds is not None:
+            assert left <= lease_seconds, (left, lease_seconds)
 
     @pytest.mark.polysync_processes
     @pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP is POSIX")

@@ -200,11 +200,12 @@ if WordLock is not None:
             )
 
         def statistics(self) -> KernelState:
-            holder, thread, _fence, waiting = self._state()
+            holder, thread, fence, waiting = self._state()
             return KernelState(
                 locked=holder != 0,
                 holder=derived.local_holder(holder, thread if self._recursive else None),
                 waiting=waiting,
+                last_fencing_token=fence or None,  # the counter is the latest token granted
             )
 
         def close(self) -> None:
@@ -294,8 +295,8 @@ if WordLock is not None:
             raise _validate.headroom(n, value)
 
         def statistics(self) -> KernelState:
-            value, waiting, _fence = self._state()
-            return KernelState(value=value, waiting=waiting)
+            value, waiting, fence = self._state()
+            return KernelState(value=value, waiting=waiting, last_fencing_token=fence or None)
 
         def close(self) -> None:
             self._forget()  # what this handle took was consumed, not held by the dead

@@ -400,15 +400,18 @@ class RedisLock(ConditionHooksOfALock, _Leased):
         return bool(int(self._run("locked")))
 
     def statistics(self) -> KernelState:
-        owner, pttl, queued, _fence = self._run("stats")
+        owner, pttl, queued, fence = self._run("stats")
         owner = text(owner)
         mine = bool(owner) and owner == self._owner
+        left = int(pttl) / 1000 if owner and int(pttl) >= 0 else None
         return KernelState(
             locked=bool(owner),
             holder=holder_of(owner),
             waiting=int(queued),
-            lease_remaining=int(pttl) / 1000 if mine and int(pttl) >= 0 else None,
+            lease_remaining=left if mine else None,
             fencing_token=self.fencing_token,
+            last_fencing_token=int(fence) or None,
+            holder_lease_remaining=left,
         )
 
     def _forked(self) -> None:
@@ -588,8 +591,14 @@ class RedisSemaphore(_Leased):
         return int(self._run("value"))
 
     def statistics(self) -> KernelState:
-        value, queued, _held = self._run("stats")
-        return KernelState(value=int(value), waiting=int(queued), fencing_token=self.fencing_token)
+        value, queued, _held, fence, soonest = self._run("stats")
+        return KernelState(
+            value=int(value),
+            waiting=int(queued),
+            fencing_token=self.fencing_token,
+            last_fencing_token=int(fence) or None,
+            holder_lease_remaining=int(soonest) / 1000 if int(soonest) >= 0 else None,
+        )
 
     def _forked(self) -> None:
         super()._forked()

@@ -348,7 +348,9 @@ class WinLock(derived.ConditionHooksOfALock):
     def statistics(self) -> KernelState:
         pid = self._cells[_PID]
         holder = Holder(pid=pid, host=socket.gethostname()) if pid else None
-        return KernelState(locked=pid != 0, holder=holder)
+        # The fence cell is the latest token granted (read without the guard: a snapshot).
+        fence = self._cells[_FENCE]
+        return KernelState(locked=pid != 0, holder=holder, last_fencing_token=fence or None)
 
     def close(self) -> None:
         self._sem.close()
@@ -716,7 +718,11 @@ class WinSemaphorePrimitive:
         return int(self._a[_VALUE])
 
     def statistics(self) -> KernelState:
-        return KernelState(value=self.get_value(), waiting=self._blocked())
+        return KernelState(
+            value=self.get_value(),
+            waiting=self._blocked(),
+            last_fencing_token=int(self._a[_FENCE_S]) or None,
+        )
 
     def _forget(self) -> None:
         """What this handle took counts as consumed: never given back at this process's death.
@@ -998,7 +1004,8 @@ class WinRLock:
     def statistics(self) -> KernelState:
         owner = self._cells[_OWNER]
         holder = Holder(pid=owner, host=socket.gethostname()) if owner else None
-        return KernelState(locked=owner != 0, holder=holder)
+        fence = self._cells[_RLOCK_FENCE]
+        return KernelState(locked=owner != 0, holder=holder, last_fencing_token=fence or None)
 
     def close(self) -> None:
         self._obj.close()

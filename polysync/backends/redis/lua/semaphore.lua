@@ -187,8 +187,15 @@ elseif op == 'forget' then
 elseif op == 'value' then
   return value()
 elseif op == 'stats' then
-  -- {available permits, queued live waiters, permits held}
+  -- {available permits, queued live waiters, permits held, latest fencing token, ms left
+  -- of the lease that runs out first (-1: no permit held)}
   purge_dead(queue, live, now)
-  return {value(), redis.call('LLEN', queue), redis.call('ZCARD', holders)}
+  local first = redis.call('ZRANGE', holders, 0, 0, 'WITHSCORES')
+  local soonest = -1
+  if #first > 0 then
+    soonest = math.max(0, tonumber(first[2]) - now)
+  end
+  return {value(), redis.call('LLEN', queue), redis.call('ZCARD', holders),
+          tonumber(redis.call('GET', fence_key) or '0'), soonest}
 end
 return redis.error_reply('unknown semaphore operation ' .. op)
