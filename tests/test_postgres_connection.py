@@ -19,6 +19,7 @@ from polysync.backends.postgres import connection as pgc
 
 from .conftest import run_python
 from .pg_servers import PASSWORD, PrivatePgBouncer, PrivatePostgres
+from .pg_servers.server import free_port
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -161,14 +162,8 @@ def test_a_connection_factory_is_called_and_made_autocommit(pg_server: PrivatePo
         pgc.connect(_settings(pg_server.url, connection_factory=lambda *a, **k: object()))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_refused_port_is_a_one_line_connection_error() -> None:
-    port = _free_port()
+    port = free_port()
     options = _settings(f"postgresql://polysync:{PASSWORD}@127.0.0.1:{port}/postgres")
     start = time.monotonic()
     with pytest.raises(polysync.BackendConnectionError) as info:

@@ -293,19 +293,25 @@ def test_a_lease_lost_in_a_restart_is_reported_lost_on_release(
 # -- a Semaphore permit taken over from a dead holder --------------------------------------
 
 
-@pytest.mark.parametrize("queued", [False, True], ids=["after", "queued"])
-def test_a_semaphore_taken_over_from_a_dead_holder_says_so(
-    ctx: polysync.Context, children: _Children, queued: bool
-) -> None:
+def _semaphore_held_in_a_child(children: _Children, name: str) -> subprocess.Popen[str]:
+    """A child holding the one permit of Semaphore *name* (lease 1 s), until killed."""
     holder = children.start(
-        """
-        sem = ctx.Semaphore(1, name="permits", lease=1.0)
+        f"""
+        sem = ctx.Semaphore(1, name={name!r}, lease=1.0)
         sem.acquire()
         print("held", flush=True)
         time.sleep(60)
         """
     )
     children.expect(holder, "held")
+    return holder
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["after", "queued"])
+def test_a_semaphore_taken_over_from_a_dead_holder_says_so(
+    ctx: polysync.Context, children: _Children, queued: bool
+) -> None:
+    holder = _semaphore_held_in_a_child(children, "permits")
     sem = ctx.Semaphore(1, name="permits", lease=LEASE)
     assert sem.acquire(False) is False
     waiter = _Acquirer(sem, timeout=10) if queued else None
@@ -334,15 +340,7 @@ def test_a_semaphore_taken_over_from_a_dead_holder_says_so(
 def test_a_semaphore_takeover_made_an_error_gives_the_permit_back(
     ctx: polysync.Context, children: _Children
 ) -> None:
-    holder = children.start(
-        """
-        sem = ctx.Semaphore(1, name="strict", lease=1.0)
-        sem.acquire()
-        print("held", flush=True)
-        time.sleep(60)
-        """
-    )
-    children.expect(holder, "held")
+    holder = _semaphore_held_in_a_child(children, "strict")
     sem = ctx.Semaphore(1, name="strict", lease=LEASE)
     holder.kill()
     # The dead holder's permit comes back once its lease runs out.

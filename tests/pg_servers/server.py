@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import glob
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,6 +37,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+from tests.redis_servers.processes import _die_with_parent
+from tests.redis_servers.processes import _port_free as port_free
+from tests.redis_servers.processes import free_port as _free_port
 
 if TYPE_CHECKING:
     import pwd  # POSIX only: imported where used, so the module loads on Windows too
@@ -148,37 +149,9 @@ def _own_dir(prefix: str) -> Path:
     return path
 
 
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port() -> int:
     """A loopback TCP port that is free right now (never one of :data:`RESERVED_PORTS`)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((HOST, 0))
-            port = int(s.getsockname()[1])
-        if port not in RESERVED_PORTS:
-            return port
-    raise PostgresSupportError("no free loopback port found")
-
-
-_libc: Any = None
-if sys.platform.startswith("linux"):
-    with contextlib.suppress(OSError):
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _die_with_parent() -> None:
-    """``preexec_fn`` (after the switch of user): SIGKILL when the starting thread dies."""
-    if _libc is not None:
-        _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    return _free_port(avoid=RESERVED_PORTS)
 
 
 def processes_matching(needle: str) -> list[int]:

@@ -84,6 +84,34 @@ class _Kernel:
             self.script_name, self.keys, ["cancel", *args], min(limit, CLEANUP_TIMEOUT), exact=True
         )
 
+    def _pop_in_slices(
+        self,
+        wkey: str,
+        deadline: float | None,
+        tick: list[Any],
+        next_slice: Callable[[Any], float],
+    ) -> Any:
+        """The message pushed to waiter *wkey*, or ``None`` at *deadline*.
+
+        Pops in slices, running the script's *tick* before each slice but the first (the
+        call that queued the waiter did the first tick's work); *next_slice* gives the
+        next slice's length from the last tick's result.
+        """
+        args: list[Any] | None = None
+        step = POP_SLICE
+        while True:
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+                if step <= 0:
+                    return None
+            result, message = self._server.run_then_pop(
+                self.script_name, self.keys, args, wkey, step
+            )
+            if message is not None:
+                return message
+            step = next_slice(result)
+            args = tick
+
     def _waiter_key(self) -> str:
         return f"{self._base}:w:{self._server.unique_id()}"
 
@@ -689,23 +717,15 @@ class RedisCondition(_Kernel):
     def _await(self, wkey: str, timeout: float | None) -> bool:
         """Block until notified (``True``) or *timeout*, ticking at every slice."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        tick: list[Any] | None = None  # the enqueue did the first tick's work
-        watch = False
-        while True:
-            step = WATCH_SLICE if watch else POP_SLICE
-            if deadline is not None:
-                step = min(step, deadline - time.monotonic())
-                if step <= 0:
-                    return False
-            result, message = self._server.run_then_pop(
-                self.script_name, self.keys, tick, wkey, step
-            )
-            if message is not None:
-                return True
-            # A notification not claimed yet (perhaps sent to a waiter that is gone):
-            # watch it closely, as it lapses to the next live waiter.
-            watch = result is not None and int(result) == 1
-            tick = ["tick", wkey]
+        # A notification not claimed yet (perhaps sent to a waiter that is gone): watch it
+        # closely, as it lapses to the next live waiter.
+        message = self._pop_in_slices(
+            wkey,
+            deadline,
+            ["tick", wkey],
+            lambda result: WATCH_SLICE if result is not None and int(result) == 1 else POP_SLICE,
+        )
+        return message is not None
 
     def notify(self, n: int) -> None:
         if n:
@@ -844,19 +864,10 @@ class RedisBarrier(_Kernel):
 
     def _await(self, wkey: str, deadline: float | None) -> str | None:
         """The message sent to this waiting party, or ``None`` at *deadline*."""
-        tick: list[Any] | None = None  # the arrival did the first tick's work
-        while True:
-            step = POP_SLICE
-            if deadline is not None:
-                step = min(step, deadline - time.monotonic())
-                if step <= 0:
-                    return None
-            _result, message = self._server.run_then_pop(
-                self.script_name, self.keys, tick, wkey, step
-            )
-            if message is not None:
-                return message
-            tick = ["tick", wkey, MESSAGE_TTL_MS]
+        message: str | None = self._pop_in_slices(
+            wkey, deadline, ["tick", wkey, MESSAGE_TTL_MS], lambda _result: POP_SLICE
+        )
+        return message
 
     def reset(self) -> None:
         self._run("reset", MESSAGE_TTL_MS)
