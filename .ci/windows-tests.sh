@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The Windows leg: tests/test_windows.py (the shipped conformance suite + kernel32 checks)
+# and the docs examples tagged windows (tests/test_docs_examples.py)
 # under Wine, with the PSF's embeddable CPython for Windows (.ci/wine-setup.sh makes it).
 #
 # With CI=true a failed setup fails this script (never a silent skip); elsewhere, a
@@ -34,7 +35,7 @@ set +e
 # comes from /dev/null and the output goes through a pipe (tr drops the CRs).
 PYTHONPATH="$(winepath -w "$PWD")" PYTHONDONTWRITEBYTECODE=1 \
   timeout --kill-after=30 "$LIMIT" \
-  wine "$PYTHON_EXE" -m pytest tests/test_windows.py -p no:cacheprovider \
+  wine "$PYTHON_EXE" -m pytest tests/test_windows.py tests/test_docs_examples.py -p no:cacheprovider \
   -o timeout_method=thread "$@" \
   </dev/null 2>&1 | tr -d '\r'
 rc=$?
