@@ -35,5 +35,6 @@ autodoc_default_options = {"members": True}
 
 nitpicky = False
 
-html_theme = "alabaster"
+# furo: a maintained theme with a sidebar of the four sections (pyproject: the docs extra).
+html_theme = "furo"
 html_title = f"polysync {release}"

@@ -21,6 +21,8 @@ import pluggy
 if TYPE_CHECKING:
     from polysync.registry import BackendRegistry
 
+__all__ = ["hookimpl", "polysync_default_backend", "polysync_register_backends"]
+
 PROJECT = "polysync"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
