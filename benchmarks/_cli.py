@@ -33,6 +33,12 @@ class Config:
     c_iters: int
     reps: int
     pin: tuple[int, int] | None
+    #: The peers to run beside polysync (``--against``); ``None``: every peer.
+    peers: frozenset[str] | None
+
+    def runs(self, system: str, always: Sequence[str]) -> bool:
+        """Whether *system* is measured: one of *always* (polysync, controls) or a chosen peer."""
+        return system in always or self.peers is None or system in self.peers
 
     # The arguments of each section's job function, besides the system (and server url).
 
@@ -64,9 +70,11 @@ def parse_args(
     samples: tuple[int, int],
     iters: tuple[int, int],
     pin: tuple[str, str],
+    peers: Sequence[str],
 ) -> argparse.Namespace:
     """Parse *argv*: *samples* and *iters* are the (full, quick) defaults the help shows,
-    *pin* the suite's pinning switch and its help. ``args.sections``: ``--only``, in run order.
+    *pin* the suite's pinning switch and its help, *peers* what ``--against`` may name.
+    ``args.sections``: ``--only``, in run order; ``args.peers``: ``--against`` (``None``: all).
     """
     parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smaller samples, no warm-up")
@@ -87,8 +95,35 @@ def parse_args(
         help=f"C iterations per process (default {iters[0]}; quick {iters[1]})",
     )
     parser.add_argument(pin[0], action="store_true", help=pin[1])
+    parser.add_argument(
+        "--against",
+        metavar="LIST",
+        help=f"the peers to measure beside polysync (default: all of {','.join(peers)})",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw hand-off latencies (B1) and contended throughput (C) into FILE "
+        "(.png or .svg; needs matplotlib, in the bench extra)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per job")
     args = parser.parse_args(argv)
+    args.peers = None
+    if args.against is not None:
+        chosen = [p.strip() for p in args.against.split(",") if p.strip()]
+        strangers = [p for p in chosen if p not in peers]
+        if strangers or not chosen:
+            parser.error(
+                f"unknown peer(s) {', '.join(strangers) or repr(args.against)}; "
+                f"choose from {','.join(peers)}"
+            )
+        args.peers = frozenset(chosen)
+    if args.plot is not None:
+        import _plot
+
+        problem = _plot.cannot_draw(args.plot)
+        if problem:
+            parser.error(problem)
     wanted = [s.strip().upper() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in SECTIONS]
     if unknown:

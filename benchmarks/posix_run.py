@@ -1,6 +1,7 @@
 """The benchmark suite's command line: runs the sections, reports tables, ratios, targets, JSON.
 
-Usage: ``python benchmarks/posix_run.py [--quick] [--json PATH] [--only A,B1,B2,C]``.
+Usage: ``python benchmarks/posix_run.py [--quick] [--json PATH] [--only A,B1,B2,C]
+[--against multiprocessing,raw] [--plot FILE]``.
 polysync's posix backend, multiprocessing (fork context) and a raw posix_ipc semaphore
 are measured side by side in this one run; the ratios ``polysync / peer`` are the figures
 to compare across machines (absolute figures drift). See ``benchmarks/README.md``.
@@ -22,6 +23,7 @@ from typing import Any
 
 import _cli
 import _harness
+import _plot
 import _report
 import posix_measure
 import posix_peers
@@ -54,7 +56,17 @@ def make_config(args: argparse.Namespace) -> Config:
         c_iters=args.iters or (15_000 if quick else 50_000),
         reps=2 if quick else 5,
         pin=_harness.choose_cpus(not args.no_pin),
+        peers=args.peers,
     )
+
+
+def chosen(cfg: Config, systems: Sequence[str]) -> tuple[str, ...]:
+    """*systems* less the peers ``--against`` left out (polysync and the control stay)."""
+    return tuple(s for s in systems if cfg.runs(s, (POLY, NOLOCK)))
+
+
+def chosen_plan(cfg: Config, plan: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    return {s: cols for s, cols in plan.items() if cfg.runs(s, (POLY, NOLOCK))}
 
 
 # -- running the jobs --------------------------------------------------------------------
@@ -92,16 +104,20 @@ run_cells = functools.partial(_harness.run_cells, labels=posix_peers.LABELS, unw
 
 
 def vs_peers(us: dict[str, dict[str, float | None]], cols: Sequence[str]) -> dict[str, Any]:
-    """The ratios ``polysync / multiprocessing`` and ``polysync / raw posix_ipc`` per column."""
+    """The ratios ``polysync / multiprocessing`` and ``polysync / raw posix_ipc`` per column
+    (for the peers that ran)."""
+    names = {MP: VS_MP, RAW: VS_RAW}
     return {
-        VS_MP: {c: _report.ratio(us[POLY][c], us[MP][c]) for c in cols},
-        VS_RAW: {c: _report.ratio(us[POLY][c], us[RAW][c]) for c in cols},
+        name: {c: _report.ratio(us[POLY][c], us[peer][c]) for c in cols}
+        for peer, name in names.items()
+        if peer in us
     }
 
 
 def section_a(cfg: Config, verbose: bool) -> dict[str, Any]:
     cols = posix_measure.A_COLUMNS
-    jobs = [(s, c) for s, cs in posix_measure.A_SYSTEMS.items() for c in cs]
+    plan = chosen_plan(cfg, posix_measure.A_SYSTEMS)
+    jobs = [(s, c) for s, cs in plan.items() for c in cs]
     # One trial per job, the trials of all cells interleaved (see run_cells).
     cells = run_cells(
         "A",
@@ -113,8 +129,7 @@ def section_a(cfg: Config, verbose: bool) -> dict[str, Any]:
         verbose,
     )
     us = {
-        s: {c: _report.median_or_none(cells.pooled(s, c, "trials_us")) for c in cols}
-        for s in posix_measure.A_SYSTEMS
+        s: {c: _report.median_or_none(cells.pooled(s, c, "trials_us")) for c in cols} for s in plan
     }
     ratios = vs_peers(us, cols)
     header = [
@@ -127,7 +142,7 @@ def section_a(cfg: Config, verbose: bool) -> dict[str, Any]:
         "Condition acq+notify+rel",
         "Barrier(1).wait",
     ]
-    rows = _report.grid_rows(cells, posix_measure.A_SYSTEMS, cols, us, posix_peers.LABELS)
+    rows = _report.grid_rows(cells, plan, cols, us, posix_peers.LABELS)
     title = (
         f"A. Uncontended, one process (µs per pair, median of {cfg.a_trials} trials "
         f"of ~{cfg.a_batch_s:g} s batches)"
@@ -141,7 +156,7 @@ def section_a(cfg: Config, verbose: bool) -> dict[str, Any]:
 
 
 def section_b1(cfg: Config, verbose: bool) -> dict[str, Any]:
-    systems = posix_measure.B1_SYSTEMS
+    systems = chosen(cfg, posix_measure.B1_SYSTEMS)
     per_rep = math.ceil(cfg.b1_samples / cfg.reps)
     per_sample_s = (cfg.b1_settle_us + cfg.b1_phase_us) / 1e6 + 0.002
     deadline = 20.0 + (per_rep + cfg.b1_warmup) * per_sample_s * 3
@@ -177,7 +192,8 @@ def section_b1(cfg: Config, verbose: bool) -> dict[str, Any]:
 
 def section_b2(cfg: Config, verbose: bool) -> dict[str, Any]:
     cols = posix_measure.B2_COLUMNS
-    jobs = [(s, c) for s, cs in posix_measure.B2_SYSTEMS.items() for c in cs]
+    plan = chosen_plan(cfg, posix_measure.B2_SYSTEMS)
+    jobs = [(s, c) for s, cs in plan.items() for c in cs]
     per_rep = math.ceil(cfg.b2_rounds / cfg.reps)
     cells = run_cells(
         "B2",
@@ -188,13 +204,10 @@ def section_b2(cfg: Config, verbose: bool) -> dict[str, Any]:
         lambda s, c, rep: {"system": s, **cfg.pingpong_job(c, per_rep)},
         verbose,
     )
-    us = {
-        s: {c: _report.median_or_none(cells.pooled(s, c, "us")) for c in cols}
-        for s in posix_measure.B2_SYSTEMS
-    }
+    us = {s: {c: _report.median_or_none(cells.pooled(s, c, "us")) for c in cols} for s in plan}
     ratios = vs_peers(us, cols)
     header = ["system", "Event", "Semaphore", "Condition", "Barrier(2) cycle"]
-    rows = _report.grid_rows(cells, posix_measure.B2_SYSTEMS, cols, us, posix_peers.LABELS)
+    rows = _report.grid_rows(cells, plan, cols, us, posix_peers.LABELS)
     title = (
         "B2. Ping-pong between two busy processes (µs one-way = round trip / 2; Barrier: µs "
         f"per cycle; median of {per_rep * cfg.reps} rounds; {pin_text(cfg)})"
@@ -208,7 +221,7 @@ def section_b2(cfg: Config, verbose: bool) -> dict[str, Any]:
 
 
 def section_c(cfg: Config, verbose: bool) -> tuple[dict[str, Any], list[str]]:
-    systems = posix_measure.C_SYSTEMS
+    systems = chosen(cfg, posix_measure.C_SYSTEMS)
     cols = [f"N={n}" for n in cfg.c_procs]
     # Generous: a lock that hands over on every acquisition may run 50x slower than the peers.
     worker_timeout = 60.0 if not cfg.quick else 25.0
@@ -238,25 +251,25 @@ def section_c(cfg: Config, verbose: bool) -> tuple[dict[str, Any], list[str]]:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The project's targets, each with its measured ratio and whether it is met."""
+    """The project's targets that this run measured, each with its ratio and verdict."""
     out: list[dict[str, Any]] = []
     a, b1, b2, c = (results.get(s) for s in SECTIONS)
-    if a is not None:
+    if a is not None and VS_RAW in a["ratios"]:
         out.append(
             _report.target(
                 "Lock uncontended <= 2.5x raw posix_ipc", a["ratios"][VS_RAW]["Lock"], 2.5, True
             )
         )
-    if b1 is not None:
+    if b1 is not None and VS_MP in b1["ratios"]:
         median = b1["ratios"][VS_MP]["median"]
         out.append(
             _report.target("hand-off median <= 1.0x multiprocessing Lock", median, 1.0, True)
         )
-    if b2 is not None:
+    if b2 is not None and VS_MP in b2["ratios"]:
         for column in ("Event", "Condition"):
             name = f"{column} ping-pong <= 0.5x multiprocessing"
             out.append(_report.target(name, b2["ratios"][VS_MP][column], 0.5, True))
-    if c is not None and "N=8" in c["ratios"][VS_MP]:
+    if c is not None and "N=8" in c["ratios"].get(VS_MP, {}):
         exact = bool(c["counter_exact"][POLY]["N=8"])
         name = "8-process contended >= 0.7x multiprocessing acq/s, counter exact"
         out.append(_report.target(name, c["ratios"][VS_MP]["N=8"], 0.7, False, exact))
@@ -268,7 +281,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     pin = ("--no-pin", "B1/B2: let the scheduler place the two processes")
-    return _cli.parse_args(argv, __doc__, (900, 200), (50000, 15000), pin)
+    return _cli.parse_args(argv, __doc__, (900, 200), (50000, 15000), pin, (MP, RAW))
 
 
 def wait_for_cleanup(before: set[str], tracker_id: str | None, seconds: float) -> list[str]:
@@ -324,6 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{_report.done_line(elapsed, failures, counter_fails)}, "
         f"{len(leftovers)} /dev/shm leftover(s)"
     )
+    if args.plot:
+        _plot.draw(args.plot, "polysync posix against its peers", results, posix_peers.LABELS,
+                   (NOLOCK,), cfg.quick)  # fmt: skip
     if args.json:
         tail = {"shm_leftovers": leftovers, "exit_status": status}
         _report.write_json(args.json, cfg, args.sections, elapsed, results, found, tail)

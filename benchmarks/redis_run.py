@@ -1,6 +1,7 @@
 """The Redis benchmarks: polysync's redis backend side by side with the Python Redis locks.
 
-Usage: ``python benchmarks/redis_run.py [--quick] [--json PATH] [--only A,B1,B2,C]``.
+Usage: ``python benchmarks/redis_run.py [--quick] [--json PATH] [--only A,B1,B2,C]
+[--against redis-py,pottery,...] [--plot FILE]``.
 
 The suite starts a private ``redis-server`` on a free loopback port (never the machine's
 own :6379) and measures, in this one run and against that one server: polysync's redis
@@ -33,6 +34,7 @@ from typing import Any
 
 import _cli
 import _harness
+import _plot
 import _report
 import redis_measure as rm
 import redis_peers as rp
@@ -76,6 +78,7 @@ def make_config(args: argparse.Namespace) -> Config:
         c_iters=args.iters or (150 if quick else 600),
         reps=1 if quick else 3,
         pin=_harness.choose_cpus(args.pin),
+        peers=args.peers,
     )
 
 
@@ -336,7 +339,7 @@ def targets(results: dict[str, Any], polysync_ok: bool) -> list[dict[str, Any]]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     pin = ("--pin", "B1/B2: pin the two processes to two CPUs")
-    return _cli.parse_args(argv, __doc__, (300, 60), (600, 150), pin)
+    return _cli.parse_args(argv, __doc__, (300, 60), (600, 150), pin, PEERS)
 
 
 def available_peers() -> tuple[list[str], list[str]]:
@@ -423,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"polysync redis: not available ({detail})")
         print()
-        systems = ([POLYSYNC] if polysync_ok else []) + peers
+        systems = ([POLYSYNC] if polysync_ok else []) + [p for p in peers if cfg.runs(p, ())]
         if cfg.warmup_s:
             _harness.warm_up(cfg.warmup_s)
         results: dict[str, Any] = {}
@@ -452,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for key in keys_left["persistent"][:20]:
         print(f"  key without a TTL (not a peer's; a leak?): {key}")
+    if args.plot:
+        _plot.draw(args.plot, "polysync redis against its peers", results, LABELS, (NOLOCK,),
+                   cfg.quick)  # fmt: skip
     if args.json:
         meta = {
             "redis_server": server.version,

@@ -1,4 +1,4 @@
-"""The ``polysync`` command line: ``backends``, ``inspect``, ``rm``, ``demo``, ``--version``.
+"""The ``polysync`` command: ``backends``, ``inspect``, ``rm``, ``bench``, ``demo``, ``--version``.
 
 ``main(argv)`` returns the exit status: 0 on success; 1 when a demo scenario fails, a
 named object does not exist, or the backend fails (an unreachable server); 2 on bad
@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polysync.errors import NotFoundError, PolysyncError
@@ -329,6 +331,16 @@ def _workers(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 10,000,000, not {value}")
+    return value
+
+
 def _error(message: str) -> int:
     print(f"{_PROG}: error: {message}", file=sys.stderr)
     return 2
@@ -384,6 +396,45 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if passed == len(results) else 1
 
 
+#: The benchmark suites of a source checkout, per backend (``benchmarks/<backend>_run.py``).
+BENCH_SUITES = ("posix", "redis")
+
+
+def benchmarks_folder() -> Path | None:
+    """The source checkout's ``benchmarks/`` beside the package, if this polysync has one."""
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    return folder if (folder / "posix_run.py").is_file() else None
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from polysync.api import get_context
+
+    backend = args.backend or get_context().name
+    if backend not in BENCH_SUITES:
+        return _error(
+            f"no benchmark suite for the {backend!r} backend; there are suites for "
+            f"{' and '.join(BENCH_SUITES)}"
+        )
+    folder = benchmarks_folder()
+    if folder is None:
+        return _error(
+            "polysync bench runs the benchmark suite of a source checkout (benchmarks/ beside "
+            "the polysync package), which this installation does not have: clone the "
+            "repository and pip install -e '.[bench]' there"
+        )
+    command = [sys.executable, str(folder / f"{backend}_run.py"), "-v"]
+    for flag in ("quick",):
+        if getattr(args, flag):
+            command.append(f"--{flag}")
+    for option in ("only", "against", "plot", "json", "samples", "iters"):
+        value = getattr(args, option)
+        if value is not None:
+            command += [f"--{option}", str(value)]
+    # The suite prints its tables and, with -v, a progress line per job on stderr; its exit
+    # status (1: a hung job, a wrong counter, a leftover object) is this command's.
+    return subprocess.run(command, cwd=folder, check=False).returncode
+
+
 # -- the parser --------------------------------------------------------------------------------
 
 
@@ -433,6 +484,27 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("names", metavar="NAME", nargs="+", help="an object's name")
     _add_backend_arguments(rm)
     rm.set_defaults(handler=_cmd_rm)
+
+    bench = commands.add_parser(
+        "bench",
+        help="run the benchmark suite against the peers, with progress and tables",
+        description="Run a backend's benchmark suite (posix: against multiprocessing and raw "
+        "posix_ipc; redis: against redis-py's Lock, python-redis-lock, pottery and sherlock, "
+        "on a private redis-server it starts) side by side in one run, print the tables and "
+        "the ratios, and optionally draw a picture. Needs a source checkout and the bench "
+        "extra. Exit status 1 if a job hung or failed or a counter was wrong.",
+    )
+    bench.add_argument(
+        "--backend", metavar="NAME", help=f"the suite to run: {', '.join(BENCH_SUITES)}"
+    )
+    bench.add_argument("--against", metavar="PEER,...", help="only these peers (default: all)")
+    bench.add_argument("--plot", metavar="FILE", help="draw latencies and throughput (.png, .svg)")
+    bench.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
+    bench.add_argument("--quick", action="store_true", help="small sizes (seconds, not minutes)")
+    bench.add_argument("--only", metavar="A,B1,B2,C", help="only these sections")
+    bench.add_argument("--samples", metavar="N", type=_count, help="hand-off samples (B1)")
+    bench.add_argument("--iters", metavar="K", type=_count, help="iterations per process (C)")
+    bench.set_defaults(handler=_cmd_bench)
 
     names = list(SCENARIOS)
     demo = commands.add_parser(
