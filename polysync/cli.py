@@ -429,7 +429,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for option in ("only", "against", "plot", "json", "samples", "iters"):
         value = getattr(args, option)
         if value is not None:
-            command += [f"--{option}", str(value)]
+            # The suite runs in benchmarks/: a file is named relative to where the user is.
+            shown = str(Path(value).absolute()) if option in ("plot", "json") else str(value)
+            command += [f"--{option}", shown]
     # The suite prints its tables and, with -v, a progress line per job on stderr; its exit
     # status (1: a hung job, a wrong counter, a leftover object) is this command's.
     return subprocess.run(command, cwd=folder, check=False).returncode

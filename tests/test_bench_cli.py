@@ -12,10 +12,12 @@ import pytest
 from polysync import cli
 
 
-def _bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def _bench(
+    *args: str, timeout: float = 240, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "polysync", "bench", *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd,
     )  # fmt: skip
 
 
@@ -50,15 +52,17 @@ def test_an_installation_without_the_suite_says_what_to_do(
     monkeypatch.setattr(cli, "benchmarks_folder", lambda: None)
     assert cli.main(["bench", "--backend", "posix"]) == 2
     err = capsys.readouterr().err
-    assert "source checkout" in err and "pip install -e '.[bench]'" in err
+    assert "source checkout" in err
+    assert "pip install -e '.[bench]'" in err
 
 
 @pytest.mark.timeout(300)
 def test_a_quick_posix_run_against_one_peer_draws_its_picture(tmp_path: Path) -> None:
     picture, figures = tmp_path / "bench.png", tmp_path / "bench.json"
-    done = _bench(
+    done = _bench(  # files named relative to the caller's folder, as a user would
         "--backend", "posix", "--quick", "--only", "B1,C", "--samples", "40", "--iters", "2000",
-        "--against", "multiprocessing", "--plot", str(picture), "--json", str(figures),
+        "--against", "multiprocessing", "--plot", "bench.png", "--json", "bench.json",
+        cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
