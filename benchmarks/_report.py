@@ -277,9 +277,12 @@ def write_json(
     *cfg* is the suite's ``Config``; *meta* the suite's own ``meta`` keys; *tail* the
     document's last keys (the suite's clean-up check, then ``exit_status``).
     """
+    import _plot
+
     document = {
         "meta": {
             "quick": cfg.quick,
+            "provenance": _plot.provenance(cfg.quick),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),

@@ -338,8 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(leftovers)} /dev/shm leftover(s)"
     )
     if args.plot:
-        _plot.draw(args.plot, "polysync posix against its peers", results, posix_peers.LABELS,
-                   (NOLOCK,), cfg.quick)  # fmt: skip
+        footer = _plot.provenance(cfg.quick)
+        _plot.draw(args.plot, _plot.TITLES["posix"], results, posix_peers.LABELS, (NOLOCK,), footer)
     if args.json:
         tail = {"shm_leftovers": leftovers, "exit_status": status}
         _report.write_json(args.json, cfg, args.sections, elapsed, results, found, tail)

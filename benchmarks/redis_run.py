@@ -456,8 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in keys_left["persistent"][:20]:
         print(f"  key without a TTL (not a peer's; a leak?): {key}")
     if args.plot:
-        _plot.draw(args.plot, "polysync redis against its peers", results, LABELS, (NOLOCK,),
-                   cfg.quick)  # fmt: skip
+        footer = _plot.provenance(cfg.quick)
+        _plot.draw(args.plot, _plot.TITLES["redis"], results, LABELS, (NOLOCK,), footer)
     if args.json:
         meta = {
             "redis_server": server.version,
