@@ -1,11 +1,13 @@
-"""Bad input, property-tested: every factory and method, on the posix, thread and redis backends.
+"""Bad input, property-tested: every factory and method, on the posix, thread, redis and
+postgres backends.
 
 Each refused case must raise exactly ``TypeError`` or ``ValueError`` (never
 ``OverflowError``, ``OSError``, ``UnicodeEncodeError``, ``AssertionError`` or a redis
 error), name the offending value (its repr, or its type for a ``TypeError``), and leave
 nothing behind: no new polysync entries in /dev/shm, no new names in the thread
-backend's table, no new keys in the redis namespace. The valid edges (0 and
-``polysync.MAX_VALUE``, 255-character names, huge timeouts) must work.
+backend's table, no new keys in the redis namespace, no new rows in the postgres schema.
+The valid edges (0 and ``polysync.MAX_VALUE``, 255-character names, huge timeouts) must
+work.
 
 Written for issue 8 ("bad input"); each test failed on 409d9ff, before the fix.
 ``POLYSYNC_INPUT_EXAMPLES`` sets hypothesis's examples per test (default 50); the number
@@ -57,9 +59,15 @@ fuzz = settings(
 # -- the backends ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["posix", "thread", "redis"])
+@pytest.fixture(scope="module", params=["posix", "thread", "redis", "postgres"])
 def ctx(request: pytest.FixtureRequest) -> Iterator[polysync.Context]:
-    if request.param == "redis":
+    if request.param == "postgres":
+        pytest.importorskip("psycopg")
+        server = request.getfixturevalue("pg_server")
+        context = polysync.get_context("postgres", url=server.url, schema=TOKEN)
+        yield context
+        context.backend.close()
+    elif request.param == "redis":
         pytest.importorskip("redis")
         server = request.getfixturevalue("redis_server")
         yield polysync.get_context("redis", url=server.url, prefix=TOKEN)
@@ -91,6 +99,12 @@ def residue(ctx: polysync.Context) -> frozenset[str]:
     if ctx.name == "thread":
         return frozenset(str(name) for name in thread_backend._named)
     backend: Any = ctx.backend
+    if ctx.name == "postgres":
+        rows = backend.server.query_all(
+            f"SELECT name FROM {TOKEN}.objects UNION ALL SELECT 'row of ' || id::text "
+            f"FROM {TOKEN}.holders WHERE id NOT IN (SELECT id FROM {TOKEN}.objects)"
+        )
+        return frozenset(str(row[0]) for row in rows)
     return frozenset(k.decode() for k in backend.client.keys(f"{TOKEN}:*"))
 
 
@@ -449,7 +463,7 @@ def test_every_factory_takes_a_name_of_the_maximum_length(
         first.close()
         again.close()
     assert not _stored(ctx, name)
-    if kind == "Condition" and ctx.name != "redis":  # (on redis: seen in the namespace)
+    if kind == "Condition" and ctx.name not in ("redis", "postgres"):  # (seen in the store)
         assert not _stored(ctx, name + ".lock")  # its lock went with it
     accepted(ctx)
 

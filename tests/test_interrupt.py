@@ -73,7 +73,7 @@ _CASES = {
 }
 
 
-@pytest.mark.parametrize("backend", ["posix", "thread", "redis"])
+@pytest.mark.parametrize("backend", ["posix", "thread", "redis", "postgres"])
 @pytest.mark.parametrize("case", sorted(_CASES))
 def test_ctrl_c_interrupts_and_leaves_state_consistent(
     backend: str, case: str, request: pytest.FixtureRequest
@@ -81,6 +81,9 @@ def test_ctrl_c_interrupts_and_leaves_state_consistent(
     options = {}
     if backend == "redis":  # a wait there is a blocking read on a socket
         options = {"url": request.getfixturevalue("redis_server").url, "prefix": "ctrl-c"}
+    if backend == "postgres":  # a Lock waits blocked in the server; the others on NOTIFY
+        pytest.importorskip("psycopg")
+        options = {"url": request.getfixturevalue("pg_server").url, "schema": "ctrl_c"}
     code = _PRELUDE.format(backend=backend, options=options) + textwrap.dedent(_CASES[case])
     out = run_python(code, timeout=50)
     lines = out.stdout.split()

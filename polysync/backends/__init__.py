@@ -48,6 +48,14 @@ def polysync_register_backends(registry: BackendRegistry) -> None:
             description="Redis (standalone, Sentinel or Cluster): processes on many hosts",
         )
     )
+    registry.register(
+        BackendSpec(
+            "postgres",
+            "polysync.backends.postgres:PostgresBackend",
+            install_hint="pip install 'polysync-primitives[postgres]'",
+            description="PostgreSQL (session advisory locks, LISTEN/NOTIFY): many hosts",
+        )
+    )
 
 
 @hookimpl(trylast=True)

@@ -1,8 +1,10 @@
-"""The postgres backend (in progress): PostgreSQL through psycopg 3, shared across hosts.
+"""The postgres backend: PostgreSQL through psycopg 3, shared across processes and hosts.
 
-This first slice holds the connection layer only (:mod:`.connection`: options, secret-free
-descriptions, error translation, the refusal of transaction pooling); the primitives,
-built on session advisory locks and ``LISTEN``/``NOTIFY``, and the backend class come
-later, and the backend is not registered yet. Nothing here imports psycopg until a
-connection is asked for.
+:mod:`.connection` (options, secret-free descriptions, error translation, the refusal of
+transaction pooling), :mod:`.sql` (the schema's tables and functions), :mod:`.server`
+(the sessions of one backend instance, its liveness session and bounded waits),
+:mod:`.kernels` (the primitives) and :mod:`.backend` (``PostgresBackend``). Nothing here
+imports psycopg until a connection is asked for.
 """
+
+from polysync.backends.postgres.backend import PostgresBackend as PostgresBackend

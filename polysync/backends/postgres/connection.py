@@ -231,6 +231,8 @@ def translate(exc: Exception, where: str) -> PolysyncError:
     pg = _psycopg()
     detail = mask(_one_line(str(exc))) or type(exc).__name__
     if isinstance(exc, (pg.OperationalError, pg.InterfaceError)):
+        # QueryCanceled is an OperationalError: a statement_timeout (or a cancel from
+        # another session) ended the wait; the server did not answer in time.
         return errors.server_unreachable("PostgreSQL", where, detail)
     return PolysyncError(f"PostgreSQL at {where} failed: {detail}")
 

@@ -1,0 +1,270 @@
+"""The PostgreSQL benchmarks: polysync's postgres backend beside raw advisory locks and tooz.
+
+Usage: ``python benchmarks/postgres_run.py [--pairs N] [--handoffs N] [--procs P]
+[--iters N] [--trials T] [--url URL]``.
+
+Without ``--url`` it starts a private PostgreSQL 15 cluster on a free loopback port (the
+test suite's ``tests/pg_servers``: initdb into a temporary directory, never the machine's
+own 5432; ``fsync=off``, ``synchronous_commit=off`` for every contender alike). In this one
+run, against that one server, it measures:
+
+* **A, the uncontended pair**: ``acquire()`` + ``release()`` of one lock, per pair, for
+  polysync's Lock, the raw ``SELECT pg_advisory_lock(1, n)`` / ``pg_advisory_unlock``
+  through psycopg 3 (the floor), and tooz's PostgreSQL driver (psycopg2), when installed;
+* **B, the hand-off**: a holder releases while a waiter is blocked in the server; the time
+  from just before the release to the waiter's return (median and p90);
+* **C, contention**: *P* processes each take the lock *N* times around an increment of a
+  shared counter (``multiprocessing.Value``, no lock of its own): acquisitions per second,
+  and whether the counter is exact (FAIL if not).
+
+Reports the ratios ``polysync / raw`` (the issue's targets: A <= 1.2, B <= 1.5, C >= 0.8
+of raw); targets are reported, never asserted. Exit status 1 if a counter was wrong.
+The defaults are small (a quick run on a shared machine); raise them for real figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+RAW = "raw pg_advisory_lock (psycopg 3)"
+POLYSYNC = "polysync postgres Lock"
+TOOZ = "tooz pgsql driver (psycopg2)"
+
+
+# -- the contenders: each makes a (acquire, release) pair on its own connections --------
+
+
+class Raw:
+    """``pg_advisory_lock(1, key)`` / ``pg_advisory_unlock`` on one autocommit connection."""
+
+    def __init__(self, url: str, key: int) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.key = key
+
+    def acquire(self) -> None:
+        self.conn.execute("SELECT pg_advisory_lock(1, %s)", (self.key,))
+
+    def release(self) -> None:
+        self.conn.execute("SELECT pg_advisory_unlock(1, %s)", (self.key,))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Polysync:
+    def __init__(self, url: str, key: int) -> None:
+        import polysync
+
+        self.ctx = polysync.get_context("postgres", url=url, schema="bench")
+        self.lock = self.ctx.Lock(name=f"bench-{key}")
+
+    def acquire(self) -> None:
+        self.lock.acquire()
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def close(self) -> None:
+        self.lock.close()
+
+
+class Tooz:
+    def __init__(self, url: str, key: int) -> None:
+        from tooz import coordination
+
+        self.coord = coordination.get_coordinator(url, f"bench-{os.getpid()}-{key}".encode())
+        self.coord.start()
+        self.lock = self.coord.get_lock(f"bench-{key}".encode())
+
+    def acquire(self) -> None:
+        self.lock.acquire(blocking=True)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def close(self) -> None:
+        self.coord.stop()
+
+
+def contenders() -> dict[str, type[Any]]:
+    found: dict[str, type[Any]] = {RAW: Raw, POLYSYNC: Polysync}
+    try:
+        import psycopg2  # noqa: F401
+        import tooz.drivers.pgsql  # noqa: F401
+    except ImportError as exc:
+        print(f"tooz not measured ({exc}): pip install tooz psycopg2-binary", file=sys.stderr)
+    else:
+        found[TOOZ] = Tooz
+    return found
+
+
+# -- A: the uncontended pair ---------------------------------------------------------------
+
+
+def uncontended(make: Callable[[], Any], pairs: int, trials: int) -> float:
+    """Microseconds per acquire+release pair: the best of *trials* runs of *pairs*."""
+    lock = make()
+    try:
+        for _ in range(min(50, pairs)):  # warm up (psycopg prepares after 5 executions)
+            lock.acquire()
+            lock.release()
+        best = float("inf")
+        for _ in range(trials):
+            start = time.perf_counter()
+            for _ in range(pairs):
+                lock.acquire()
+                lock.release()
+            best = min(best, (time.perf_counter() - start) / pairs * 1e6)
+        return best
+    finally:
+        lock.close()
+
+
+# -- B: the hand-off -------------------------------------------------------------------
+
+
+def handoff(make: Callable[[], Any], rounds: int) -> tuple[float, float]:
+    """Median and p90 microseconds from a release to the blocked waiter's return."""
+    holder, waiter = make(), make()
+    samples: list[float] = []
+    try:
+        for _ in range(rounds):
+            holder.acquire()
+            got = threading.Event()
+            stamp: list[float] = []
+
+            def wait() -> None:
+                waiter.acquire()
+                stamp.append(time.perf_counter())  # noqa: B023
+                got.set()  # noqa: B023
+
+            thread = threading.Thread(target=wait, daemon=True)
+            thread.start()
+            time.sleep(0.005)  # the waiter is blocked in the server by now
+            start = time.perf_counter()
+            holder.release()
+            if not got.wait(10):
+                raise RuntimeError("the waiter was not woken within 10 s")
+            samples.append((stamp[0] - start) * 1e6)
+            thread.join(10)
+            waiter.release()
+    finally:
+        holder.close()
+        waiter.close()
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.9) - 1]
+
+
+# -- C: contention -----------------------------------------------------------------------
+
+
+def _worker(kind: str, url: str, counter: Any, iters: int, start: Any) -> None:
+    lock = contenders()[kind](url, 0)
+    try:
+        start.wait()
+        for _ in range(iters):
+            lock.acquire()
+            counter.value += 1
+            lock.release()
+    finally:
+        lock.close()
+
+
+def contention(kind: str, url: str, procs: int, iters: int) -> tuple[float, bool]:
+    """Acquisitions per second with *procs* processes, and whether the counter is exact."""
+    mp = multiprocessing.get_context("spawn")
+    counter = mp.RawValue("q", 0)
+    start = mp.Event()
+    workers = [
+        mp.Process(target=_worker, args=(kind, url, counter, iters, start), daemon=True)
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    time.sleep(1.0 + 0.2 * procs)  # every worker connected and waiting at the start line
+    began = time.perf_counter()
+    start.set()
+    for w in workers:
+        w.join(600)
+    elapsed = time.perf_counter() - began
+    ok = all(w.exitcode == 0 for w in workers) and counter.value == procs * iters
+    return procs * iters / elapsed, ok
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def server(url: str | None) -> Iterator[str]:
+    if url:
+        yield url
+        return
+    from tests.pg_servers import PrivatePostgres
+
+    with PrivatePostgres() as pg:
+        yield pg.url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=2000, help="pairs per trial (A)")
+    parser.add_argument("--trials", type=int, default=3, help="trials of A (best is kept)")
+    parser.add_argument("--handoffs", type=int, default=200, help="hand-offs measured (B)")
+    parser.add_argument("--procs", type=int, default=8, help="contending processes (C)")
+    parser.add_argument("--iters", type=int, default=100, help="acquisitions per process (C)")
+    parser.add_argument("--url", default=None, help="a server to use instead of a private one")
+    args = parser.parse_args(argv)
+    found = contenders()
+    failed = False
+    with server(args.url) as url:
+        print(f"server: {url.split('@')[-1]}; psycopg pairs={args.pairs} trials={args.trials}")
+        # tooz connects anew for every acquisition (its release closes the connection):
+        # a few dozen pairs tell its cost.
+        a = {
+            name: uncontended(
+                lambda cls=cls: cls(url, 1),
+                min(args.pairs, 50) if name == TOOZ else args.pairs,
+                args.trials,
+            )
+            for name, cls in found.items()
+        }
+        b = {
+            name: handoff(lambda cls=cls: cls(url, 2), args.handoffs) for name, cls in found.items()
+        }
+        c = {name: contention(name, url, args.procs, args.iters) for name in found}
+    print("\nA. uncontended acquire+release pair (us per pair, best of trials)")
+    for name, us in a.items():
+        print(f"  {name:36s} {us:9.1f}   x{us / a[RAW]:.2f} of raw")
+    print("\nB. hand-off: release -> blocked waiter returns (us, median / p90)")
+    for name, (median, p90) in b.items():
+        print(f"  {name:36s} {median:9.1f} / {p90:9.1f}   x{median / b[RAW][0]:.2f} of raw")
+    print(f"\nC. {args.procs} processes x {args.iters} acquisitions (acquisitions/s)")
+    for name, (rate, ok) in c.items():
+        failed = failed or not ok
+        verdict = "exact" if ok else "FAIL: the counter is wrong"
+        print(f"  {name:36s} {rate:9.0f}   x{rate / c[RAW][0]:.2f} of raw   {verdict}")
+    print(
+        "\ntargets (issue 11): A <= 1.2x raw, B <= 1.5x raw, C >= 0.8x raw: "
+        f"A x{a[POLYSYNC] / a[RAW]:.2f}, B x{b[POLYSYNC][0] / b[RAW][0]:.2f}, "
+        f"C x{c[POLYSYNC][0] / c[RAW][0]:.2f}"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

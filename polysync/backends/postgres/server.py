@@ -1,0 +1,548 @@
+"""``PostgresServer``: the connections of one backend instance, its liveness session, its waits.
+
+* **The idle pool.** Short statements, and every acquisition of a Lock or RLock, take a
+  connection from a small pool of idle sessions (``pool_size``) and give it back; a
+  session that holds a lock stays with its holder until the release (a session advisory
+  lock belongs to its session). Server connections therefore grow with the holders and
+  the blocked Lock waiters of a process (each waits in a session of its own, blocked in
+  the server), plus one liveness session, plus at most ``pool_size`` idle ones.
+* **The liveness session** (:class:`Liveness`): one connection per backend instance that
+  ``LISTEN``\\ s on the schema's channel and whose backend pid and start time mark the
+  rows this process records (permits, Condition waiters, Barrier parties, uses of
+  anonymous objects): a row whose session is gone belongs to a process that is gone. Its
+  thread wakes local waiters on ``NOTIFY`` (never a sleep loop), and watches the
+  sockets of the sessions that hold locks, so that a holder whose session the server
+  closed (a restart, ``pg_terminate_backend``, a network loss seen by TCP keepalives)
+  learns it at once (``lost``).
+* **Bounded waits.** A statement that blocks in the server runs with a client-side bound
+  as well (:meth:`PostgresServer.wait_query`): a server that stops answering costs the
+  caller its timeout and a :class:`~polysync.BackendConnectionError`, never a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import math
+import os
+import select
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from polysync import errors
+from polysync.backends.postgres import connection as _connection
+from polysync.backends.postgres import sql as _sql
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["Liveness", "PostgresServer"]
+
+#: Seconds between two looks of a waiter at what no NOTIFY announces: a permit holder,
+#: a notified Condition waiter or a Barrier party that died (their session ended).
+WATCH_SLICE = 1.0
+#: Seconds a client waits for the server's answer past the server-side timeout.
+ANSWER_MARGIN = 1.0
+#: Seconds the liveness thread sleeps between two attempts to reconnect.
+RECONNECT_PAUSE = 0.5
+#: libpq keepalive settings added to a URL that sets none: a dead peer is seen in ~15 s.
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+}
+
+#: What each session asks of the server's side of its TCP connection (ignored on unix
+#: sockets): a client silent for ~16 s is dropped, and what it held is released.
+SERVER_KEEPALIVES = (
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3"
+)
+
+Row = tuple[Any, ...]
+_servers: weakref.WeakSet[PostgresServer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for server in list(_servers):
+        server._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class PostgresServer:
+    """One backend instance's sessions on one server, schema and advisory classid."""
+
+    def __init__(
+        self, options: _connection.PostgresSettings, *, classid: int, pool_size: int
+    ) -> None:
+        self.options = _with_keepalives(options)
+        self.where = options.where
+        self.schema = options.schema
+        self.classid = classid
+        self.channel = _sql.channel(options.schema)
+        self.pool_size = pool_size
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._liveness: Liveness | None = None
+        _servers.add(self)
+        conn = self.connect()
+        try:
+            _connection.refuse_transaction_pooling(conn, self.options)
+            self._install(conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        self.give(conn)
+
+    # -- connections -----------------------------------------------------------------
+
+    def connect(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        """A new session (autocommit), set up to notice a client that went away.
+
+        A caller with *timeout* seconds left waits at most that long (but libpq's
+        minimum, 2 s) for the connection, not the whole ``connect_timeout``.
+        """
+        options = self.options
+        if timeout is not None and timeout + ANSWER_MARGIN < options.connect_timeout:
+            from dataclasses import replace
+
+            bound = max(_connection.MIN_CONNECT_TIMEOUT, timeout + ANSWER_MARGIN)
+            options = replace(options, connect_timeout=bound)
+        conn = _connection.connect(options)
+        with self.translated():
+            # The server drops a client cut off silently (a partition) within ~16 s, a few
+            # seconds after that client's own keepalives tell it (~11 s): a holder learns
+            # it lost the lock before anyone else can be granted it.
+            setup = SERVER_KEEPALIVES
+            if conn.info.server_version >= 140000:
+                # A session blocked in a lock wait notices a client that is gone.
+                setup += "; SET client_connection_check_interval = 2000"
+            conn.execute(setup.encode())
+        return conn
+
+    def _install(self, conn: psycopg.Connection[Any]) -> None:
+        s = self.schema
+        mark = f"polysync {_sql.SCHEMA_VERSION}"
+        with self.translated():
+            row = conn.execute(
+                "SELECT obj_description(to_regnamespace(%s), 'pg_namespace')", (s,)
+            ).fetchone()
+            if row is not None and row[0] == mark:
+                return
+            with conn.transaction():
+                conn.execute(_sql.install_script(s, self.classid).encode())
+                conn.execute(f"COMMENT ON SCHEMA {s} IS '{mark}'".encode())
+
+    def take(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        """An idle session of the pool, or a new one (within *timeout*, see :meth:`connect`)."""
+        self._check_fork()
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self.connect(timeout)
+            if _alive(conn):
+                return conn
+            self.discard(conn)  # closed by the server (a restart): try the next one
+
+    def give(self, conn: psycopg.Connection[Any]) -> None:
+        """Give back a session that holds nothing."""
+        if os.getpid() != self._pid:
+            return  # a parent's session: never touch it
+        usable = not conn.closed and not conn.broken and conn.info.transaction_status == 0
+        with self._lock:
+            if usable and len(self._idle) < self.pool_size:
+                self._idle.append(conn)
+                return
+        self.discard(conn)
+
+    def discard(self, conn: psycopg.Connection[Any]) -> None:
+        """Close a session (the server releases whatever it held)."""
+        if os.getpid() == self._pid:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _flush(self) -> None:
+        """Drop the idle sessions (after a connection error: they are likely dead too)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self.discard(conn)
+
+    def _check_fork(self) -> None:
+        if os.getpid() != self._pid:
+            self._forked()
+
+    def _forked(self) -> None:
+        """In a child: the parent's sessions are the parent's; start afresh, closing none."""
+        if os.getpid() == self._pid:
+            return
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._idle = []  # psycopg never finishes a connection of another process
+        self._liveness = None
+
+    def close(self) -> None:
+        """Close the idle sessions and the liveness session (held ones stay)."""
+        self._flush()
+        liveness, self._liveness = self._liveness, None
+        if liveness is not None:
+            liveness.stop()
+
+    # -- statements -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def translated(self) -> Iterator[None]:
+        """psycopg's errors as polysync's; a connection error also drops the idle pool."""
+        try:
+            with _connection.translated(self.where):
+                yield
+        except errors.BackendConnectionError:
+            self._flush()
+            raise
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        """Run *sql* on an idle session: its first row (``None``: no row)."""
+        conn = self.take()
+        try:
+            with self.translated():
+                cur = conn.execute(sql.encode(), params)
+                row = cur.fetchone() if cur.description is not None else None
+        except BaseException:
+            self.discard(conn)
+            raise
+        self.give(conn)
+        return row
+
+    def query_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        """Run *sql* on an idle session: all its rows."""
+        conn = self.take()
+        try:
+            with self.translated():
+                cur = conn.execute(sql.encode(), params)
+                rows = cur.fetchall() if cur.description is not None else []
+        except BaseException:
+            self.discard(conn)
+            raise
+        self.give(conn)
+        return rows
+
+    def wait_query(
+        self,
+        conn: psycopg.Connection[Any],
+        sql: str,
+        params: Sequence[object],
+        timeout: float | None,
+    ) -> Row | None:
+        """Run *sql*, which may block in the server, on *conn*: its first row.
+
+        With a *timeout* (the server-side bound of the statement), the client waits
+        ``ANSWER_MARGIN`` more for the answer, then closes *conn* and raises
+        :class:`~polysync.BackendConnectionError`. Ctrl-C cancels the statement in the
+        server (psycopg does) and propagates; the caller gives back what it may hold.
+        """
+        pg = _connection._psycopg()
+        limit = None if timeout is None else timeout + ANSWER_MARGIN
+        overrun: type[BaseException] | None = getattr(pg.errors, "_WaitTimeout", None)
+        cur: Any = conn.cursor()
+        try:
+            with self.translated():
+                if overrun is None:  # psycopg without bounded waits: the server's bound only
+                    cur.execute(sql.encode(), params)
+                else:
+                    try:
+                        with conn.lock:
+                            conn.wait(cur._execute_gen(sql.encode(), params), timeout=limit)
+                    except overrun:
+                        self.discard(conn)
+                        raise errors.server_unreachable(
+                            "PostgreSQL", self.where, f"no answer within {limit:g} s"
+                        ) from None
+                row: Row | None = cur.fetchone()
+        finally:
+            with contextlib.suppress(Exception):
+                cur.close()
+        return row
+
+    # -- the liveness session ----------------------------------------------------------
+
+    @property
+    def liveness(self) -> Liveness:
+        """The liveness session of this process (started on first use)."""
+        self._check_fork()
+        live = self._liveness
+        if live is None:
+            with self._lock:
+                live = self._liveness
+                if live is None:
+                    live = self._liveness = Liveness(self)
+                    weakref.finalize(self, live.stop)
+        return live
+
+    def identity(self) -> tuple[int, datetime.datetime]:
+        """(backend pid, start) of this process's liveness session: what marks its rows."""
+        return self.liveness.identity()
+
+
+class Liveness:
+    """The liveness session: ``LISTEN``, wake-ups of local waiters, watched holder sessions."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        # Weakly: a backend nobody uses any more is collected, and its finalizer stops
+        # this thread (which would otherwise keep it, and its sessions, alive).
+        self._server_ref = weakref.ref(server)
+        self._where = server.where
+        self._mutex = threading.Lock()
+        self._waiters: dict[int, set[threading.Event]] = {}
+        self._watched: dict[int, tuple[psycopg.Connection[Any], Callable[[], object]]] = {}
+        self._conn: psycopg.Connection[Any] | None = None
+        self._identity: tuple[int, datetime.datetime] | None = None
+        self._error: errors.PolysyncError | None = None
+        self._stopped = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._connect()
+        self._thread = threading.Thread(
+            target=self._run, name="polysync-postgres-liveness", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def _server(self) -> PostgresServer:
+        server = self._server_ref()
+        if server is None:
+            self._stopped = True
+            raise errors.server_unreachable("PostgreSQL", self._where, "the backend is gone")
+        return server
+
+    def _discard(self, conn: psycopg.Connection[Any]) -> None:
+        server = self._server_ref()
+        if server is not None:
+            server.discard(conn)
+        else:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _connect(self) -> None:
+        server = self._server
+        conn = server.connect()
+        try:
+            with server.translated():
+                conn.execute(f'LISTEN "{server.channel}"'.encode())
+                row = conn.execute(
+                    "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+                ).fetchone()
+        except BaseException:
+            server.discard(conn)
+            raise
+        assert row is not None
+        self._conn = conn
+        self._identity = (int(row[0]), row[1])
+        self._error = None
+
+    def identity(self) -> tuple[int, datetime.datetime]:
+        ident = self._identity
+        if ident is None:
+            raise self._error or errors.server_unreachable(
+                "PostgreSQL", self._where, "the liveness session is reconnecting"
+            )
+        return ident
+
+    # -- waiters -------------------------------------------------------------------------
+
+    def subscribe(self, oid: int) -> threading.Event:
+        """An Event set by the next NOTIFY about object *oid* (or a reconnection)."""
+        event = threading.Event()
+        with self._mutex:
+            self._waiters.setdefault(oid, set()).add(event)
+        return event
+
+    def unsubscribe(self, oid: int, event: threading.Event) -> None:
+        with self._mutex:
+            found = self._waiters.get(oid)
+            if found is not None:
+                found.discard(event)
+                if not found:
+                    del self._waiters[oid]
+
+    def _wake(self, oid: int | None) -> None:
+        with self._mutex:
+            if oid is None:
+                events = [e for group in self._waiters.values() for e in group]
+            else:
+                events = list(self._waiters.get(oid, ()))
+        for event in events:
+            event.set()
+
+    # -- watched holder sessions -------------------------------------------------------
+
+    def watch(self, conn: psycopg.Connection[Any], on_lost: Callable[[], object]) -> None:
+        """Call *on_lost* (from this thread) if the server closes *conn* while it holds."""
+        with self._mutex:
+            self._watched[id(conn)] = (conn, on_lost)
+
+    def unwatch(self, conn: psycopg.Connection[Any]) -> None:
+        with self._mutex:
+            self._watched.pop(id(conn), None)
+
+    def _check_watched(self, ready: list[int]) -> None:
+        with self._mutex:
+            watched = list(self._watched.values())
+        for conn, on_lost in watched:
+            try:
+                fd = conn.pgconn.socket
+            except Exception:
+                fd = -1
+            if fd != -1 and fd not in ready:
+                continue
+            if not conn.lock.acquire(blocking=False):
+                continue  # a statement is running on it: it will hear of it itself
+            try:
+                with self._mutex:
+                    if self._watched.get(id(conn), (None,))[0] is not conn:
+                        continue
+                gone = fd == -1 or conn.closed
+                if not gone:
+                    try:
+                        conn.pgconn.consume_input()
+                    except Exception:
+                        gone = True
+                    gone = gone or conn.pgconn.status != 0
+            finally:
+                conn.lock.release()
+            if gone:
+                self.unwatch(conn)
+                with contextlib.suppress(Exception):
+                    on_lost()
+
+    # -- the thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopped:
+            conn = self._conn
+            if conn is None:
+                self._reconnect()
+                continue
+            with self._mutex:
+                watched = [c for c, _ in self._watched.values()]
+            fds = [self._wake_r]
+            try:
+                fds.append(conn.pgconn.socket)
+            except Exception:
+                self._lost_session(None)
+                continue
+            for held in watched:
+                with contextlib.suppress(Exception):
+                    fds.append(held.pgconn.socket)
+            try:
+                ready, _, _ = select.select(fds, [], [], WATCH_SLICE)
+            except (OSError, ValueError):
+                ready = list(fds)  # a socket closed meanwhile: look at each
+            if self._stopped:
+                break
+            if self._wake_r in ready:
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 4096)
+            if watched:
+                self._check_watched(ready)
+            try:
+                own = conn.pgconn.socket
+            except Exception:
+                own = -1
+            if own in ready or own == -1:
+                self._consume(conn)
+        self._close_all()
+
+    def _consume(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            with conn.lock:
+                conn.pgconn.consume_input()
+                if conn.pgconn.status != 0:
+                    raise OSError("connection closed")
+                while True:
+                    notify = conn.pgconn.notifies()
+                    if notify is None:
+                        break
+                    try:
+                        oid: int | None = int(notify.extra)
+                    except ValueError:
+                        oid = None
+                    self._wake(oid)
+        except Exception as exc:
+            self._lost_session(exc)
+
+    def _lost_session(self, exc: Exception | None) -> None:
+        conn, self._conn = self._conn, None
+        self._identity = None
+        self._error = errors.server_unreachable(
+            "PostgreSQL",
+            self._where,
+            f"the liveness session was closed ({_connection.mask(str(exc or 'closed'))})",
+        )
+        if conn is not None:
+            self._discard(conn)
+        self._wake(None)  # every waiter looks again (and hears of the error)
+
+    def _reconnect(self) -> None:
+        try:
+            self._connect()
+        except Exception:
+            if self._stopped:  # the backend is gone
+                return
+            with contextlib.suppress(OSError, ValueError):
+                select.select([self._wake_r], [], [], RECONNECT_PAUSE)
+            return
+        self._wake(None)  # notifications may have been missed meanwhile
+
+    def stop(self) -> None:
+        self._stopped = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def _close_all(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._discard(conn)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle session is still open: a server that closed it (a restart, an
+    administrator) left it readable, with an error message and the end of the stream."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        fd = conn.pgconn.socket
+        ready, _, _ = select.select([fd], [], [], 0)
+        if ready:
+            conn.pgconn.consume_input()
+    except Exception:
+        return False
+    return bool(conn.pgconn.status == 0)
+
+
+def _with_keepalives(options: _connection.PostgresSettings) -> _connection.PostgresSettings:
+    """*options* whose URL asks libpq for TCP keepalives, unless it sets them itself."""
+    from dataclasses import replace
+
+    from psycopg import conninfo as _conninfo
+
+    given = _conninfo.conninfo_to_dict(options.conninfo)
+    extra = {k: v for k, v in KEEPALIVES.items() if k not in given}
+    if not extra:
+        return options
+    return replace(options, conninfo=_conninfo.make_conninfo(options.conninfo, **extra))
+
+
+def milliseconds(timeout: float) -> int:
+    """A timeout in whole milliseconds, at least 1 (the server's lock_timeout unit)."""
+    return max(1, math.ceil(timeout * 1000))
