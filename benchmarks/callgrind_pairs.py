@@ -1,6 +1,6 @@
 """Instructions per uncontended acquire+release pair, counted by valgrind's callgrind.
 
-Usage: ``python benchmarks/callgrind_pairs.py [--n N] [--warmup W] [--json PATH]``.
+Usage: ``python benchmarks/callgrind_pairs.py [--n N] [--warmup W] [--listener] [--json PATH]``.
 
 Timings on a shared VM drift from run to run; an instruction count does not. For each
 system a tiny Python child runs under ``valgrind --tool=callgrind`` twice: both runs do the
@@ -9,7 +9,9 @@ figure is ``(I(2N) - I(N)) / N``, the instructions of one pair, with the start-u
 and shut-down cancelled out. The systems are polysync's posix Lock, RLock and Semaphore,
 multiprocessing's Lock, RLock and Semaphore (fork context), and a raw posix_ipc semaphore (a binary
 semaphore as a Lock). Every call is the bare ``acquire()`` then ``release()``, as in
-section A's ``Lock`` column of ``posix_run.py``. See ``benchmarks/README.md``.
+section A's ``Lock`` column of ``posix_run.py``. With ``--listener``, the polysync
+children subscribe a no-op :mod:`polysync.instrument` listener first: the cost of being
+observed (without it, nobody listens, which must cost nothing). See ``benchmarks/README.md``.
 
 Exit status: 0 when every system was counted; 1 when a child failed; 2 when valgrind is
 missing.
@@ -63,7 +65,7 @@ SAME_PRIMITIVE_IN_MP = {
 CHILD = f"""
 import sys
 
-system, pairs, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+system, pairs, warmup, listen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 if system == {RAW!r}:
     import os, secrets, posix_ipc
     name = "{posix_peers.PREFIX}" + str(os.getpid()) + "-" + secrets.token_hex(6)
@@ -79,6 +81,9 @@ elif system in ({POLY_LOCK!r}, {POLY_RLOCK!r}, {POLY_SEM!r}):
     lock = {{{POLY_LOCK!r}: ctx.Lock, {POLY_RLOCK!r}: ctx.RLock, {POLY_SEM!r}: ctx.Semaphore}}[
         system
     ]()
+    if listen == "1":
+        import polysync.instrument
+        polysync.instrument.subscribe(lambda observation: None)
 else:
     raise SystemExit("unknown system " + system)
 
@@ -113,7 +118,9 @@ def total_instructions(out_file: Path) -> int:
     return int(found.group(1))
 
 
-def count(system: str, pairs: int, warmup: int, workdir: Path, timeout: float) -> int:
+def count(
+    system: str, pairs: int, warmup: int, workdir: Path, timeout: float, listen: bool = False
+) -> int:
     """Instructions callgrind counts for one child doing *warmup* + *pairs* pairs."""
     pattern = workdir / f"{system}-{pairs}.%p.out"
     argv = [
@@ -127,6 +134,7 @@ def count(system: str, pairs: int, warmup: int, workdir: Path, timeout: float) -
         system,
         str(pairs),
         str(warmup),
+        "1" if listen else "0",
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in both runs
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -143,7 +151,12 @@ def count(system: str, pairs: int, warmup: int, workdir: Path, timeout: float) -
 
 
 def measure(
-    systems: Sequence[str], n: int, warmup: int, timeout: float, verbose: bool
+    systems: Sequence[str],
+    n: int,
+    warmup: int,
+    timeout: float,
+    verbose: bool,
+    listen: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Per system: I(N), I(2N), instructions per pair, or the error that stopped it."""
     results: dict[str, dict[str, Any]] = {}
@@ -151,8 +164,8 @@ def measure(
         for system in systems:
             started = time.perf_counter()
             try:
-                one = count(system, n, warmup, Path(tmp), timeout)
-                two = count(system, 2 * n, warmup, Path(tmp), timeout)
+                one = count(system, n, warmup, Path(tmp), timeout, listen)
+                two = count(system, 2 * n, warmup, Path(tmp), timeout, listen)
             except (OSError, RuntimeError, ValueError) as exc:
                 results[system] = {"error": str(exc)}
             else:
@@ -211,6 +224,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--json", metavar="PATH", help="also write the results as JSON ('-': stdout)"
     )
+    parser.add_argument(
+        "--listener",
+        action="store_true",
+        help="polysync children subscribe a no-op polysync.instrument listener first",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per system")
     args = parser.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -232,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = sys.stderr if args.json == "-" else sys.stdout  # --json -: only JSON on stdout
     print(
         f"polysync callgrind pairs: Python {platform.python_version()}, {version}, "
-        f"N = {args.n:,}, warm-up {args.warmup:,} pairs",
+        f"N = {args.n:,}, warm-up {args.warmup:,} pairs"
+        + (", a no-op polysync.instrument listener subscribed" if args.listener else ""),
         file=out,
         flush=True,
     )
@@ -240,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # through the environment, so neither of a system's two runs starts one.
     tracker_lock = posix_peers.start_polysync_tracker()
     try:
-        results = measure(args.systems, args.n, args.warmup, args.timeout, args.verbose)
+        results = measure(
+            args.systems, args.n, args.warmup, args.timeout, args.verbose, args.listener
+        )
     finally:
         tracker_lock.close()
     elapsed = time.perf_counter() - started
@@ -256,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "valgrind": version,
                 "n": args.n,
                 "warmup": args.warmup,
+                "listener": args.listener,
                 "seconds": elapsed,
                 "unix_time": time.time(),
             },

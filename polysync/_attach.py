@@ -2,10 +2,11 @@
 
 :func:`check_kernel` runs when a primitive gets its kernel, so a backend whose kernel
 falls short of what its capabilities promise fails there, with a message naming the
-Protocol, rather than at some later call. The ``Closed*`` classes replace a handle's
-kernel at ``close()``: every operation raises :class:`~polysync.ClosedError`, and none of
-them answers to an optional Protocol, so a closed handle holds nothing (``lost`` and
-``owner_died`` are False, ``fencing_token`` is None).
+Protocol, rather than at some later call; :func:`check_backend` does the same for what a
+capability requires of the backend itself, when a context is made. The ``Closed*``
+classes replace a handle's kernel at ``close()``: every operation raises
+:class:`~polysync.ClosedError`, and none of them answers to an optional Protocol, so a
+closed handle holds nothing (``lost`` and ``owner_died`` are False, ``fencing_token`` is None).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "ClosedEvent",
     "ClosedLock",
     "ClosedSemaphore",
+    "check_backend",
     "check_kernel",
 ]
 
@@ -37,6 +39,23 @@ def check_kernel(backend: Backend, kind: Kind, kernel: object) -> None:
                     f"the {backend.name!r} backend declares {capability.value!r}, so its "
                     f"{kind.value} kernels must satisfy polysync.kernel.{protocol}; "
                     f"{type(kernel).__module__}.{type(kernel).__qualname__} does not "
+                    "(see docs/writing-a-backend.md)"
+                )
+
+
+def check_backend(backend: Backend) -> None:
+    """Refuse *backend* if it lacks a Protocol that one of its capabilities requires of it.
+
+    Those are the requirements that name no kinds (``listing``, ``orphan-collection``):
+    checked once, when a context is made.
+    """
+    for capability in backend.capabilities:
+        for requirement in capability.requires:
+            if not requirement.kinds and not isinstance(backend, requirement.protocol):
+                raise BackendError(
+                    f"the {backend.name!r} backend declares {capability.value!r}, so it must "
+                    f"satisfy polysync.kernel.{requirement.protocol.__name__}; "
+                    f"{type(backend).__module__}.{type(backend).__qualname__} does not "
                     "(see docs/writing-a-backend.md)"
                 )
 

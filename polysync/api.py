@@ -15,7 +15,7 @@ from polysync import primitives as _p
 from polysync.kernel import Capability
 
 if TYPE_CHECKING:
-    from polysync.kernel import Backend
+    from polysync.kernel import Backend, Listed, Orphan
 
 __all__ = ["Context", "available_backends", "get_context"]
 
@@ -112,6 +112,39 @@ class Context:
         )
         return opened
 
+    def list_objects(self) -> list[Listed]:
+        """Every named object of this backend now, sorted by name (a snapshot).
+
+        Through the backend's :class:`polysync.kernel.Listable`; a backend that does not
+        declare :attr:`~polysync.kernel.Capability.LISTING` raises
+        :class:`~polysync.BackendError`.
+        """
+        from polysync import errors
+        from polysync.kernel import Listable
+
+        backend = self._backend
+        if Capability.LISTING not in backend.capabilities or not isinstance(backend, Listable):
+            raise errors.cannot_list(self._name)
+        return sorted(backend.list_primitives(), key=lambda listed: listed.name)
+
+    def collect_orphans(self, *, dry_run: bool = False) -> list[Orphan]:
+        """Remove what dead processes left (with *dry_run*: only find it); return it.
+
+        Through the backend's :class:`polysync.kernel.Collectable`, which never removes
+        what a live process uses; a backend that does not declare
+        :attr:`~polysync.kernel.Capability.ORPHAN_COLLECTION` raises
+        :class:`~polysync.BackendError`.
+        """
+        from polysync import errors
+        from polysync.kernel import Collectable
+
+        backend = self._backend
+        if Capability.ORPHAN_COLLECTION not in backend.capabilities or not isinstance(
+            backend, Collectable
+        ):
+            raise errors.cannot_collect(self._name)
+        return list(backend.collect_orphans(dry_run))
+
     def unlink(self, name: str) -> bool:
         """Destroy the named object *name*, whatever its kind; ``False`` if none existed."""
         from polysync import _validate
@@ -173,7 +206,15 @@ def get_context(backend: str | None = None, /, **options: object) -> Context:
             f"the {backend!r} backend got unknown option(s) {', '.join(unknown)}; "
             f"accepted: {accepted}"
         )
-    ctx = Context(backend, dict(options), cls(**options))
+    from polysync._attach import check_backend
+
+    instance = cls(**options)
+    try:
+        check_backend(instance)
+    except BaseException:
+        instance.close()
+        raise
+    ctx = Context(backend, dict(options), instance)
     if key is not None:
         with _cache_lock:
             ctx = _cache.setdefault(key, ctx)

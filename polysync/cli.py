@@ -1,7 +1,8 @@
-"""The ``polysync`` command: ``backends``, ``inspect``, ``rm``, ``bench``, ``demo``, ``--version``.
+"""The ``polysync`` command: ``backends``, ``ls``, ``inspect``, ``rm``, ``gc``, ``bench``, ``demo``.
 
 ``main(argv)`` returns the exit status: 0 on success; 1 when a demo scenario fails, a
-named object does not exist, or the backend fails (an unreachable server); 2 on bad
+named object does not exist, the backend cannot list or collect its objects, or the
+backend fails (an unreachable server); 2 on bad
 input (an unknown backend or option, a bad name, an unusable start method); 130 on
 Ctrl-C. Every error is one line on stderr, never a traceback.
 """
@@ -14,18 +15,20 @@ import multiprocessing
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from polysync.errors import NotFoundError, PolysyncError
+from polysync.errors import BackendConnectionError, BackendError, NotFoundError, PolysyncError
 from polysync.kernel import Capability
 
 if TYPE_CHECKING:
     from polysync.api import Context
+    from polysync.kernel import Listed
     from polysync.primitives import Statistics
 
-__all__ = ["BackendInfo", "backend_infos", "inspect_fields", "main"]
+__all__ = ["BackendInfo", "backend_infos", "inspect_fields", "listed_fields", "main", "summary"]
 
 _PROG = "polysync"
 _DISTRIBUTION = "polysync-primitives"
@@ -308,6 +311,149 @@ def _cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- polysync ls -------------------------------------------------------------------------------
+
+
+def summary(fields: dict[str, object], parameter: int) -> str:
+    """The short state ``polysync ls`` shows for an object whose inspect fields are *fields*."""
+    kind = fields["kind"]
+    parts: list[str] = []
+    holder = fields["holder"]
+    if fields["locked"] is not None:
+        if not fields["locked"]:
+            parts.append("unlocked")
+        elif isinstance(holder, dict) and holder.get("pid") is not None:
+            host = f"@{holder['host']}" if holder.get("host") else ""
+            parts.append(f"locked by pid {holder['pid']}{host}")
+        else:
+            parts.append("locked")
+    if fields["value"] is not None:
+        bound = f"/{parameter}" if kind == "bounded_semaphore" else ""
+        parts.append(f"value {fields['value']}{bound}")
+    if fields["is_set"] is not None:
+        parts.append("set" if fields["is_set"] else "clear")
+    if fields["broken"]:
+        parts.append("broken")
+    waiting = fields["waiting"]
+    if isinstance(waiting, int) and (waiting or kind in ("condition", "barrier")):
+        of = f"/{fields['parties']}" if kind == "barrier" and fields["parties"] else ""
+        parts.append(f"{waiting}{of} waiting")
+    lease = fields["holder_lease_remaining"]
+    if isinstance(lease, float):
+        parts.append(f"lease left {lease:.1f} s")
+    return ", ".join(parts) or "-"
+
+
+def listed_fields(ctx: Context, listed: Listed) -> dict[str, object]:
+    """What ``polysync ls --json`` prints for one object (documented in docs/cli.md).
+
+    ``state`` is what ``polysync inspect --json`` prints, less name, backend and kind
+    (``None`` when the object could not be opened: see ``note``); ``summary`` is the
+    short state of the human table.
+    """
+    kind = None if listed.kind is None else listed.kind.value
+    entry: dict[str, object] = {
+        "name": listed.name,
+        "kind": kind,
+        "parameter": listed.parameter,
+        "summary": "?",
+        "state": None,
+        "note": listed.note,
+    }
+    if listed.kind is None or listed.note is not None:
+        return entry
+    try:
+        obj = ctx.open(listed.name)
+    except NotFoundError:
+        entry["note"] = "removed while listing"
+        return entry
+    except PolysyncError as exc:
+        entry["note"] = " ".join(str(exc).split())
+        return entry
+    try:
+        fields = inspect_fields(obj.statistics())
+    finally:
+        obj.close()
+    entry["summary"] = summary(fields, listed.parameter)
+    entry["state"] = {k: v for k, v in fields.items() if k not in ("name", "backend", "kind")}
+    return entry
+
+
+def _kind_label(entry: dict[str, object]) -> str:
+    kind, parameter = entry["kind"], entry["parameter"]
+    if kind is None:
+        return "?"
+    if kind == "barrier":
+        return f"barrier({parameter} parties)"
+    if kind in ("semaphore", "bounded_semaphore"):
+        return f"{kind}({parameter})"
+    return str(kind)
+
+
+def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        objects = ctx.list_objects()
+    except BackendError as exc:
+        if isinstance(exc, BackendConnectionError):
+            raise
+        raise _CommandError(1, _error_line(exc)) from None
+    entries = [listed_fields(ctx, listed) for listed in objects]
+    if args.json:
+        print(json.dumps({"backend": ctx.name, "objects": entries}, indent=2))
+        return 0
+    if not entries:
+        print(f"no named objects on {ctx.backend.describe()}")
+        return 0
+    rows = [
+        (
+            str(e["name"]),
+            _kind_label(e),
+            str(e["summary"]) + (f"  ({e['note']})" if e["note"] else ""),
+        )
+        for e in entries
+    ]
+    _print_table(("NAME", "KIND", "STATE"), rows)
+    plural = "s" if len(entries) != 1 else ""
+    print(f"\n{len(entries)} named object{plural} on {ctx.backend.describe()}")
+    return 0
+
+
+# -- polysync gc -------------------------------------------------------------------------------
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    ctx = _context(args)
+    try:
+        orphans = ctx.collect_orphans(dry_run=args.dry_run)
+    except BackendError as exc:
+        if isinstance(exc, BackendConnectionError):
+            raise
+        raise _CommandError(1, _error_line(exc)) from None
+    if args.json:
+        found = [{"what": o.what, "reason": o.reason} for o in orphans]
+        print(
+            json.dumps({"backend": ctx.name, "dry_run": args.dry_run, "orphans": found}, indent=2)
+        )
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for orphan in orphans:
+        print(f"{verb} {orphan.what}  ({orphan.reason})")
+    plural = "s" if len(orphans) != 1 else ""
+    if orphans:
+        print(f"{verb} {len(orphans)} orphan{plural} on the {ctx.name} backend")
+    else:
+        print(f"nothing to remove on the {ctx.name} backend")
+    return 0
+
+
 # -- polysync demo ---------------------------------------------------------------------------
 
 
@@ -465,6 +611,17 @@ def build_parser() -> argparse.ArgumentParser:
     backends.add_argument("--json", action="store_true", help="print JSON")
     backends.set_defaults(handler=_cmd_backends)
 
+    ls = commands.add_parser(
+        "ls",
+        help="list the named objects: name, kind, short state",
+        description="List every named object of the backend, with its kind and a short "
+        "state (read as inspect reads it, disturbing nothing). Exit status 1 if the "
+        "backend cannot list its objects.",
+    )
+    _add_backend_arguments(ls)
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(handler=_cmd_ls)
+
     inspect = commands.add_parser(
         "inspect",
         help="show a named object's state: kind, holder, value, waiters, lease, token",
@@ -486,6 +643,19 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("names", metavar="NAME", nargs="+", help="an object's name")
     _add_backend_arguments(rm)
     rm.set_defaults(handler=_cmd_rm)
+
+    gc = commands.add_parser(
+        "gc",
+        help="remove what dead processes left: anonymous objects, waiters, queue entries",
+        description="Remove what processes that died left behind (anonymous objects nobody "
+        "can reach, waiter objects of dead processes, dead waiters' queue entries), never "
+        "what a live process uses, and never a named object. Exit status 1 if the "
+        "backend cannot tell.",
+    )
+    _add_backend_arguments(gc)
+    gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")
+    gc.add_argument("--json", action="store_true", help="print JSON")
+    gc.set_defaults(handler=_cmd_gc)
 
     bench = commands.add_parser(
         "bench",

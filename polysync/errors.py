@@ -28,6 +28,7 @@ warning was made an error (:func:`warn_owner_died`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -175,13 +176,34 @@ def session_pooling_refused(where: str, evidence: str) -> BackendError:
     )
 
 
+def cannot_list(backend: str) -> BackendError:
+    """The *backend* does not list its objects (it does not declare ``listing``)."""
+    return BackendError(
+        f"the {backend!r} backend cannot list its objects (it does not declare the "
+        "'listing' capability); name them to inspect or rm them"
+    )
+
+
+def cannot_collect(backend: str) -> BackendError:
+    """The *backend* cannot tell what dead processes left (no ``orphan-collection``)."""
+    return BackendError(
+        f"the {backend!r} backend cannot collect what dead processes left (it does not "
+        "declare the 'orphan-collection' capability)"
+    )
+
+
 def warn_owner_died(message: str, give_back: Callable[[], object]) -> None:
     """Tell the acquirer it took a lock over from a holder that died.
 
     The :class:`OwnerDiedWarning` points at the user's line, not into polysync. If the
     warning was made an error, the acquire fails: *give_back* returns the lock first,
-    so it is not left held by a caller who does not know it holds it.
+    so it is not left held by a caller who does not know it holds it. The takeover is
+    logged too, at WARNING, on the logger of the calling module (``polysync.<module>``;
+    ``polysync.errors`` for a caller outside polysync, such as a plugin).
     """
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    logger = caller if isinstance(caller, str) and caller.startswith("polysync.") else __name__
+    logging.getLogger(logger).warning("takeover: %s", message)
     try:
         warnings.warn(OwnerDiedWarning(message), stacklevel=_user_stacklevel())
     except BaseException:

@@ -11,9 +11,13 @@ them once, when it attaches the kernel to a handle, and never probes per call. A
 :class:`Capability` that a backend declares names the Protocol its kernels must satisfy
 (:attr:`Capability.requires`); a kernel that falls short is refused at that point.
 
-The backend itself satisfies :class:`Backend`. The floor that derives every kernel from
-counting semaphores (:class:`SemaphoreKernel`) and shared cells (:class:`Cells`) is
-:mod:`polysync.derived`, whose backends satisfy :class:`SemaphoreBackend` as well.
+The backend itself satisfies :class:`Backend`; what it may offer beyond that is a named
+Protocol too (:class:`Findable`, :class:`Listable`, :class:`Collectable`). A capability
+whose :class:`Requirement` names no kinds (``LISTING``, ``ORPHAN_COLLECTION``) requires
+its Protocol of the backend itself, checked once when a context is made. The floor that
+derives every kernel from counting semaphores (:class:`SemaphoreKernel`) and shared
+cells (:class:`Cells`) is :mod:`polysync.derived`, whose backends satisfy
+:class:`SemaphoreBackend` as well.
 
 What a kernel may rely on: its inputs were validated (timeouts are ``None`` or finite
 floats ``>= 0``; counts are positive ints; names are :class:`ObjectName` values the
@@ -27,7 +31,7 @@ This module is data and Protocols only: it imports no implementation.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -36,6 +40,7 @@ __all__ = [
     "BarrierKernel",
     "Capability",
     "Cells",
+    "Collectable",
     "ConditionKernel",
     "Discardable",
     "EventKernel",
@@ -48,8 +53,11 @@ __all__ = [
     "KernelState",
     "Kind",
     "Leased",
+    "Listable",
+    "Listed",
     "LockKernel",
     "ObjectName",
+    "Orphan",
     "OwnerDeath",
     "RLockKernel",
     "RefusingRelease",
@@ -98,6 +106,11 @@ class Capability(str, enum.Enum):
     FENCING = "fencing"
     #: Holds are leases, renewed while the holder lives; a handle learns it lost one.
     LEASES = "leases"
+    #: The backend lists its named objects (:class:`Listable`: ``polysync ls``).
+    LISTING = "listing"
+    #: The backend finds and removes what dead processes left (:class:`Collectable`:
+    #: ``polysync gc``), never what a live process uses.
+    ORPHAN_COLLECTION = "orphan-collection"
 
     @property
     def requires(self) -> tuple[Requirement, ...]:
@@ -107,7 +120,10 @@ class Capability(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Requirement:
-    """The kernels of these *kinds* must satisfy *protocol* (a runtime-checkable Protocol)."""
+    """The kernels of these *kinds* must satisfy *protocol* (a runtime-checkable Protocol).
+
+    With no *kinds*, the backend itself must satisfy it.
+    """
 
     kinds: frozenset[Kind]
     protocol: type
@@ -182,6 +198,34 @@ class Found:
 
     kind: Kind
     parameter: int = 0
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One named object, as a backend lists it (see :class:`Listable`).
+
+    *name* is the user's name, which :meth:`polysync.Context.open` takes; *kind* and
+    *parameter* are what :class:`Found` would say (``kind`` is ``None`` when the backend
+    could not tell, with *note* saying why). *note* is a short remark for people (an
+    object its creator never finished, a name an older version did not record).
+    """
+
+    name: str
+    kind: Kind | None
+    parameter: int = 0
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """Something a dead process left, found (and removed, unless a dry run) by a backend.
+
+    *what* names it as the backend stores it (a POSIX name, a Redis key); *reason* says,
+    in a few words, why nothing live can be using it.
+    """
+
+    what: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -464,12 +508,6 @@ class Introspectable(Protocol):
 
 _LEASED_KINDS = frozenset({Kind.LOCK, Kind.RLOCK, Kind.SEMAPHORE, Kind.BOUNDED_SEMAPHORE})
 
-_REQUIREMENTS: dict[Capability, tuple[Requirement, ...]] = {
-    Capability.FENCING: (Requirement(_LEASED_KINDS, Fenced),),
-    Capability.LEASES: (Requirement(_LEASED_KINDS, Leased),),
-    Capability.OWNER_DEATH: (Requirement(frozenset({Kind.RLOCK}), OwnerDeath),),
-}
-
 
 # -- backends -----------------------------------------------------------------------------
 
@@ -554,6 +592,46 @@ class Findable(Protocol):
         :class:`~polysync.KindMismatchError`; an unreachable server, the backend's
         connection error.
         """
+
+
+@runtime_checkable
+class Listable(Protocol):
+    """An optional backend method: every named object it stores (``polysync ls``).
+
+    Required by :attr:`Capability.LISTING`. The conformance suite checks that an object
+    made by name is listed and that an unlinked one is not.
+    """
+
+    def list_primitives(self) -> Iterable[Listed]:
+        """The named objects that exist now, in any order (a snapshot).
+
+        Must not create, change or hold anything, and must scale: a server-backed store
+        iterates (Redis: ``SCAN``, never ``KEYS``). Anonymous objects and waiters are not
+        listed. An unreachable server raises the backend's connection error.
+        """
+
+
+@runtime_checkable
+class Collectable(Protocol):
+    """An optional backend method: remove what dead processes left (``polysync gc``).
+
+    Required by :attr:`Capability.ORPHAN_COLLECTION`. What counts is up to the backend
+    (anonymous objects nobody can reach any more, waiter objects of dead processes,
+    queue entries of dead waiters), with one rule: never anything a live process uses
+    or may still reach; when in doubt, keep it.
+    """
+
+    def collect_orphans(self, dry_run: bool) -> list[Orphan]:
+        """Remove (with *dry_run*: only find) the orphans; return what was (would be) removed."""
+
+
+_REQUIREMENTS: dict[Capability, tuple[Requirement, ...]] = {
+    Capability.FENCING: (Requirement(_LEASED_KINDS, Fenced),),
+    Capability.LEASES: (Requirement(_LEASED_KINDS, Leased),),
+    Capability.OWNER_DEATH: (Requirement(frozenset({Kind.RLOCK}), OwnerDeath),),
+    Capability.LISTING: (Requirement(frozenset(), Listable),),
+    Capability.ORPHAN_COLLECTION: (Requirement(frozenset(), Collectable),),
+}
 
 
 class SemaphoreBackend(Backend, Protocol):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
-from polysync import _validate, errors
+from polysync import _validate, errors, instrument
 from polysync._attach import (
     Closed,
     ClosedBarrier,
@@ -194,6 +194,10 @@ class _Primitive(Generic[K]):
             self, kernel.discard if isinstance(kernel, Discardable) else kernel.close
         )
         self._bind(kernel)
+        self._track()
+
+    def _track(self) -> None:
+        """Register with :mod:`polysync.instrument` (handles that report override it)."""
 
     def _bind(self, kernel: K) -> None:
         """Take the kernel's optional features, checked once (never probed per call)."""
@@ -201,6 +205,9 @@ class _Primitive(Generic[K]):
 
     def _closed_kernel(self) -> K:
         raise NotImplementedError
+
+    def _untrack(self) -> None:
+        """Leave :mod:`polysync.instrument` (at close)."""
 
     def _open(
         self,
@@ -292,6 +299,7 @@ class _Primitive(Generic[K]):
             return
         kernel = self._kernel
         closed = self._closed_kernel()
+        self._untrack()
         self._kernel = closed
         self._bind(closed)
         if self._finalizer.detach() is not None:  # else the finalizer already closed it
@@ -391,6 +399,7 @@ class _Acquirable(_Primitive[AK]):
         "_fenced",
         "_leased",
         "_owner_death",
+        "_probe",
         "_release",
     )
     _acquire: Callable[[bool, float | None], bool]
@@ -399,6 +408,7 @@ class _Acquirable(_Primitive[AK]):
     _fenced: Fenced | None
     _leased: Leased | None
     _owner_death: OwnerDeath | None
+    _probe: instrument.Probe | None
 
     def _bind(self, kernel: AK) -> None:
         super()._bind(kernel)
@@ -412,6 +422,58 @@ class _Acquirable(_Primitive[AK]):
         self._fenced = kernel if isinstance(kernel, Fenced) else None
         self._leased = kernel if isinstance(kernel, Leased) else None
         self._owner_death = kernel if isinstance(kernel, OwnerDeath) else None
+
+    # -- polysync.instrument: the timing stand-ins, bound only while someone listens -------
+
+    def _track(self) -> None:
+        self._probe = None
+        instrument.track(self)
+        if instrument.active:  # rebinding is idempotent: a subscribe meanwhile may have too
+            self._rebind()
+
+    def _untrack(self) -> None:
+        instrument.forget(self)
+        self._uninstrument()
+
+    def _rebind(self) -> None:
+        """Bind the kernel's calls again, timed or raw as :mod:`polysync.instrument` says."""
+        if self.closed:
+            return
+        self._uninstrument()
+        self._bind(self._kernel)
+        if instrument.active:
+            self._instrument()
+
+    def _instrument(self) -> None:
+        owner = self._owner_death
+        probe = instrument.Probe(
+            self._kind.value,
+            self._name,
+            self._ctx.name,
+            self._depth(),
+            None if owner is None else functools.partial(getattr, owner, "owner_died"),
+        )
+        self._acquire = probe.acquire(self._acquire)
+        self._acquire_forever = probe.acquire_forever(self._acquire_forever)
+        if self._acquire_within is not None:
+            self._acquire_within = probe.acquire_within(self._acquire_within)
+        self._time_release(probe)
+        leased = self._leased
+        if leased is not None:
+            leased.on_lost = probe.on_lost(leased.on_lost)
+        self._probe = probe
+
+    def _time_release(self, probe: instrument.Probe) -> None:
+        raise NotImplementedError
+
+    def _depth(self) -> Callable[[], int] | None:
+        """What tells a reentrant kernel's depth (``None``: each acquire is a hold)."""
+        return None
+
+    def _uninstrument(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None and self._leased is not None:
+            self._leased.on_lost = probe.original_on_lost
 
     # blocking is not keyword-only: on CPython 3.11 a keyword-only default costs a third of
     # the uncontended acquire+release (it is filled from a dict at every call).
@@ -483,6 +545,9 @@ class _LockLike(_Acquirable[LK]):
         self._refusal = (
             kernel.release_refusal if isinstance(kernel, RefusingRelease) else _NeverRaisedError
         )
+
+    def _time_release(self, probe: instrument.Probe) -> None:
+        self._release = probe.release(self._release)
 
     def release(self) -> None:
         """Release; raises :class:`~polysync.NotHeldError` when the state does not allow it."""
@@ -582,6 +647,9 @@ class RLock(_LockLike[RLockKernel]):
     def _closed_kernel(self) -> RLockKernel:
         return ClosedLock("this RLock")
 
+    def _depth(self) -> Callable[[], int] | None:
+        return self._kernel.recursion_level
+
     @classmethod
     def _derived(cls, ctx: Context, name: str | None) -> RLock:
         """The RLock a primitive makes for itself, named after it (*name* may exceed the
@@ -643,6 +711,9 @@ class Semaphore(_Acquirable[SemaphorePrimitiveKernel]):
     def _bind(self, kernel: SemaphorePrimitiveKernel) -> None:
         super()._bind(kernel)
         self._release = kernel.release
+
+    def _time_release(self, probe: instrument.Probe) -> None:
+        self._release = probe.release_n(self._release)
 
     def _params(self) -> tuple[Any, ...]:
         return (self._initial,)

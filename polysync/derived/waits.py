@@ -115,6 +115,19 @@ class DerivedEvent:
     def statistics(self) -> KernelState:
         return KernelState(is_set=self.is_set(), waiting=self._lot.queued())
 
+    def dead_waiters(self) -> int:
+        """How many parked waiters' processes died (a snapshot: no mutex taken)."""
+        return self._lot.count_dead()
+
+    def prune(self) -> int:
+        """Take the parked waiters whose process died off the queue, under the mutex; how many.
+
+        They would be passed over at the next ``set()`` anyway; ``polysync gc`` calls this
+        so that ``waiting`` counts the living.
+        """
+        with self._mutex:
+            return len(self._lot.prune())
+
     def wait(self, timeout: float | None) -> bool:
         if self._cells[_FLAG]:
             return True

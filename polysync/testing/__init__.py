@@ -8,6 +8,8 @@ from polysync.testing.capabilities import ClosedHandleTests as ClosedHandleTests
 from polysync.testing.capabilities import CrossHostTests as CrossHostTests
 from polysync.testing.capabilities import FencingTests as FencingTests
 from polysync.testing.capabilities import LeaseTests as LeaseTests
+from polysync.testing.capabilities import ListingTests as ListingTests
+from polysync.testing.capabilities import OrphanCollectionTests as OrphanCollectionTests
 from polysync.testing.capabilities import OwnerDeathTests as OwnerDeathTests
 from polysync.testing.capabilities import SharedCellsTests as SharedCellsTests
 from polysync.testing.capabilities import StatisticsTests as StatisticsTests

@@ -4,7 +4,7 @@ Some hold for every backend (a closed handle holds nothing; anonymous objects ar
 once unused; ``statistics()`` answers); the others prove a declared
 :class:`~polysync.Capability` and skip, naming it, where it is not declared: fencing
 tokens, one object seen from separate hosts, recovery from a holder killed with
-SIGKILL, shared cells.
+SIGKILL, shared cells, listing named objects, collecting orphans.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 import polysync
 from polysync import Capability
 from polysync.errors import NotFoundError
-from polysync.kernel import ObjectName, SemaphoreBackend
+from polysync.kernel import Kind, ObjectName, Orphan, SemaphoreBackend
 from polysync.testing import _children
 from polysync.testing.helpers import PROMPT, SHORT, Child, SuiteBase, eventually, in_thread, require
 
@@ -34,6 +34,8 @@ __all__ = [
     "CrossHostTests",
     "FencingTests",
     "LeaseTests",
+    "ListingTests",
+    "OrphanCollectionTests",
     "OwnerDeathTests",
     "SharedCellsTests",
     "StatisticsTests",
@@ -513,3 +515,64 @@ class SharedCellsTests(SuiteBase):
         assert cells_backend.unlink(where) is False
         with pytest.raises(NotFoundError):
             cells_backend.cells_kernel(where, 10, create=False)
+
+
+class ListingTests(SuiteBase):
+    """``list_primitives`` (``listing``): a named object is listed, with its kind, till unlinked."""
+
+    def test_a_named_object_is_listed_until_unlinked(
+        self, context: polysync.Context, name: str
+    ) -> None:
+        require(context, Capability.LISTING)
+        require(context, Capability.NAMED)
+        sem = context.BoundedSemaphore(3, name=name)
+        try:
+            listed = {entry.name: entry for entry in context.list_objects()}
+            assert name in listed
+            assert listed[name].kind is Kind.BOUNDED_SEMAPHORE
+            assert listed[name].parameter == 3
+            anonymous = context.Lock()
+            try:
+                names = {entry.name for entry in context.list_objects()}
+                assert len(names) == len(listed)  # anonymous objects are not listed
+            finally:
+                anonymous.close()
+        finally:
+            sem.close()
+            context.unlink(name)
+        assert name not in {entry.name for entry in context.list_objects()}
+
+
+class OrphanCollectionTests(SuiteBase):
+    """``collect_orphans`` (``orphan-collection``): never what a live handle uses."""
+
+    def test_collecting_spares_live_objects(self, context: polysync.Context, name: str) -> None:
+        require(context, Capability.ORPHAN_COLLECTION)
+        lock, event = context.Lock(), context.Event()
+        named = (
+            context.Semaphore(2, name=name) if Capability.NAMED in context.capabilities else None
+        )
+        try:
+            assert lock.acquire(timeout=SHORT)
+            thread, waited = in_thread(lambda: event.wait(PROMPT))
+            eventually(lambda: event.statistics().waiting in (1, None), "the waiter parks")
+            for dry_run in (True, False):
+                for orphan in context.collect_orphans(dry_run=dry_run):
+                    assert isinstance(orphan, Orphan)
+                    assert orphan.what
+                    assert orphan.reason
+            event.set()
+            thread.join(PROMPT)
+            assert waited == [True]
+            lock.release()
+            assert lock.acquire(timeout=SHORT)  # still the same, working object
+            lock.release()
+            if named is not None:
+                assert named.acquire(timeout=SHORT)
+                named.release()
+        finally:
+            lock.close()
+            event.close()
+            if named is not None:
+                named.close()
+                context.unlink(name)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
+import os
 import secrets
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import posix_ipc
 
 from polysync import derived
+from polysync.backends.posix import inventory as _inventory
 from polysync.backends.posix import tracker as _tracker
 from polysync.backends.posix.kernels import (
     WORD_LOCK_CELLS,
@@ -23,7 +27,7 @@ from polysync.backends.posix.kernels import (
     WordSemaphoreKernel,
     semlock,
 )
-from polysync.backends.posix.names import posix_name
+from polysync.backends.posix.names import hashed_digest, posix_name, sidecar_name
 from polysync.derived import BaseBackend
 from polysync.errors import KindMismatchError, NotFoundError, PolysyncError
 from polysync.kernel import (
@@ -32,8 +36,10 @@ from polysync.kernel import (
     Cells,
     EventKernel,
     Kind,
+    Listed,
     LockKernel,
     ObjectName,
+    Orphan,
     RLockKernel,
     Scope,
     SemaphorePrimitiveKernel,
@@ -60,6 +66,12 @@ class PosixBackend(BaseBackend):
             Capability.SHARED_CELLS,
             Capability.OWNER_DEATH,
             *([Capability.FENCING] if WordLockKernel is not None else []),
+            # /dev/shm shows the objects (Linux only: macOS keeps no such view).
+            *(
+                [Capability.LISTING, Capability.ORPHAN_COLLECTION]
+                if sys.platform.startswith("linux")
+                else []
+            ),
         }
     )
     # Locks and RLocks are word locks (_wordlock.c): a holder that dies at any instant is
@@ -131,6 +143,8 @@ class PosixBackend(BaseBackend):
             if hook is not None:
                 hook()
             raise
+        if created and name.scope is Scope.NAMED:
+            _record_name(pname, name.key)
         mapped = PosixSegment(segment, len(segment) // 8, hook)
         # Dict operations alone, no lock: a GC finalizer may close cells in any thread.
         self._segments[id(mapped.view)] = mapped
@@ -174,7 +188,21 @@ class PosixBackend(BaseBackend):
                 posix_ipc.unlink_semaphore(pname)
         except posix_ipc.ExistentialError:
             return False
+        finally:
+            digest = hashed_digest(pname) if unlink is not None else None
+            if digest is not None:
+                with contextlib.suppress(posix_ipc.ExistentialError):
+                    posix_ipc.unlink_shared_memory(sidecar_name(digest))
         return True
+
+    def list_primitives(self) -> Iterator[Listed]:
+        """The named objects in /dev/shm (:class:`~polysync.kernel.Listable`; Linux)."""
+        return _inventory.list_named()
+
+    def collect_orphans(self, dry_run: bool) -> list[Orphan]:
+        """What dead processes left (:class:`~polysync.kernel.Collectable`; see
+        :mod:`polysync.backends.posix.inventory`)."""
+        return _inventory.collect(self, dry_run)
 
     def open_lock(self, name: ObjectName, *, create: bool) -> LockKernel:
         if WordLockKernel is not None:
@@ -274,6 +302,20 @@ class PosixBackend(BaseBackend):
     def describe(self) -> str:
         locks = "word locks" if WordLockKernel is not None else "pure-Python locks"
         return f"posix (POSIX named semaphores and shared memory, this host; {locks})"
+
+
+def _record_name(pname: str, user_name: str) -> None:
+    """Keep the user name of a hashed block in its sidecar, for listing (best effort)."""
+    digest = hashed_digest(pname)
+    if digest is None:
+        return
+    data = user_name.encode("utf-8", "surrogatepass")
+    with contextlib.suppress(posix_ipc.Error, OSError):
+        seg = posix_ipc.SharedMemory(sidecar_name(digest), posix_ipc.O_CREAT, _MODE, len(data))
+        try:
+            os.pwrite(seg.fd, data, 0)
+        finally:
+            seg.close_fd()
 
 
 def _tracker_of(name: ObjectName) -> str:

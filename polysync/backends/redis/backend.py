@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from polysync import errors
 from polysync.backends.redis import connection as _connection
+from polysync.backends.redis import inventory as _inventory
 from polysync.backends.redis import kernels as _kernels
 from polysync.backends.redis.server import RedisServer, text, translated
 from polysync.derived import BaseBackend
 from polysync.errors import KindMismatchError, NotFoundError
-from polysync.kernel import Capability, Found, Kind, ObjectName
+from polysync.kernel import Capability, Found, Kind, Listed, ObjectName, Orphan, Scope
 
 __all__ = ["RedisBackend"]
 
-_ALL_SUFFIXES = ("k", "o", "f", "q", "h", "v", "e", "b", "l", "p", "d")
+_ALL_SUFFIXES = ("k", "o", "f", "q", "h", "v", "e", "b", "l", "p", "d", "u")
 
 
 class RedisBackend(BaseBackend):
@@ -32,6 +33,8 @@ class RedisBackend(BaseBackend):
             Capability.OWNER_DEATH,
             Capability.FENCING,
             Capability.LEASES,
+            Capability.LISTING,
+            Capability.ORPHAN_COLLECTION,
         }
     )
     options: ClassVar[Mapping[str, object]] = {
@@ -115,7 +118,13 @@ class RedisBackend(BaseBackend):
             if "{" not in flat and "}" not in flat
             else ("h:" + hashlib.sha256(flat.encode("utf-8", "surrogatepass")).hexdigest()[:40])
         )
-        return f"{self.settings['prefix']}:{{{tag}}}"
+        return f"{self._prefix}:{{{tag}}}"
+
+    @property
+    def _prefix(self) -> str:
+        prefix = self.settings["prefix"]
+        assert isinstance(prefix, str)
+        return prefix
 
     def _open(
         self,
@@ -138,6 +147,10 @@ class RedisBackend(BaseBackend):
         if found is None:
             raise NotFoundError(f"{name.describe()} does not exist (any more) on the server")
         found = text(found)
+        if not found and name.scope is Scope.NAMED and base.startswith(f"{self._prefix}:{{h:"):
+            # Created, under a hashed tag: keep the name for listing (best effort).
+            with self.server.translated():
+                self.client.set(f"{base}:u", name.key)
         if found:
             found_kind, found_param, _ttl = found.rsplit(":", 2)
             if found_kind != kind.value:
@@ -221,6 +234,15 @@ class RedisBackend(BaseBackend):
 
     def unlink(self, name: ObjectName) -> bool:
         return self.unlink_primitive(name)
+
+    def list_primitives(self) -> Iterator[Listed]:
+        """The named objects under the prefix, by ``SCAN`` (:class:`~polysync.kernel.Listable`)."""
+        return _inventory.list_named(self)
+
+    def collect_orphans(self, dry_run: bool) -> list[Orphan]:
+        """Orphaned keys and dead waiters' queue entries (see
+        :mod:`polysync.backends.redis.inventory`)."""
+        return _inventory.collect(self, dry_run)
 
     def picklable_settings(self) -> dict[str, Any]:
         return _connection.picklable(self.settings)

@@ -14,6 +14,7 @@ nobody for long, and a hand-off is still the push and the pop.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -40,6 +41,8 @@ from polysync.kernel import KernelState
 if TYPE_CHECKING:
     from polysync.backends.redis.server import RedisServer
     from polysync.kernel import LockKernel
+
+_log = logging.getLogger(__name__)
 
 #: Seconds a blocked lock waiter waits past the holder's lease before checking on it.
 LEASE_MARGIN = 0.05
@@ -286,6 +289,12 @@ class _Leased(_Kernel):
         if self.lost:
             return  # the renewer told already
         self.lost = True
+        _log.warning(
+            "lease lost: %s on %s ran out before its release (another holder may have "
+            "had it meanwhile)",
+            self._base,
+            self._server.where,
+        )
         callback = self.on_lost
         if callback is not None:
             self._server.renewer.call_soon(callback)  # from the backend's thread, as always
@@ -297,6 +306,12 @@ class _Leased(_Kernel):
         if not self._holds():
             return
         self.lost = True
+        _log.warning(
+            "lease lost: %s on %s could not be renewed within its lease of %g s",
+            self._base,
+            self._server.where,
+            self.lease,
+        )
         callback = self.on_lost
         if callback is not None:
             callback()

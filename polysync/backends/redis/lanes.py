@@ -12,6 +12,7 @@ pool: there the backend goes through the client as usual.
 
 from __future__ import annotations
 
+import logging
 import select
 import threading
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from typing import Any
 import redis.exceptions
 
 from polysync import derived
+
+_log = logging.getLogger(__name__)
 
 
 def _stale(conn: Any) -> bool:
@@ -99,6 +102,8 @@ class Lanes:
             conn = lane.conn
             if lane.pid == derived.current_pid() and conn._sock is not None and not _stale(conn):
                 return conn
+            if lane.pid == derived.current_pid():
+                self._local.dropped = "the server closed it while idle (a restart?)"
             lane.close()  # a forked child's copy, or closed by the server (a restart) while idle
         assert self._pool is not None
         # A new connection (after a drop: a timeout, a restart) within the exchange's
@@ -111,12 +116,23 @@ class Lanes:
         # asks the sentinels for the master there. Left to connect lazily on its first
         # command, it would go to its default address instead.
         conn.connect()
+        dropped = getattr(self._local, "dropped", None)
+        if dropped is not None:
+            self._local.dropped = None
+            _log.info("reconnected to redis at %s (%s)", self._address(conn), dropped)
         self._local.lane = _Lane(conn)
         return conn
 
-    def _drop(self) -> None:
+    @staticmethod
+    def _address(conn: Any) -> str:
+        host, port = getattr(conn, "host", None), getattr(conn, "port", None)
+        return f"{host}:{port}" if host is not None else getattr(conn, "path", "?")
+
+    def _drop(self, reason: str = "an exchange with it failed") -> None:
         lane: _Lane | None = getattr(self._local, "lane", None)
         if lane is not None:
+            if lane.conn is not None:
+                self._local.dropped = reason
             lane.close()
 
     def execute(
@@ -148,7 +164,12 @@ class Lanes:
                     if server_demoted(exc):
                         # It points at a replica now: drop it (and a BLPOP queued behind)
                         # at once; the next command finds the master.
-                        self._drop()
+                        _log.warning(
+                            "failover: the redis server at %s is no longer a master; the "
+                            "next command finds the new one",
+                            self._address(conn),
+                        )
+                        self._drop("the server was demoted to a replica (a failover)")
                         return replies + [exc] * (len(commands) - len(replies))
                     reply = exc
                 if on_reply is not None:

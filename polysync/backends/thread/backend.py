@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import ClassVar
 
 from polysync.backends.thread.kernels import ThreadCells, ThreadSemaphore
-from polysync.derived import BaseBackend
+from polysync.derived import BaseBackend, find_block
 from polysync.errors import NotFoundError
-from polysync.kernel import Capability, Cells, ObjectName
+from polysync.kernel import Capability, Cells, Listed, ObjectName, Orphan
 
 _named: dict[ObjectName, object] = {}
 # Anonymous objects and waiters vanish with their last handle, as on the other backends.
@@ -25,12 +25,22 @@ def _table(name: ObjectName) -> MutableMapping[ObjectName, object]:
 class ThreadBackend(BaseBackend):
     """In-process reference backend: threads of one process, no cross-process sharing.
 
-    ``find_primitive`` (the floor's, from the block header) sees this process's objects
-    only, as everything here does: ``polysync inspect``, another process, never finds any.
+    ``find_primitive`` (the floor's, from the block header) and ``list_primitives`` see
+    this process's objects only, as everything here does: ``polysync inspect`` and
+    ``polysync ls``, other processes, never find any. Nothing outlives its process, so
+    ``collect_orphans`` never finds any either.
     """
 
     name = "thread"
-    capabilities = frozenset({Capability.NAMED, Capability.READABLE_VALUE, Capability.SHARED_CELLS})
+    capabilities = frozenset(
+        {
+            Capability.NAMED,
+            Capability.READABLE_VALUE,
+            Capability.SHARED_CELLS,
+            Capability.LISTING,
+            Capability.ORPHAN_COLLECTION,
+        }
+    )
     options: ClassVar[Mapping[str, object]] = {}
 
     def semaphore_kernel(self, name: ObjectName, value: int, *, create: bool) -> ThreadSemaphore:
@@ -63,3 +73,16 @@ class ThreadBackend(BaseBackend):
 
     def describe(self) -> str:
         return "thread (in-process reference backend)"
+
+    def list_primitives(self) -> Iterator[Listed]:
+        """This process's named objects (:class:`~polysync.kernel.Listable`)."""
+        with _table_lock:
+            blocks = sorted(n.primitive.key for n in _named if n.part == "c")
+        for key in blocks:
+            found = find_block(self, self.object_name(key))
+            if found is not None:
+                yield Listed(key, found.kind, found.parameter)
+
+    def collect_orphans(self, dry_run: bool) -> list[Orphan]:
+        """Nothing: anonymous objects go with their last handle, and with the process."""
+        return []
