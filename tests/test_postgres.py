@@ -239,3 +239,49 @@ def test_a_permit_taken_by_an_interrupted_statement_goes_back(
     assert sem.get_value() == 1
     assert sem.acquire(False) is True
     sem.release()
+
+
+# -- the command line on real rows ---------------------------------------------------------------
+
+
+def test_ls_inspect_and_rm_show_and_remove_real_objects(pg_server_fresh: PrivatePostgres) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def polysync_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "polysync", *args, "--backend", "postgres",
+             "--option", f"url={pg_server_fresh.url}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    ctx = polysync.get_context("postgres", url=pg_server_fresh.url)
+    lock, jobs = ctx.Lock(name="deploy"), ctx.BoundedSemaphore(4, name="jobs")
+    try:
+        assert lock.acquire(timeout=5)
+        assert jobs.acquire(timeout=5)
+        listed = polysync_cli("ls")
+        assert listed.returncode == 0, listed.stderr
+        rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:] if line.strip()}
+        assert f"locked by pid {os.getpid()}" in rows["deploy"]
+        assert "value 3/4" in rows["jobs"]
+        data = json.loads(polysync_cli("ls", "--json").stdout)
+        by_name = {o["name"]: o for o in data["objects"]}
+        assert by_name["deploy"]["state"]["holder"]["pid"] == os.getpid()
+        assert by_name["jobs"]["kind"] == "bounded_semaphore"
+        assert by_name["jobs"]["parameter"] == 4
+        lock.release()
+        jobs.release()
+        removed = polysync_cli("rm", "jobs", "nope")
+        assert removed.returncode == 1
+        assert "removed 'jobs'" in removed.stdout
+        assert "nope" in removed.stderr
+        assert "jobs" not in {entry.name for entry in ctx.list_objects()}
+        assert polysync_cli("gc").returncode == 1  # not declared: said in one line
+    finally:
+        lock.close()
+        jobs.close()
+        ctx.unlink("deploy")
+        ctx.unlink("jobs")

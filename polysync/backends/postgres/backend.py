@@ -6,7 +6,7 @@ import atexit
 import contextlib
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from polysync import _validate, errors
@@ -16,7 +16,7 @@ from polysync.backends.postgres import sql as _sql
 from polysync.backends.postgres.server import PostgresServer
 from polysync.derived import BaseBackend
 from polysync.errors import KindMismatchError, NotFoundError
-from polysync.kernel import Capability, Found, Kind, ObjectName
+from polysync.kernel import Capability, Found, Kind, Listed, ObjectName
 
 __all__ = ["PostgresBackend"]
 
@@ -44,6 +44,7 @@ class PostgresBackend(BaseBackend):
             Capability.READABLE_VALUE,
             Capability.OWNER_DEATH,
             Capability.FENCING,
+            Capability.LISTING,
         }
     )
     options: ClassVar[Mapping[str, object]] = {
@@ -145,6 +146,21 @@ class PostgresBackend(BaseBackend):
                 f"{name.describe()} has a row polysync did not write (kind {row[0]!r}): unlink it"
             ) from None
         return Found(kind, int(row[1]) if kind in _PARAMETERISED else 0)
+
+    def list_primitives(self) -> Iterator[Listed]:
+        """The named objects' rows, by name (one SELECT; :class:`~polysync.kernel.Listable`)."""
+        rows = self.server.query_all(
+            f"SELECT name, kind, parameter FROM {self.pg.schema}.objects "
+            "WHERE NOT anonymous ORDER BY name"
+        )
+        for stored, kind_text, parameter in rows:
+            key = str(stored).split(":", 1)[1]  # str(ObjectName): "n:<the user's name>"
+            try:
+                kind = Kind(str(kind_text))
+            except ValueError:
+                yield Listed(key, None, note=f"a row polysync did not write (kind {kind_text!r})")
+                continue
+            yield Listed(key, kind, int(parameter) if kind in _PARAMETERISED else 0)
 
     def _lock(self, name: ObjectName, kind: Kind, create: bool) -> _kernels.PostgresLock:
         oid = self._open(name, kind, 0, create)
