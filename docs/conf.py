@@ -34,6 +34,9 @@ autodoc_typehints = "signature"
 autodoc_default_options = {"members": True}
 
 nitpicky = False
+# polysync.Lock and polysync.aio.Lock share a short name: an annotation that says ``Lock``
+# in polysync.aio links to the first of them instead of warning that there are two.
+suppress_warnings = ["ref.python"]
 
 # furo: a maintained theme with a sidebar of the four sections (pyproject: the docs extra).
 html_theme = "furo"

@@ -129,6 +129,24 @@ def rlock_not_owned() -> NotHeldError:
     return NotHeldError("cannot release an RLock that this thread does not own")
 
 
+def task_not_owner() -> NotHeldError:
+    """A polysync.aio RLock released by a task that does not own it."""
+    return NotHeldError("cannot release an RLock that this task does not own")
+
+
+def condition_unowned(what: str) -> NotHeldError:
+    """A Condition's wait or notify while the caller does not hold its lock."""
+    return NotHeldError(f"cannot {what} on an un-acquired lock")
+
+
+def no_task(what: str) -> RuntimeError:
+    """A polysync.aio call that needs the current task, made outside of one."""
+    return RuntimeError(
+        f"{what} must be awaited in an asyncio task (polysync.aio owns RLocks by task); "
+        "run it under asyncio.run() or in a task"
+    )
+
+
 def over_released(bound: int) -> NotHeldError:
     """A BoundedSemaphore released past its bound."""
     return NotHeldError(f"BoundedSemaphore released too many times (its bound is {bound})")

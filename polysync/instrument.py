@@ -56,10 +56,15 @@ __all__ = [
     "unsubscribe",
 ]
 
+#: An acquisition succeeded; ``Observation.seconds`` is how long it waited.
 ACQUIRED = "acquired"
+#: An acquisition gave up at its timeout; ``seconds``: how long it waited.
 TIMEOUT = "timeout"
+#: A hold ended (an RLock's outermost release); ``seconds``: how long it was held.
 RELEASED = "released"
+#: An acquisition took the object over from a holder that died.
 TAKEOVER = "takeover"
+#: A lease was lost (leased backends): the holder could not renew it.
 LEASE_LOST = "lease_lost"
 
 _log = logging.getLogger(__name__)

@@ -49,6 +49,7 @@ __all__ = [
     "ForeverAcquire",
     "Found",
     "Holder",
+    "InlineCalls",
     "Introspectable",
     "KernelState",
     "Kind",
@@ -66,6 +67,7 @@ __all__ = [
     "SemaphoreBackend",
     "SemaphoreKernel",
     "SemaphorePrimitiveKernel",
+    "StoppableBarrier",
     "TimedAcquire",
 ]
 
@@ -504,6 +506,40 @@ class Introspectable(Protocol):
     """
 
     def statistics(self) -> KernelState: ...
+
+
+@runtime_checkable
+class StoppableBarrier(Protocol):
+    """A Barrier kernel whose wait another thread can stop, the party leaving unbroken.
+
+    :mod:`polysync.aio` waits at a barrier in one of its threads; a cancelled task stops
+    that wait through this. A stopped party leaves as an interrupted wait does: it no
+    longer counts, and the barrier is not broken. Without it, a cancelled async wait
+    leaves its thread waiting as a party until the barrier passes, breaks or times out
+    (see docs/asyncio.md).
+    """
+
+    def wait_stoppable(
+        self,
+        timeout: float | None,
+        action: Callable[[], object] | None,
+        stopped: Callable[[], bool],
+    ) -> int | None:
+        """As ``wait``; ``None`` once ``stopped()`` is true (checked at least every 50 ms)."""
+
+
+@runtime_checkable
+class InlineCalls(Protocol):
+    """An optional backend method: its kernels' calls that do not wait do no I/O.
+
+    A try-acquire, a release, ``set``, ``clear``, ``notify`` and the reads then take
+    microseconds, and :mod:`polysync.aio` makes them on the event loop's thread. Without
+    it, every call of an async handle runs in polysync's waiter threads (right for a
+    backend that talks to a server). posix, thread and windows declare it.
+    """
+
+    def inline_calls(self) -> bool:
+        """``True`` if calls that do not wait may run on an event loop's thread."""
 
 
 _LEASED_KINDS = frozenset({Kind.LOCK, Kind.RLOCK, Kind.SEMAPHORE, Kind.BOUNDED_SEMAPHORE})

@@ -295,15 +295,26 @@ class _Primitive(Generic[K]):
         :class:`~polysync.ClosedError`, ``lost`` and ``owner_died`` read ``False`` and
         ``fencing_token`` reads ``None``.
         """
+        closer = self._detach_kernel()
+        if closer is not None:
+            closer()
+
+    def _detach_kernel(self) -> Callable[[], None] | None:
+        """Make this handle closed; return what closes the kernel (``None``: nothing to).
+
+        polysync.aio calls it to close the kernel later, once its waiter threads are
+        out of it.
+        """
         if self.closed:
-            return
+            return None
         kernel = self._kernel
         closed = self._closed_kernel()
         self._untrack()
         self._kernel = closed
         self._bind(closed)
-        if self._finalizer.detach() is not None:  # else the finalizer already closed it
-            kernel.close()
+        if self._finalizer.detach() is None:  # the finalizer already closed it
+            return None
+        return kernel.close
 
     def unlink(self) -> None:
         """Destroy the object's name: later opens of the name create a new object.
@@ -916,7 +927,7 @@ class Condition(_Primitive[ConditionKernel]):
 
     def _check_owned(self, what: str) -> None:
         if not self._lock._kernel.is_owned():
-            raise NotHeldError(f"cannot {what} on an un-acquired lock")
+            raise errors.condition_unowned(what)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock, wait for a notification, reacquire; ``False`` on timeout."""

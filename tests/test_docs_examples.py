@@ -159,8 +159,9 @@ def test_example_runs(example: Example, request: pytest.FixtureRequest, tmp_path
     before = polysync_shm_entries()
     try:
         done = subprocess.run(
-            command, cwd=tmp_path, capture_output=True, text=True, timeout=75, check=False
-        )
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=75, check=False,
+            env=_fresh_environment(),
+        )  # fmt: skip
     finally:
         made = polysync_shm_entries() - before
         named = {n for n in made if "polysync-n-" in n or "polysync-h-" in n}
@@ -177,6 +178,14 @@ def test_example_runs(example: Example, request: pytest.FixtureRequest, tmp_path
         while (left := polysync_shm_entries() - before - named) and time.monotonic() < deadline:
             time.sleep(0.05)
     assert not left, f"{example.id} left anonymous objects in /dev/shm: {sorted(left)}"
+
+
+def _fresh_environment() -> dict[str, str]:
+    """This process's environment without its posix cleanup tracker: an example is a
+    program of its own, with a tracker of its own (inside its namespace, as root)."""
+    from polysync.backends.posix.tracker import ENV
+
+    return {k: v for k, v in os.environ.items() if k != ENV}
 
 
 def _named_entries(listing: str) -> set[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -261,17 +262,23 @@ def park_and_wait(
     release_guard: Callable[[], object],
     reacquire_guard: Callable[[object], None],
     timeout: float | None,
+    stopped: Callable[[], bool] | None = None,
 ) -> bool:
     """Park, drop the guard, sleep until woken or *timeout*, retake the guard.
 
     Returns whether this waiter was woken. On Ctrl-C the waiter leaves the queue (or
     consumes its wake-up) before the exception propagates with the guard held again.
+    With *stopped*, the sleep is cut into slices of at most :data:`STOP_CHECK` seconds,
+    and :class:`WaitStopped` leaves in the same way once ``stopped()`` is true.
     """
     waiter = lot.park()
     saved = release_guard()
     woken = False
     try:
-        woken = waiter.sem.acquire(True, timeout)
+        if stopped is None:
+            woken = waiter.sem.acquire(True, timeout)
+        else:
+            woken = _sleep_until_stopped(waiter.sem, timeout, stopped)
     finally:
         reacquire_guard(saved)
         if not woken and not lot.cancel(waiter):
@@ -281,3 +288,25 @@ def park_and_wait(
             waiter.sem.acquire(True, _POSTED_WAIT)
             woken = True
     return woken
+
+
+#: How often a stoppable wait checks whether it was stopped, in seconds.
+STOP_CHECK = 0.05
+
+
+class WaitStopped(BaseException):
+    """A stoppable wait was stopped by another thread (see :func:`park_and_wait`)."""
+
+
+def _sleep_until_stopped(
+    sem: SemaphoreKernel, timeout: float | None, stopped: Callable[[], bool]
+) -> bool:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = STOP_CHECK if deadline is None else min(STOP_CHECK, deadline - time.monotonic())
+        if sem.acquire(True, max(0.0, remaining)):
+            return True
+        if stopped():
+            raise WaitStopped
+        if deadline is not None and time.monotonic() >= deadline:
+            return False

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from polysync import errors
 from polysync.derived.header import HEADER, Block
-from polysync.derived.parking import LOT_CAPACITY, ParkingLot, park_and_wait
+from polysync.derived.parking import LOT_CAPACITY, ParkingLot, WaitStopped, park_and_wait
 from polysync.errors import BrokenBarrierError
 from polysync.kernel import ForeverAcquire, KernelState, SemaphoreKernel
 
@@ -274,6 +274,26 @@ class DerivedBarrier:
         )
 
     def wait(self, timeout: float | None, action: Callable[[], object] | None) -> int:
+        return self._wait(timeout, action, None)
+
+    def wait_stoppable(
+        self,
+        timeout: float | None,
+        action: Callable[[], object] | None,
+        stopped: Callable[[], bool],
+    ) -> int | None:
+        """As :meth:`wait`; ``None`` once ``stopped()`` (the party left; not broken)."""
+        try:
+            return self._wait(timeout, action, stopped)
+        except WaitStopped:
+            return None
+
+    def _wait(
+        self,
+        timeout: float | None,
+        action: Callable[[], object] | None,
+        stopped: Callable[[], bool] | None,
+    ) -> int:
         c = self._cells
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._mutex:
@@ -302,7 +322,11 @@ class DerivedBarrier:
                     raise BrokenBarrierError("the barrier timed out and is now broken")
                 try:
                     park_and_wait(
-                        self._lot, self._mutex.release_save, self._mutex.acquire_restore, remaining
+                        self._lot,
+                        self._mutex.release_save,
+                        self._mutex.acquire_restore,
+                        remaining,
+                        stopped,
                     )
                 except BaseException:
                     # Interrupted (Ctrl-C): this party leaves and no longer counts; the

@@ -3,6 +3,7 @@
 Importing this module imports pytest; it is meant for test code only.
 """
 
+from polysync.testing.aio import AsyncTests as AsyncTests
 from polysync.testing.capabilities import CleanupTests as CleanupTests
 from polysync.testing.capabilities import ClosedHandleTests as ClosedHandleTests
 from polysync.testing.capabilities import CrossHostTests as CrossHostTests

@@ -36,6 +36,7 @@ import pytest
 import polysync
 from polysync import Capability
 from polysync.testing import _children
+from polysync.testing.aio import AsyncTests
 from polysync.testing.capabilities import (
     CleanupTests,
     ClosedHandleTests,
@@ -759,5 +760,6 @@ class BackendSuite(
     NamingTests,
     PicklingTests,
     CrossProcessTests,
+    AsyncTests,
 ):
     """All of the suite: subclass it and override the ``context`` fixture."""

@@ -79,6 +79,10 @@ class PosixBackend(BaseBackend):
     # polysync.derived record their holder instead (see docs/backends.md for the window).
     options: ClassVar[Mapping[str, object]] = {}
 
+    def inline_calls(self) -> bool:
+        """Calls that do not wait do no I/O (:class:`polysync.kernel.InlineCalls`)."""
+        return True
+
     def __init__(self) -> None:
         super().__init__()
         # The mapped segments of the cells handed out, by id of their view.

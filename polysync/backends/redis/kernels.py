@@ -35,6 +35,7 @@ from polysync.backends.redis.server import (
 )
 from polysync.derived import liveness
 from polysync.derived.locks import ConditionHooksOfALock
+from polysync.derived.parking import STOP_CHECK, WaitStopped
 from polysync.errors import BrokenBarrierError
 from polysync.kernel import KernelState
 
@@ -93,15 +94,18 @@ class _Kernel:
         deadline: float | None,
         tick: list[Any],
         next_slice: Callable[[Any], float],
+        stopped: Callable[[], bool] | None = None,
     ) -> Any:
         """The message pushed to waiter *wkey*, or ``None`` at *deadline*.
 
         Pops in slices, running the script's *tick* before each slice but the first (the
         call that queued the waiter did the first tick's work); *next_slice* gives the
-        next slice's length from the last tick's result.
+        next slice's length from the last tick's result. With *stopped*, slices last at
+        most STOP_CHECK and :class:`~polysync.derived.parking.WaitStopped` is raised once
+        ``stopped()`` is true.
         """
         args: list[Any] | None = None
-        step = POP_SLICE
+        step = POP_SLICE if stopped is None else STOP_CHECK
         while True:
             if deadline is not None:
                 step = min(step, deadline - time.monotonic())
@@ -112,7 +116,12 @@ class _Kernel:
             )
             if message is not None:
                 return message
-            step = next_slice(result)
+            if stopped is not None:
+                if stopped():
+                    raise WaitStopped
+                step = min(next_slice(result), STOP_CHECK)
+            else:
+                step = next_slice(result)
             args = tick
 
     def _waiter_key(self) -> str:
@@ -802,6 +811,26 @@ class RedisBarrier(_Kernel):
         self.parties = parties
 
     def wait(self, timeout: float | None, action: Callable[[], object] | None) -> int:
+        return self._wait(timeout, action, None)
+
+    def wait_stoppable(
+        self,
+        timeout: float | None,
+        action: Callable[[], object] | None,
+        stopped: Callable[[], bool],
+    ) -> int | None:
+        """As :meth:`wait`; ``None`` once ``stopped()`` (the party left, as interrupted)."""
+        try:
+            return self._wait(timeout, action, stopped)
+        except WaitStopped:
+            return None
+
+    def _wait(
+        self,
+        timeout: float | None,
+        action: Callable[[], object] | None,
+        stopped: Callable[[], bool] | None,
+    ) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
         wkey = self._waiter_key()
         while True:
@@ -809,7 +838,7 @@ class RedisBarrier(_Kernel):
             if not queued:
                 return index
             try:
-                message = self._await(wkey, deadline)
+                message = self._await(wkey, deadline, stopped)
             except BaseException:
                 self._run_within(CLEANUP_TIMEOUT, "leave", wkey)  # interrupted: not a timeout
                 raise
@@ -877,10 +906,12 @@ class RedisBarrier(_Kernel):
             leave,
         )
 
-    def _await(self, wkey: str, deadline: float | None) -> str | None:
+    def _await(
+        self, wkey: str, deadline: float | None, stopped: Callable[[], bool] | None = None
+    ) -> str | None:
         """The message sent to this waiting party, or ``None`` at *deadline*."""
         message: str | None = self._pop_in_slices(
-            wkey, deadline, ["tick", wkey, MESSAGE_TTL_MS], lambda _result: POP_SLICE
+            wkey, deadline, ["tick", wkey, MESSAGE_TTL_MS], lambda _result: POP_SLICE, stopped
         )
         return message
 

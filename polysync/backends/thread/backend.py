@@ -43,6 +43,10 @@ class ThreadBackend(BaseBackend):
     )
     options: ClassVar[Mapping[str, object]] = {}
 
+    def inline_calls(self) -> bool:
+        """Calls that do not wait do no I/O (:class:`polysync.kernel.InlineCalls`)."""
+        return True
+
     def semaphore_kernel(self, name: ObjectName, value: int, *, create: bool) -> ThreadSemaphore:
         with _table_lock:
             table = _table(name)

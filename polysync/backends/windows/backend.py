@@ -98,6 +98,10 @@ class WindowsBackend(BaseBackend):
     )
     options: ClassVar[Mapping[str, object]] = {"namespace": "Local"}
 
+    def inline_calls(self) -> bool:
+        """Calls that do not wait do no I/O (:class:`polysync.kernel.InlineCalls`)."""
+        return True
+
     def __init__(self, *, namespace: str = "Local") -> None:
         if not isinstance(namespace, str):
             raise TypeError(

@@ -1,0 +1,299 @@
+"""Local queues of waiting tasks: one per async handle per event loop, one kernel wait for them all.
+
+Tasks of one loop waiting on one handle line up here, first come first served, and a
+single :class:`~polysync.aio._waiters.Job` waits on the kernel for whoever is first: a
+thousand tasks on one lock cost one waiter thread. Every grant the job obtains is
+delivered on the loop's thread to the first task still waiting; a grant that arrives
+for a task that was cancelled or timed out meanwhile goes to the next one, or back to
+the kernel if none is left, so no grant is ever lost or leaked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from polysync.aio._waiters import SLICE, pool
+
+__all__ = ["AcquireLane", "EventLane", "Grant", "Waiter"]
+
+#: The shortest slice (a kernel wait of a few microseconds would only spin).
+_SHORTEST = 0.005
+
+#: What a kernel wait hands a task: an opaque token (an RLock's pinned thread), or True.
+G = TypeVar("G")
+
+
+class Waiter(Generic[G]):
+    """One waiting task's place in a lane."""
+
+    __slots__ = ("active", "future")
+
+    def __init__(self, future: asyncio.Future[G | bool]) -> None:
+        self.future = future
+        self.active = True
+
+
+class Grant(Generic[G]):
+    """What a lane needs of its handle: the kernel wait, and how to give a grant back."""
+
+    def wait_slice(self, seconds: float) -> G | None:
+        """In a waiter thread: wait at most *seconds* for the kernel; a token if granted."""
+        raise NotImplementedError
+
+    def give_back(self, token: G) -> None:
+        """On the loop: return a grant nobody took."""
+        raise NotImplementedError
+
+    def give_back_in_thread(self, token: G) -> None:
+        """In the waiter thread that took it: return a grant the loop can no longer take."""
+        raise NotImplementedError
+
+
+class _Lane(Generic[G]):
+    """Waiters of one loop, their live count, and whether a kernel job is out for them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiters: collections.deque[Waiter[G]] = collections.deque()
+        self.mutex = threading.Lock()  # guards live and running, shared with the job
+        self.live = 0
+        self.running = False
+        self.jobs = 0  # jobs out, or their last post not yet handled on the loop
+        #: When the last waiter's timeout ends (monotonic; inf: one waits forever), so
+        #: that no kernel wait outlasts everyone who wants it by more than a moment.
+        self.latest = 0.0
+        self._when_idle: list[Callable[[], object]] = []
+
+    def _start(self) -> None:
+        with self.mutex:
+            self.jobs += 1
+        self._submit()
+
+    def _submit(self) -> None:
+        raise NotImplementedError
+
+    def ended(self) -> None:
+        """A job is over (its last post handled): run what waited for no job to be out."""
+        with self.mutex:
+            self.jobs -= 1
+            callbacks = self._when_idle if self.jobs == 0 else []
+            if callbacks:
+                self._when_idle = []
+        for callback in callbacks:
+            callback()
+
+    def when_idle(self, callback: Callable[[], object]) -> None:
+        """Call *callback* once no job uses the kernel (now, if none does)."""
+        with self.mutex:
+            if self.jobs:
+                self._when_idle.append(callback)
+                return
+        callback()
+
+    def add(self, seconds: float | None = None) -> Waiter[G]:
+        """A new waiter at the back (for at most *seconds*); starts the job if none is out."""
+        waiter: Waiter[G] = Waiter(self.loop.create_future())
+        self.waiters.append(waiter)
+        ends = math.inf if seconds is None else time.monotonic() + seconds
+        with self.mutex:
+            if self.live == 0 or ends > self.latest:
+                self.latest = ends
+            self.live += 1
+            start = not self.running
+            self.running = True
+        if start:
+            self._start()
+        return waiter
+
+    def leave(self, waiter: Waiter[G]) -> None:
+        """*waiter* no longer waits (granted, timed out, cancelled)."""
+        if waiter.active:
+            waiter.active = False
+            with self.mutex:
+                self.live -= 1
+            with contextlib.suppress(ValueError):
+                self.waiters.remove(waiter)
+
+    def expire(self, waiter: Waiter[G]) -> None:
+        """The timer of *waiter* ran out: it gets False."""
+        if waiter.active and not waiter.future.done():
+            self.leave(waiter)
+            waiter.future.set_result(False)
+
+    def fail(self, exc: BaseException) -> None:
+        """The kernel wait raised: every waiter gets the error; the job is over."""
+        for waiter in list(self.waiters):
+            self.leave(waiter)
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
+        with self.mutex:
+            self.running = False
+        self.ended()
+
+    def post(self, callback: Callable[..., object], *args: object) -> bool:
+        """Run *callback* on the loop; ``False`` if the loop is closed."""
+        try:
+            self.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
+
+class AcquireLane(_Lane[G]):
+    """The tasks of one loop acquiring one Lock, RLock or Semaphore handle."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, grant: Grant[G]) -> None:
+        super().__init__(loop)
+        self.grant = grant
+
+    def _submit(self) -> None:
+        pool().submit(_AcquireJob(self))
+
+    def hand(self, token: G) -> bool:
+        """On the loop: give *token* to the first live waiter; ``False`` if there is none."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if waiter.active and not waiter.future.done():
+                waiter.active = False
+                with self.mutex:
+                    self.live -= 1
+                waiter.future.set_result(token)
+                return True
+            waiter.active = False
+        return False
+
+    def granted(self, token: G) -> None:
+        """On the loop: the job got a grant; hand it on, then wait on for who is left."""
+        if not self.hand(token):
+            self.grant.give_back(token)
+        with self.mutex:
+            again = self.live > 0
+            if not again:
+                self.running = False
+        if again:
+            self._start()
+        self.ended()
+
+    def pass_on(self, token: G) -> None:
+        """On the loop: a cancelled task got *token*; the next waiter has it, or the kernel."""
+        if not self.hand(token):
+            self.grant.give_back(token)
+
+
+class _AcquireJob(Generic[G]):
+    __slots__ = ("lane",)
+
+    def __init__(self, lane: AcquireLane[G]) -> None:
+        self.lane = lane
+
+    def step(self) -> bool:
+        finished, posted = self._step()
+        if finished and not posted:
+            self.lane.ended()
+        return finished
+
+    def _step(self) -> tuple[bool, bool]:
+        lane = self.lane
+        with lane.mutex:
+            left = lane.latest - time.monotonic()
+            if lane.live == 0 or left <= 0:
+                # Nobody wants it any more (those left are timing out): no kernel wait
+                # may outlast them, to take the object when nobody is there to have it.
+                lane.running = False
+                return True, False
+            seconds = min(SLICE, max(_SHORTEST, left))
+        try:
+            token = lane.grant.wait_slice(seconds)
+        except BaseException as exc:
+            if lane.post(lane.fail, exc):
+                return True, True
+            with lane.mutex:
+                lane.running = False
+            return True, False
+        if token is None:
+            return False, False
+        with lane.mutex:
+            wanted = lane.live > 0
+            if not wanted:
+                # Decided with the count, in one go: a waiter added from now on starts
+                # a job of its own.
+                lane.running = False
+        if wanted and lane.post(lane.granted, token):
+            return True, True
+        # Nobody left (or no loop) to take it. A failure means someone released it
+        # meanwhile (nothing is held), or the server is gone (its lease ends it).
+        with contextlib.suppress(Exception):
+            lane.grant.give_back_in_thread(token)
+        if wanted:  # the loop is closed
+            with lane.mutex:
+                lane.running = False
+        return True, False
+
+
+class EventLane(_Lane[bool]):
+    """The tasks of one loop waiting for one Event handle; one kernel wait for them all."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wait: Callable[[float], object]) -> None:
+        super().__init__(loop)
+        self.wait = wait
+
+    def _submit(self) -> None:
+        pool().submit(_EventJob(self))
+
+    def fire(self) -> None:
+        """On the loop: the event was seen set; every waiter now gets True."""
+        for waiter in list(self.waiters):
+            self.leave(waiter)
+            if not waiter.future.done():
+                waiter.future.set_result(True)
+        with self.mutex:
+            again = self.live > 0
+            if not again:
+                self.running = False
+        if again:
+            self._start()
+        self.ended()
+
+
+class _EventJob:
+    __slots__ = ("lane",)
+
+    def __init__(self, lane: EventLane) -> None:
+        self.lane = lane
+
+    def step(self) -> bool:
+        finished, posted = self._step()
+        if finished and not posted:
+            self.lane.ended()
+        return finished
+
+    def _step(self) -> tuple[bool, bool]:
+        lane = self.lane
+        with lane.mutex:
+            left = lane.latest - time.monotonic()
+            if lane.live == 0 or left <= 0:
+                lane.running = False
+                return True, False
+            seconds = min(SLICE, max(_SHORTEST, left))
+        try:
+            is_set = lane.wait(seconds)
+        except BaseException as exc:
+            if lane.post(lane.fail, exc):
+                return True, True
+            with lane.mutex:
+                lane.running = False
+            return True, False
+        if not is_set:
+            return False, False
+        if lane.post(lane.fire):
+            return True, True
+        with lane.mutex:
+            lane.running = False
+        return True, False

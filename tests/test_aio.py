@@ -1,0 +1,328 @@
+"""polysync.aio beyond the shipped suite: loop lag, scale, thread bounds, loops and anyio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import polysync
+import polysync.aio
+from polysync.aio._waiters import MAX_THREADS, pool
+from tests.redis_servers.server import RedisServer
+
+BACKENDS = ["posix", "thread", "redis"]
+
+
+@pytest.fixture(params=BACKENDS)
+def actx(request: pytest.FixtureRequest) -> Iterator[polysync.aio.AsyncContext]:
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        yield polysync.aio.get_context("redis", url=server.url)
+    else:
+        yield polysync.aio.get_context(request.param)
+
+
+def run(coro: Any, bound: float = 60.0) -> Any:
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, bound)
+
+    return asyncio.run(bounded())
+
+
+def polysync_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "polysync-aio-waiter")
+
+
+def test_import_polysync_does_not_import_aio() -> None:
+    code = (
+        "import sys, polysync; polysync.get_context('posix').Lock(); "
+        "print('polysync.aio' in sys.modules, 'asyncio' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_loop_never_blocked_while_200_tasks_wait(actx: polysync.aio.AsyncContext) -> None:
+    async def main() -> float:
+        lock = actx.Lock()
+        await lock.acquire()
+        waiters = [asyncio.create_task(lock.acquire()) for _ in range(200)]
+        gaps: list[float] = []
+        last = time.monotonic()
+        for _ in range(100):  # a 10 ms ticker for a second
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+        await lock.release()
+        for waiter in waiters:  # each takes it and hands it on
+            await waiter
+            await lock.release()
+        return max(gaps)
+
+    assert run(main()) < 0.1
+
+
+def test_1000_tasks_one_lock_counter_exact_few_threads(
+    actx: polysync.aio.AsyncContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    baseline_threads = polysync_threads()  # idle ones left by earlier tests, reused
+    peak = [0]
+    connections = [0]
+    count_connections = None
+    if actx.name == "redis":
+        import redis
+
+        url = actx.sync.backend.settings["url"]
+        assert isinstance(url, str)
+        watcher = redis.Redis.from_url(url)
+        baseline = len(watcher.client_list())
+
+        def count_connections() -> int:
+            return len(watcher.client_list()) - baseline
+
+    async def main() -> int:
+        lock = actx.Lock()
+        counter = 0
+
+        async def work() -> None:
+            nonlocal counter
+            async with lock:
+                seen = counter
+                await asyncio.sleep(0)
+                counter = seen + 1
+                peak[0] = max(peak[0], polysync_threads())
+                if count_connections is not None and counter % 100 == 0:
+                    connections[0] = max(connections[0], count_connections())
+
+        await asyncio.gather(*(work() for _ in range(1000)))
+        return counter
+
+    assert run(main(), bound=120) == 1000
+    with capsys.disabled():
+        extra = f", peak extra redis connections {connections[0]}" if count_connections else ""
+        print(
+            f"\n[{actx.name}] 1000 tasks on one lock: peak waiter threads {peak[0]} "
+            f"({baseline_threads} before){extra}"
+        )
+    if count_connections is not None:
+        assert connections[0] <= 8
+    # one kernel wait, plus release calls in flight on redis
+    assert peak[0] <= max(baseline_threads, 8)
+
+
+def test_150_primitives_each_with_a_waiter_stay_within_the_pool(
+    actx: polysync.aio.AsyncContext,
+) -> None:
+    async def main() -> int:
+        locks = [actx.Lock() for _ in range(150)]
+        for lock in locks:
+            await lock.acquire()
+        waiters = [asyncio.create_task(lock.acquire()) for lock in locks]
+        await asyncio.sleep(0.5)
+        threads = polysync_threads()
+        for lock, waiter in zip(locks, waiters, strict=True):
+            await lock.release()
+            assert await waiter
+            await lock.release()
+        return threads
+
+    pinned_before = pool().threads - pool()._threads  # RLocks earlier tests left held
+    threads = run(main(), bound=120)
+    assert threads <= MAX_THREADS + pinned_before
+    assert pool()._threads <= MAX_THREADS
+    assert pool().threads - pool()._threads == pinned_before  # none pinned by plain locks
+
+
+def test_default_executor_stays_free_while_200_wait(actx: polysync.aio.AsyncContext) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        from concurrent.futures import ThreadPoolExecutor
+
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=2))
+        event = actx.Event()
+        waiters = [asyncio.create_task(event.wait()) for _ in range(200)]
+        await asyncio.sleep(0.2)
+        # With two default workers, this would starve if waits used the default executor.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), 5) == 42
+        await event.set()
+        assert all(await asyncio.gather(*waiters))
+
+    run(main())
+
+
+def test_successive_asyncio_run_loops(actx: polysync.aio.AsyncContext) -> None:
+    lock = actx.Lock()
+
+    async def round_trip() -> bool:
+        assert await lock.acquire()
+        other = asyncio.create_task(lock.acquire(timeout=5))
+        await asyncio.sleep(0.02)
+        await lock.release()
+        got: bool = await other
+        await lock.release()
+        return got
+
+    for _ in range(3):
+        assert asyncio.run(round_trip()) is True
+
+
+def test_two_loops_in_two_threads(actx: polysync.aio.AsyncContext) -> None:
+    lock = actx.Lock()
+    counter = [0]
+    errors: list[BaseException] = []
+
+    async def work() -> None:
+        for _ in range(50):
+            async with lock:
+                seen = counter[0]
+                await asyncio.sleep(0)
+                counter[0] = seen + 1
+
+    async def both() -> None:
+        await asyncio.wait_for(asyncio.gather(work(), work()), 60)
+
+    def in_loop() -> None:
+        try:
+            asyncio.run(both())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=in_loop, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert not errors
+    assert counter[0] == 200
+
+
+def test_rlock_excludes_sync_holder_in_another_thread(actx: polysync.aio.AsyncContext) -> None:
+    async def main() -> None:
+        rlock = actx.RLock()
+        held, go = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            rlock.sync.acquire()
+            held.set()
+            go.wait(10)
+            rlock.sync.release()
+
+        thread = threading.Thread(target=hold, daemon=True)
+        thread.start()
+        await asyncio.to_thread(held.wait, 10)
+        assert await rlock.acquire(timeout=0.05) is False
+        go.set()
+        assert await rlock.acquire(timeout=10) is True
+        assert await asyncio.to_thread(lambda: rlock.sync.acquire(timeout=0.05)) is False
+        await rlock.release()
+        thread.join(10)
+
+    run(main())
+
+
+def test_cancelled_release_still_releases(actx: polysync.aio.AsyncContext) -> None:
+    async def main() -> None:
+        for lock in (actx.Lock(), actx.RLock()):
+            held = asyncio.Event()
+
+            async def use(lk: Any = lock, held: asyncio.Event = held) -> None:
+                await lk.acquire()
+                held.set()
+                await lk.release()
+
+            task = asyncio.create_task(use())
+            await held.wait()
+            task.cancel()  # lands inside release()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert not await lock.locked()
+
+    run(main())
+
+
+def test_wait_for_timeout_on_condition_keeps_lock_state(actx: polysync.aio.AsyncContext) -> None:
+    async def main() -> None:
+        cond = actx.Condition()
+
+        async def waiter() -> None:
+            async with cond:
+                await cond.wait()
+
+        for _ in range(5):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(waiter(), 0.08)
+        assert not await cond.lock.locked()
+        async with cond:  # still usable
+            assert await cond.wait(0.01) is False
+
+    run(main())
+
+
+def test_anyio_asyncio_backend() -> None:
+    anyio = pytest.importorskip("anyio")
+
+    async def main() -> int:
+        actx = polysync.aio.get_context("thread")
+        lock, rlock = actx.Lock(), actx.RLock()
+        counter = 0
+
+        async def work() -> None:
+            nonlocal counter
+            async with lock, rlock:
+                seen = counter
+                await anyio.sleep(0)
+                counter = seen + 1
+
+        async with anyio.create_task_group() as group:
+            for _ in range(20):
+                group.start_soon(work)
+        with anyio.move_on_after(0.05):
+            await lock.acquire()
+            await lock.acquire()  # cancelled by the scope
+        await lock.release()
+        assert not await lock.locked()
+        return counter
+
+    assert anyio.run(main, backend="asyncio") == 20
+
+
+def test_module_level_shortcuts_and_reprs() -> None:
+    async def main() -> None:
+        lock = polysync.aio.Lock()
+        assert lock.context.name == polysync.get_context().name
+        async with lock:
+            pass
+        assert repr(lock).startswith("<polysync.aio.Lock ")
+        assert polysync.aio.Lock.__module__ == "polysync.aio"
+        stats = await lock.statistics()
+        assert stats.kind == "lock"
+
+    run(main())
+
+
+def test_docs_example_server_runs_as_written() -> None:
+    """docs/asyncio.md's example, run as the page says."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "asyncio" / "jobs_server.py"
+    try:
+        out = subprocess.run(
+            [sys.executable, str(example), "--selftest"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "selftest ok" in out.stdout
+    finally:
+        polysync.get_context("posix").unlink("examples-jobs-server")
