@@ -183,6 +183,8 @@ def test_example_runs(example: Example, request: pytest.FixtureRequest, tmp_path
 def _fresh_environment() -> dict[str, str]:
     """This process's environment without its posix cleanup tracker: an example is a
     program of its own, with a tracker of its own (inside its namespace, as root)."""
+    if sys.platform == "win32":  # no posix backend, no tracker (and no posix_ipc) there
+        return dict(os.environ)
     from polysync.backends.posix.tracker import ENV
 
     return {k: v for k, v in os.environ.items() if k != ENV}
