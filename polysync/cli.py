@@ -4,14 +4,17 @@
 named object does not exist, the backend cannot list or collect its objects, or the
 backend fails (an unreachable server); 2 on bad
 input (an unknown backend or option, a bad name, an unusable start method); 130 on
-Ctrl-C. Every error is one line on stderr, never a traceback.
+Ctrl-C; 141 when the reader of the output went away (``| head``), silently. Every error
+is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -740,6 +743,13 @@ def main(argv: list[str] | None = None) -> int:
     handler: Any = args.handler
     try:
         status: int = handler(args)
+        sys.stdout.flush()  # here, where a reader that went away is caught
+    except BrokenPipeError:
+        # The reader stopped reading (``polysync ls | head``): end quietly, as shell tools
+        # do, with a devnull under stdout so that the flush at exit cannot fail again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except _CommandError as exc:
         print(exc.message, file=sys.stderr)
         return exc.status

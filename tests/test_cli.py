@@ -9,6 +9,7 @@ import operator
 import os
 import pickle
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -873,3 +874,14 @@ def test_worker_kind_follows_the_cross_process_capability() -> None:
     assert demo.worker_kind(polysync.get_context("thread"), "thread") == "thread"
     with pytest.raises(ValueError, match="cross-process"):
         demo.worker_kind(polysync.get_context("thread"), "process")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """``polysync backends | true``: the pipe closes before the table is written."""
+    done = subprocess.run(
+        f"{shlex.quote(sys.executable)} -m polysync backends | true; exit ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.stderr == ""  # no traceback, no "Exception ignored" at exit
+    assert done.returncode == 141
