@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .redis_servers.processes import _die_with_parent, pid_alive
@@ -289,3 +289,37 @@ class Hosts:
             and "state UP" in inner
             and "NO-CARRIER" not in outer + inner
         )
+
+
+def _required() -> bool:
+    return (
+        os.environ.get("CI", "").lower() == "true"
+        or os.environ.get("POLYSYNC_REQUIRE_NETNS", "") == "1"
+    )
+
+
+def started_hosts(count: int) -> Iterator[Hosts]:
+    """*count* hosts on a private bridge for a fixture to yield, all of it gone afterwards.
+
+    Where namespaces cannot be made, the test is skipped, or fails when they are
+    required (``CI=true`` or ``POLYSYNC_REQUIRE_NETNS=1``).
+    """
+    import pytest
+
+    reason = unavailable_reason()
+    hosts = Hosts(count)
+    if reason is None:
+        try:
+            hosts.start()
+        except NetnsUnavailableError as exc:
+            reason = str(exc)
+    if reason is not None:
+        message = f"network namespaces are not usable here: {reason}"
+        if _required():
+            pytest.fail(message + " (required: CI=true or POLYSYNC_REQUIRE_NETNS=1)")
+        pytest.skip(message)
+    try:
+        yield hosts
+    finally:
+        hosts.close()
+    assert not hosts.leftovers(), f"left behind: {hosts.leftovers()}"

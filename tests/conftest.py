@@ -7,6 +7,7 @@ import gc
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -87,3 +88,38 @@ def no_new_shm_entries() -> object:
     assert wait_until(lambda: polysync_shm_entries() <= before), (
         f"left in /dev/shm: {sorted(polysync_shm_entries() - before)}"
     )
+
+
+class Children:
+    """Child processes (fresh interpreters) that open *ctx*'s backend with its settings and
+    run a body of code; all killed at the end (the fault tests of the remote backends)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.backend = ctx.name
+        self.settings = ctx.backend.picklable_settings()
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, body: str) -> subprocess.Popen[str]:
+        code = (
+            "import polysync, time\n"
+            f"ctx = polysync.get_context({self.backend!r}, **{self.settings!r})\n"
+            + textwrap.dedent(body)
+        )
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def expect(proc: subprocess.Popen[str], word: str) -> str:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith(word), f"child said {line!r}, expected {word!r}"
+        return line
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -25,6 +22,7 @@ import pytest
 
 import polysync
 
+from .conftest import Children
 from .pg_servers import PrivatePostgres
 
 pytestmark = pytest.mark.timeout(90)
@@ -46,41 +44,9 @@ def ctx(pg_server_fresh: PrivatePostgres) -> Iterator[polysync.Context]:
     context.backend.close()
 
 
-class _Children:
-    """Child processes (fresh interpreters) that open the same object; all killed at the end."""
-
-    def __init__(self, ctx: polysync.Context) -> None:
-        self.settings = ctx.backend.picklable_settings()
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, body: str) -> subprocess.Popen[str]:
-        code = (
-            "import polysync, time\n"
-            f"ctx = polysync.get_context('postgres', **{self.settings!r})\n" + textwrap.dedent(body)
-        )
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-        self.procs.append(proc)
-        return proc
-
-    @staticmethod
-    def expect(proc: subprocess.Popen[str], word: str) -> str:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith(word), f"child said {line!r}, expected {word!r}"
-        return line
-
-    def kill_all(self) -> None:
-        for proc in self.procs:
-            proc.kill()
-        for proc in self.procs:
-            proc.wait(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-
-
 @pytest.fixture
-def children(ctx: polysync.Context) -> Iterator[_Children]:
-    kids = _Children(ctx)
+def children(ctx: polysync.Context) -> Iterator[Children]:
+    kids = Children(ctx)
     yield kids
     kids.kill_all()
 
@@ -104,7 +70,7 @@ def _in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
 
 @pytest.mark.parametrize("kind", ["Lock", "RLock"])
 def test_a_sigkilled_holder_is_recovered_at_once_by_a_blocked_waiter(
-    ctx: polysync.Context, children: _Children, kind: str
+    ctx: polysync.Context, children: Children, kind: str
 ) -> None:
     child = children.start(
         f"""
@@ -145,7 +111,7 @@ def test_a_sigkilled_holder_is_recovered_at_once_by_a_blocked_waiter(
 
 
 def test_a_permit_of_a_sigkilled_holder_comes_back(
-    ctx: polysync.Context, children: _Children
+    ctx: polysync.Context, children: Children
 ) -> None:
     sem = ctx.Semaphore(1, name="permits")
     child = children.start(
@@ -174,7 +140,7 @@ def test_a_permit_of_a_sigkilled_holder_comes_back(
 
 
 def test_a_permit_kept_by_a_process_that_exits_cleanly_stays_taken(
-    ctx: polysync.Context, children: _Children
+    ctx: polysync.Context, children: Children
 ) -> None:
     sem = ctx.Semaphore(1, name="kept")
     child = children.start(
@@ -193,7 +159,7 @@ def test_a_permit_kept_by_a_process_that_exits_cleanly_stays_taken(
 
 
 def test_a_dead_condition_waiter_does_not_swallow_a_notify(
-    ctx: polysync.Context, children: _Children
+    ctx: polysync.Context, children: Children
 ) -> None:
     cond = ctx.Condition(name="cv")
     child = children.start(
@@ -226,7 +192,7 @@ def test_a_dead_condition_waiter_does_not_swallow_a_notify(
     ctx.unlink("cv.lock")
 
 
-def test_a_dead_barrier_party_no_longer_counts(ctx: polysync.Context, children: _Children) -> None:
+def test_a_dead_barrier_party_no_longer_counts(ctx: polysync.Context, children: Children) -> None:
     barrier = ctx.Barrier(2, name="bar")
     child = children.start(
         """
@@ -366,7 +332,7 @@ def test_ctrl_c_in_a_blocked_acquire_leaves_nothing_held(ctx: polysync.Context) 
 
 
 def test_a_party_killed_inside_the_action_breaks_the_barrier(
-    ctx: polysync.Context, children: _Children
+    ctx: polysync.Context, children: Children
 ) -> None:
     barrier = ctx.Barrier(2, name="act")
     thread, out = _in_thread(lambda: barrier.wait(30))

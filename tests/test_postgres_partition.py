@@ -33,33 +33,10 @@ pytestmark = pytest.mark.timeout(120)
 psycopg = pytest.importorskip("psycopg")
 
 
-def _required() -> bool:
-    return (
-        os.environ.get("CI", "").lower() == "true"
-        or os.environ.get("POLYSYNC_REQUIRE_NETNS", "") == "1"
-    )
-
-
 @pytest.fixture(scope="module")
 def net() -> Iterator[_netns.Hosts]:
     """One host (a network namespace) on a private bridge; all of it gone afterwards."""
-    reason = _netns.unavailable_reason()
-    hosts = _netns.Hosts(1)
-    if reason is None:
-        try:
-            hosts.start()
-        except _netns.NetnsUnavailableError as exc:
-            reason = str(exc)
-    if reason is not None:
-        message = f"network namespaces are not usable here: {reason}"
-        if _required():
-            pytest.fail(message + " (required: CI=true or POLYSYNC_REQUIRE_NETNS=1)")
-        pytest.skip(message)
-    try:
-        yield hosts
-    finally:
-        hosts.close()
-    assert not hosts.leftovers(), f"left behind: {hosts.leftovers()}"
+    yield from _netns.started_hosts(1)
 
 
 class _BridgedPostgres(PrivatePostgres):

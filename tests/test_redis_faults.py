@@ -9,8 +9,6 @@ targets: "the next live waiter gets the lock within about a second" is asserted 
 from __future__ import annotations
 
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -22,6 +20,7 @@ import pytest
 
 import polysync
 
+from .conftest import Children
 from .redis_servers import RedisServer, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -48,41 +47,9 @@ def _args(kind: str) -> tuple[int, ...]:
     return () if kind == "Lock" else (1,)
 
 
-class _Children:
-    """Child processes (fresh interpreters) that open the same object; all killed at the end."""
-
-    def __init__(self, ctx: polysync.Context) -> None:
-        self.settings = ctx.backend.picklable_settings()
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, body: str) -> subprocess.Popen[str]:
-        code = (
-            "import polysync, time\n"
-            f"ctx = polysync.get_context('redis', **{self.settings!r})\n" + textwrap.dedent(body)
-        )
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-        self.procs.append(proc)
-        return proc
-
-    @staticmethod
-    def expect(proc: subprocess.Popen[str], word: str) -> str:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith(word), f"child said {line!r}, expected {word!r}"
-        return line
-
-    def kill_all(self) -> None:
-        for proc in self.procs:
-            proc.kill()
-        for proc in self.procs:
-            proc.wait(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-
-
 @pytest.fixture
-def children(ctx: polysync.Context) -> Iterator[_Children]:
-    kids = _Children(ctx)
+def children(ctx: polysync.Context) -> Iterator[Children]:
+    kids = Children(ctx)
     try:
         yield kids
     finally:
@@ -129,7 +96,7 @@ class _Acquirer:
 
 @pytest.mark.parametrize("kind", ["Lock", "Semaphore"])
 def test_a_grant_to_a_waiter_killed_while_queued_reaches_the_next_within_a_second(
-    ctx: polysync.Context, children: _Children, kind: str
+    ctx: polysync.Context, children: Children, kind: str
 ) -> None:
     make = getattr(ctx, kind)
     holder = make(*_args(kind), name="q", lease=LEASE)
@@ -186,7 +153,7 @@ def test_a_grant_to_a_waiter_that_timed_out_in_a_server_freeze_reaches_the_next(
 
 @pytest.mark.parametrize("kind", ["Lock", "Semaphore"])
 def test_the_queue_holds_only_live_contenders_for_long(
-    ctx: polysync.Context, children: _Children, kind: str
+    ctx: polysync.Context, children: Children, kind: str
 ) -> None:
     make = getattr(ctx, kind)
     holder = make(*_args(kind), name="crowd", lease=LEASE)
@@ -293,7 +260,7 @@ def test_a_lease_lost_in_a_restart_is_reported_lost_on_release(
 # -- a Semaphore permit taken over from a dead holder --------------------------------------
 
 
-def _semaphore_held_in_a_child(children: _Children, name: str) -> subprocess.Popen[str]:
+def _semaphore_held_in_a_child(children: Children, name: str) -> subprocess.Popen[str]:
     """A child holding the one permit of Semaphore *name* (lease 1 s), until killed."""
     holder = children.start(
         f"""
@@ -309,7 +276,7 @@ def _semaphore_held_in_a_child(children: _Children, name: str) -> subprocess.Pop
 
 @pytest.mark.parametrize("queued", [False, True], ids=["after", "queued"])
 def test_a_semaphore_taken_over_from_a_dead_holder_says_so(
-    ctx: polysync.Context, children: _Children, queued: bool
+    ctx: polysync.Context, children: Children, queued: bool
 ) -> None:
     holder = _semaphore_held_in_a_child(children, "permits")
     sem = ctx.Semaphore(1, name="permits", lease=LEASE)
@@ -338,7 +305,7 @@ def test_a_semaphore_taken_over_from_a_dead_holder_says_so(
 
 
 def test_a_semaphore_takeover_made_an_error_gives_the_permit_back(
-    ctx: polysync.Context, children: _Children
+    ctx: polysync.Context, children: Children
 ) -> None:
     holder = _semaphore_held_in_a_child(children, "strict")
     sem = ctx.Semaphore(1, name="strict", lease=LEASE)

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from polysync.aio._waiters import SLICE, pool
 
@@ -137,6 +137,39 @@ class _Lane(Generic[G]):
             self.running = False
         self.ended()
 
+    def stop_running(self) -> None:
+        """No job waits for this lane any more (a new waiter starts one)."""
+        with self.mutex:
+            self.running = False
+
+    def next_slice(self) -> float | None:
+        """In the job: how long its next kernel wait may last; ``None`` (and the lane
+        stopped) when nobody wants it any more, or those left are timing out: no kernel
+        wait may outlast them, to take the object when nobody is there to have it."""
+        with self.mutex:
+            left = self.latest - time.monotonic()
+            if self.live == 0 or left <= 0:
+                self.running = False
+                return None
+            return min(SLICE, max(_SHORTEST, left))
+
+    def failed(self, exc: BaseException) -> bool:
+        """In the job: the kernel wait raised; hand *exc* to the waiters (``True`` if posted)."""
+        if self.post(self.fail, exc):
+            return True
+        self.stop_running()
+        return False
+
+    def carry_on(self) -> None:
+        """On the loop, after a delivery: wait on for who is left, or stop."""
+        with self.mutex:
+            again = self.live > 0
+            if not again:
+                self.running = False
+        if again:
+            self._start()
+        self.ended()
+
     def post(self, callback: Callable[..., object], *args: object) -> bool:
         """Run *callback* on the loop; ``False`` if the loop is closed."""
         try:
@@ -173,13 +206,7 @@ class AcquireLane(_Lane[G]):
         """On the loop: the job got a grant; hand it on, then wait on for who is left."""
         if not self.hand(token):
             self.grant.give_back(token)
-        with self.mutex:
-            again = self.live > 0
-            if not again:
-                self.running = False
-        if again:
-            self._start()
-        self.ended()
+        self.carry_on()
 
     def pass_on(self, token: G) -> None:
         """On the loop: a cancelled task got *token*; the next waiter has it, or the kernel."""
@@ -187,10 +214,15 @@ class AcquireLane(_Lane[G]):
             self.grant.give_back(token)
 
 
-class _AcquireJob(Generic[G]):
+_LaneT = TypeVar("_LaneT", bound="_Lane[Any]")
+
+
+class _Job(Generic[_LaneT]):
+    """A lane's kernel wait, one slice per step (see :mod:`polysync.aio._waiters`)."""
+
     __slots__ = ("lane",)
 
-    def __init__(self, lane: AcquireLane[G]) -> None:
+    def __init__(self, lane: _LaneT) -> None:
         self.lane = lane
 
     def step(self) -> bool:
@@ -200,23 +232,22 @@ class _AcquireJob(Generic[G]):
         return finished
 
     def _step(self) -> tuple[bool, bool]:
+        """One slice: (whether the job is over, whether it posted to the loop)."""
+        raise NotImplementedError
+
+
+class _AcquireJob(_Job["AcquireLane[G]"], Generic[G]):
+    __slots__ = ()
+
+    def _step(self) -> tuple[bool, bool]:
         lane = self.lane
-        with lane.mutex:
-            left = lane.latest - time.monotonic()
-            if lane.live == 0 or left <= 0:
-                # Nobody wants it any more (those left are timing out): no kernel wait
-                # may outlast them, to take the object when nobody is there to have it.
-                lane.running = False
-                return True, False
-            seconds = min(SLICE, max(_SHORTEST, left))
+        seconds = lane.next_slice()
+        if seconds is None:
+            return True, False
         try:
             token = lane.grant.wait_slice(seconds)
         except BaseException as exc:
-            if lane.post(lane.fail, exc):
-                return True, True
-            with lane.mutex:
-                lane.running = False
-            return True, False
+            return True, lane.failed(exc)
         if token is None:
             return False, False
         with lane.mutex:
@@ -232,8 +263,7 @@ class _AcquireJob(Generic[G]):
         with contextlib.suppress(Exception):
             lane.grant.give_back_in_thread(token)
         if wanted:  # the loop is closed
-            with lane.mutex:
-                lane.running = False
+            lane.stop_running()
         return True, False
 
 
@@ -253,47 +283,24 @@ class EventLane(_Lane[bool]):
             self.leave(waiter)
             if not waiter.future.done():
                 waiter.future.set_result(True)
-        with self.mutex:
-            again = self.live > 0
-            if not again:
-                self.running = False
-        if again:
-            self._start()
-        self.ended()
+        self.carry_on()
 
 
-class _EventJob:
-    __slots__ = ("lane",)
-
-    def __init__(self, lane: EventLane) -> None:
-        self.lane = lane
-
-    def step(self) -> bool:
-        finished, posted = self._step()
-        if finished and not posted:
-            self.lane.ended()
-        return finished
+class _EventJob(_Job["EventLane"]):
+    __slots__ = ()
 
     def _step(self) -> tuple[bool, bool]:
         lane = self.lane
-        with lane.mutex:
-            left = lane.latest - time.monotonic()
-            if lane.live == 0 or left <= 0:
-                lane.running = False
-                return True, False
-            seconds = min(SLICE, max(_SHORTEST, left))
+        seconds = lane.next_slice()
+        if seconds is None:
+            return True, False
         try:
             is_set = lane.wait(seconds)
         except BaseException as exc:
-            if lane.post(lane.fail, exc):
-                return True, True
-            with lane.mutex:
-                lane.running = False
-            return True, False
+            return True, lane.failed(exc)
         if not is_set:
             return False, False
         if lane.post(lane.fire):
             return True, True
-        with lane.mutex:
-            lane.running = False
+        lane.stop_running()
         return True, False

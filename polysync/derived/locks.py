@@ -8,10 +8,11 @@ between (a Lock that records its holder must run its own code on every acquire).
 from __future__ import annotations
 
 import functools
+import os
 import socket
 from collections.abc import Callable
 from threading import get_ident
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from polysync import errors
 from polysync.derived import liveness
@@ -28,6 +29,7 @@ from polysync.kernel import (
 
 __all__ = [
     "ConditionHooksOfALock",
+    "DepthOverLock",
     "DerivedBoundedSemaphore",
     "DerivedLock",
     "DerivedRLock",
@@ -88,6 +90,111 @@ class ConditionHooksOfALock:
 
     def is_owned(self: _PlainLock) -> bool:
         return self.locked()
+
+
+class _StoreLock(_PlainLock, Protocol):
+    """A remote store's Lock kernel, as :class:`DepthOverLock` passes it through."""
+
+    on_lost: Callable[[], object] | None
+
+    @property
+    def fencing_token(self) -> int | None: ...
+    @property
+    def lost(self) -> bool: ...
+    @property
+    def owner_died(self) -> bool: ...
+    def statistics(self) -> KernelState: ...
+    def close(self) -> None: ...
+    def discard(self) -> None: ...
+
+
+_L = TypeVar("_L", bound=_StoreLock)
+
+
+class DepthOverLock(Generic[_L]):
+    """An RLock kernel over a store's Lock kernel: the depth per (process, thread) kept in
+    this handle, the store's lock taken by the outermost acquire and released by the
+    outermost release. The redis and postgres RLocks are this over their Lock.
+    """
+
+    def __init__(self, lock: _L) -> None:
+        self._lock = lock
+        self._depth: dict[tuple[int, int], int] = {}
+
+    @property
+    def fencing_token(self) -> int | None:
+        return self._lock.fencing_token
+
+    @property
+    def lost(self) -> bool:
+        return self._lock.lost
+
+    @property
+    def owner_died(self) -> bool:
+        return self._lock.owner_died
+
+    @property
+    def on_lost(self) -> Callable[[], object] | None:
+        return self._lock.on_lost
+
+    @on_lost.setter
+    def on_lost(self, callback: Callable[[], object] | None) -> None:
+        self._lock.on_lost = callback
+
+    def statistics(self) -> KernelState:
+        return self._lock.statistics()
+
+    @staticmethod
+    def _me() -> tuple[int, int]:
+        return os.getpid(), get_ident()
+
+    def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        me = self._me()
+        depth = self._depth.get(me, 0)
+        if depth:
+            self._depth[me] = depth + 1
+            return True
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._depth[me] = 1
+        return True
+
+    def release(self) -> None:
+        me = self._me()
+        depth = self._depth.get(me, 0)
+        if not depth:
+            raise errors.rlock_not_owned()
+        if depth > 1:
+            self._depth[me] = depth - 1
+            return
+        del self._depth[me]
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def release_save(self) -> object:
+        depth = self._depth.pop(self._me(), 0)
+        self._lock.release()
+        return depth
+
+    def acquire_restore(self, state: object) -> None:
+        assert isinstance(state, int)
+        self._lock.acquire(True, None)
+        self._depth[self._me()] = state
+
+    def is_owned(self) -> bool:
+        return self._depth.get(self._me(), 0) > 0
+
+    def recursion_level(self) -> int:
+        return self._depth.get(self._me(), 0)
+
+    def close(self) -> None:
+        self._depth.clear()
+        self._lock.close()
+
+    def discard(self) -> None:
+        self._lock.discard()
 
 
 class _BinaryLock:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from polysync import _validate, errors
 from polysync.backends.postgres.server import WATCH_SLICE, milliseconds
-from polysync.derived.locks import ConditionHooksOfALock
+from polysync.derived.locks import ConditionHooksOfALock, DepthOverLock
 from polysync.errors import BrokenBarrierError, NotFoundError
 from polysync.kernel import Holder, KernelState
 
@@ -346,86 +346,8 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
         super().close()
 
 
-class PostgresRLock:
+class PostgresRLock(DepthOverLock["PostgresLock"]):
     """Reentrancy per (process, thread) over a :class:`PostgresLock`; depth kept locally."""
-
-    def __init__(self, lock: PostgresLock) -> None:
-        self._lock = lock
-        self._depth: dict[tuple[int, int], int] = {}
-
-    @property
-    def fencing_token(self) -> int | None:
-        return self._lock.fencing_token
-
-    @property
-    def lost(self) -> bool:
-        return self._lock.lost
-
-    @property
-    def owner_died(self) -> bool:
-        return self._lock.owner_died
-
-    @property
-    def on_lost(self) -> Callable[[], object] | None:
-        return self._lock.on_lost
-
-    @on_lost.setter
-    def on_lost(self, callback: Callable[[], object] | None) -> None:
-        self._lock.on_lost = callback
-
-    def statistics(self) -> KernelState:
-        return self._lock.statistics()
-
-    def _me(self) -> tuple[int, int]:
-        return os.getpid(), threading.get_ident()
-
-    def acquire(self, blocking: bool, timeout: float | None) -> bool:
-        me = self._me()
-        depth = self._depth.get(me, 0)
-        if depth:
-            self._depth[me] = depth + 1
-            return True
-        if not self._lock.acquire(blocking, timeout):
-            return False
-        self._depth[me] = 1
-        return True
-
-    def release(self) -> None:
-        me = self._me()
-        depth = self._depth.get(me, 0)
-        if not depth:
-            raise errors.rlock_not_owned()
-        if depth > 1:
-            self._depth[me] = depth - 1
-            return
-        del self._depth[me]
-        self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
-
-    def release_save(self) -> object:
-        depth = self._depth.pop(self._me(), 0)
-        self._lock.release()
-        return depth
-
-    def acquire_restore(self, state: object) -> None:
-        assert isinstance(state, int)
-        self._lock.acquire(True, None)
-        self._depth[self._me()] = state
-
-    def is_owned(self) -> bool:
-        return self._depth.get(self._me(), 0) > 0
-
-    def recursion_level(self) -> int:
-        return self._depth.get(self._me(), 0)
-
-    def close(self) -> None:
-        self._depth.clear()
-        self._lock.close()
-
-    def discard(self) -> None:
-        self._lock.discard()
 
 
 class PostgresSemaphore(_Kernel):

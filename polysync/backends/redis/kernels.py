@@ -34,7 +34,7 @@ from polysync.backends.redis.server import (
     text,
 )
 from polysync.derived import liveness
-from polysync.derived.locks import ConditionHooksOfALock
+from polysync.derived.locks import ConditionHooksOfALock, DepthOverLock
 from polysync.derived.parking import STOP_CHECK, WaitStopped
 from polysync.errors import BrokenBarrierError
 from polysync.kernel import KernelState
@@ -478,91 +478,11 @@ class RedisLock(ConditionHooksOfALock, _Leased):
         return actions
 
 
-class RedisRLock:
+class RedisRLock(DepthOverLock["RedisLock"]):
     """Reentrancy per (client, process, thread) over a :class:`RedisLock`; depth kept locally."""
-
-    def __init__(self, lock: RedisLock) -> None:
-        self._lock = lock
-        self._depth: dict[tuple[int, int], int] = {}
-
-    @property
-    def fencing_token(self) -> int | None:
-        return self._lock.fencing_token
-
-    @property
-    def lost(self) -> bool:
-        return self._lock.lost
-
-    @property
-    def owner_died(self) -> bool:
-        return self._lock.owner_died
-
-    @property
-    def on_lost(self) -> Callable[[], object] | None:
-        return self._lock.on_lost
-
-    @on_lost.setter
-    def on_lost(self, callback: Callable[[], object] | None) -> None:
-        self._lock.on_lost = callback
 
     def configure(self, lease: float | None, on_lost: Callable[[], object] | None) -> None:
         self._lock.configure(lease, on_lost)
-
-    def statistics(self) -> KernelState:
-        return self._lock.statistics()
-
-    def _me(self) -> tuple[int, int]:
-        import os
-
-        return os.getpid(), threading.get_ident()
-
-    def acquire(self, blocking: bool, timeout: float | None) -> bool:
-        me = self._me()
-        depth = self._depth.get(me, 0)
-        if depth:
-            self._depth[me] = depth + 1
-            return True
-        if not self._lock.acquire(blocking, timeout):
-            return False
-        self._depth[me] = 1
-        return True
-
-    def release(self) -> None:
-        me = self._me()
-        depth = self._depth.get(me, 0)
-        if not depth:
-            raise errors.rlock_not_owned()
-        if depth > 1:
-            self._depth[me] = depth - 1
-            return
-        del self._depth[me]
-        self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
-
-    def release_save(self) -> object:
-        me = self._me()
-        depth = self._depth.pop(me, 0)
-        self._lock.release()
-        return depth
-
-    def acquire_restore(self, state: object) -> None:
-        assert isinstance(state, int)
-        self._lock.acquire(True, None)
-        self._depth[self._me()] = state
-
-    def is_owned(self) -> bool:
-        return self._depth.get(self._me(), 0) > 0
-
-    def recursion_level(self) -> int:
-        return self._depth.get(self._me(), 0)
-
-    def close(self) -> None:
-        self._lock.close()
-
-    def discard(self) -> None:
-        self._lock.discard()
 
 
 class RedisSemaphore(_Leased):
