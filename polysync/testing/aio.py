@@ -152,7 +152,9 @@ class AsyncTests(SuiteBase):
                     c: polysync.aio.Condition = cond, box: list[int] = items
                 ) -> list[int]:
                     async with c:
-                        return await c.wait_for(lambda: box, timeout=PROMPT)
+                        while not box:  # wait_for would hide a lost notify (it checks last)
+                            assert await c.wait(PROMPT) is True, "the notify was lost"
+                        return box
 
                 consumer = asyncio.create_task(consume())
                 await asyncio.sleep(SHORT)

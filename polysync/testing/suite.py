@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import pickle
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -355,6 +356,51 @@ class ConditionTests(SuiteBase):
         for t in threads:
             t.join(PROMPT)
         assert woken == [True, True, True]
+
+    def test_a_waiter_waiting_again_after_timeouts_misses_no_notify(
+        self, context: polysync.Context
+    ) -> None:
+        # A notify sent as a wait times out must still reach it: a caller that waits
+        # again, as polysync.aio does in slices, would otherwise wait forever.
+        cond = context.Condition()
+        rounds = 40
+        began = [0]
+        outcomes: list[bool] = []
+
+        def waiter() -> None:
+            pick = random.Random(1)
+            for _ in range(rounds):
+                with cond:
+                    began[0] += 1
+                    deadline = time.monotonic() + PROMPT
+                    while not cond.wait(pick.choice((0.0, 0.002, 0.01))):
+                        if time.monotonic() > deadline:
+                            outcomes.append(False)  # the notify was lost
+                            return
+                    outcomes.append(True)
+
+        thread = threading.Thread(target=waiter, daemon=True)
+        thread.start()
+        pick = random.Random(2)
+        for round_ in range(1, rounds + 1):
+
+            def begun(r: int = round_) -> bool:
+                with cond:
+                    return began[0] >= r
+
+            eventually(begun, f"the waiter begins round {round_}")
+            time.sleep(pick.uniform(0, 0.01))
+            with cond:
+                cond.notify()
+
+            def ended(r: int = round_) -> bool:
+                return len(outcomes) >= r
+
+            eventually(ended, f"round {round_} ends", PROMPT * 2)
+            if not outcomes[-1]:
+                break
+        join_all([thread])
+        assert outcomes == [True] * rounds
 
     def test_wait_for(self, context: polysync.Context) -> None:
         cond = context.Condition()

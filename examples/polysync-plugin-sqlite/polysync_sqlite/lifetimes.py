@@ -65,6 +65,9 @@ class Lifetimes:
             self._release_now(oid, identity())
 
     def _release_now(self, oid: int, ident: int) -> None:
+        if not os.path.exists(self._store.path):
+            return  # the database file was deleted, and its objects with it
+
         def body(conn: sqlite3.Connection) -> None:
             self.reap(conn)
             conn.execute(_UNREGISTER, (oid, ident))

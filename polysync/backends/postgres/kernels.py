@@ -518,10 +518,16 @@ class PostgresCondition(_Kernel):
 
             woken = self._wait_for(_deadline(timeout), check, tick)
         finally:
-            with contextlib.suppress(Exception):
-                taken = self._one(f"DELETE FROM {s}.waiters WHERE seq = %s RETURNING notified", seq)
-                woken = woken or bool(taken)
-            lock.acquire_restore(state)
+            # Leave the queue only with the lock back: a notify sent after the timeout
+            # still reaches this waiter, so a caller that waits again loses nothing.
+            try:
+                lock.acquire_restore(state)
+            finally:
+                with contextlib.suppress(Exception):
+                    taken = self._one(
+                        f"DELETE FROM {s}.waiters WHERE seq = %s RETURNING notified", seq
+                    )
+                    woken = woken or bool(taken)
         return woken
 
     def notify(self, n: int) -> None:

@@ -653,9 +653,13 @@ class RedisCondition(_Kernel):
         try:
             woken = self._await(wkey, timeout)
         finally:
-            if not woken:
-                woken = bool(int(self._cancel(wkey)))
-            lock.acquire_restore(state)
+            # Leave the queue only with the lock back: a notify sent after the timeout
+            # still reaches this waiter, so a caller that waits again loses nothing.
+            try:
+                lock.acquire_restore(state)
+            finally:
+                if not woken:
+                    woken = bool(int(self._cancel(wkey)))
         return woken
 
     def _await(self, wkey: str, timeout: float | None) -> bool:
