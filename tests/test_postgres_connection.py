@@ -100,6 +100,14 @@ def test_schema_and_timeout_types_and_ranges() -> None:
         pgc.settings("host=/tmp", connect_timeout=1)
     with pytest.raises(TypeError, match="connect_timeout"):
         pgc.settings("host=/tmp", connect_timeout="5")
+    assert pgc.settings("host=/tmp", answer_timeout=0.5).answer_timeout == 0.5
+    assert pgc.settings("host=/tmp").answer_timeout == pgc.DEFAULT_ANSWER_TIMEOUT
+    for bad in (0, 0.01, -1, float("nan"), float("inf"), 4000):
+        with pytest.raises(ValueError, match=r"answer_timeout must be a number of seconds in"):
+            pgc.settings("host=/tmp", answer_timeout=bad)
+    for wrong in ("5", None, True):
+        with pytest.raises(TypeError, match="answer_timeout"):
+            pgc.settings("host=/tmp", answer_timeout=wrong)
     with pytest.raises(TypeError, match="url must be a str"):
         pgc.settings(b"host=/tmp")
     with pytest.raises(TypeError, match="needs url="):

@@ -52,6 +52,7 @@ class PostgresBackend(BaseBackend):
         "connect_timeout": _connection.DEFAULT_CONNECT_TIMEOUT,
         "schema": _connection.DEFAULT_SCHEMA,
         "connection_factory": None,
+        "answer_timeout": _connection.DEFAULT_ANSWER_TIMEOUT,
         "advisory_classid": _sql.DEFAULT_CLASSID,
         "pool_size": 4,
         "anonymous_ttl": 60.0,
@@ -68,6 +69,7 @@ class PostgresBackend(BaseBackend):
             connect_timeout=s["connect_timeout"],
             schema=s["schema"],
             connection_factory=s["connection_factory"],
+            answer_timeout=s["answer_timeout"],
         )
         classid = s["advisory_classid"]
         if not isinstance(classid, int) or isinstance(classid, bool):

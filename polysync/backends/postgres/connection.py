@@ -51,6 +51,11 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 #: libpq rounds a connect_timeout below 2 s up to 2 s; polysync refuses it instead.
 MIN_CONNECT_TIMEOUT = 2.0
 MAX_CONNECT_TIMEOUT = 3600.0
+#: Seconds a call that does not wait in the server (a release, ``set``, a read, an
+#: opening) waits for the answer before it gives up the session: a frozen server keeps
+#: its sockets open and answers TCP keepalives, so nothing else would end the call.
+DEFAULT_ANSWER_TIMEOUT = 10.0
+MIN_ANSWER_TIMEOUT = 0.1
 #: The schema that holds the backend's tables and functions.
 DEFAULT_SCHEMA = "polysync"
 #: An unquoted PostgreSQL identifier that needs no quoting and no case folding: at most
@@ -125,6 +130,7 @@ class PostgresSettings:
     schema: str = DEFAULT_SCHEMA
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     connection_factory: ConnectionFactory | None = field(default=None, repr=False)
+    answer_timeout: float = DEFAULT_ANSWER_TIMEOUT
 
     def describe(self) -> str:
         """Where the objects live, without secrets: ``user@host:port/db (schema polysync)``."""
@@ -152,6 +158,7 @@ def settings(
     connect_timeout: object = DEFAULT_CONNECT_TIMEOUT,
     schema: object = DEFAULT_SCHEMA,
     connection_factory: object = None,
+    answer_timeout: object = DEFAULT_ANSWER_TIMEOUT,
 ) -> PostgresSettings:
     """Check the backend's options, before anything connects.
 
@@ -161,7 +168,8 @@ def settings(
     variables). *connect_timeout*: seconds, from 2 (libpq's minimum) to 3600.
     *schema*: see :func:`schema_name`. *connection_factory*: a callable with
     ``psycopg.connect``'s signature, called as ``factory(conninfo, autocommit=True,
-    connect_timeout=N)``, returning a psycopg 3 ``Connection``.
+    connect_timeout=N)``, returning a psycopg 3 ``Connection``. *answer_timeout*: seconds
+    (0.1 to 3600) a call that does not wait in the server waits for its answer.
 
     Raises ``TypeError`` for a wrong type, ``ValueError`` for a URL libpq cannot parse
     (quoted without its password) or a value out of range.
@@ -183,6 +191,9 @@ def settings(
     timeout = _validate.seconds_option(
         connect_timeout, "connect_timeout", MIN_CONNECT_TIMEOUT, MAX_CONNECT_TIMEOUT
     )
+    answer = _validate.seconds_option(
+        answer_timeout, "answer_timeout", MIN_ANSWER_TIMEOUT, MAX_CONNECT_TIMEOUT
+    )
     name = schema_name(schema)
     params = _parse(url)
     return PostgresSettings(
@@ -191,6 +202,7 @@ def settings(
         schema=name,
         connect_timeout=timeout,
         connection_factory=connection_factory,
+        answer_timeout=answer,
     )
 
 

@@ -198,8 +198,10 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
         conn = server.take(timeout)
         try:
             if wait_ms <= 0:  # a try, or forever (psycopg cancels it on Ctrl-C)
+                limit = server.answer_timeout if wait_ms == 0 else None
+                cur = server.execute(conn, self._acquire_sql, params, limit)
                 with server.translated():
-                    row = conn.execute(self._acquire_sql.encode(), params).fetchone()
+                    row = cur.fetchone()
             else:
                 row = server.wait_query(conn, self._acquire_sql, params, timeout)
         except BaseException:
@@ -219,7 +221,9 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
             server.discard(conn)  # the session ends: the server releases what it held
             return
         try:
-            conn.execute(f"SELECT {self._s}.lock_abandon(%s)".encode(), (self._oid,))
+            server.execute(
+                conn, f"SELECT {self._s}.lock_abandon(%s)", (self._oid,), server.answer_timeout
+            )
         except BaseException:
             server.discard(conn)
             raise
@@ -277,10 +281,11 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
         server = self._server
         server.liveness.unwatch(conn)
         try:
+            cur = server.execute(
+                conn, self._release_sql, (self._oid, server.classid), server.answer_timeout
+            )
             with server.translated():
-                row = conn.execute(
-                    self._release_sql.encode(), (self._oid, server.classid)
-                ).fetchone()
+                row = cur.fetchone()
         except errors.BackendConnectionError:
             server.discard(conn)
             self._report_lost()

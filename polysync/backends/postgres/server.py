@@ -14,9 +14,12 @@
   sockets of the sessions that hold locks, so that a holder whose session the server
   closed (a restart, ``pg_terminate_backend``, a network loss seen by TCP keepalives)
   learns it at once (``lost``).
-* **Bounded waits.** A statement that blocks in the server runs with a client-side bound
-  as well (:meth:`PostgresServer.wait_query`): a server that stops answering costs the
-  caller its timeout and a :class:`~polysync.BackendConnectionError`, never a hang.
+* **Bounded answers.** Every statement runs with a client-side bound
+  (:meth:`PostgresServer.execute`): one that blocks in the server, its own timeout and
+  ``ANSWER_MARGIN``; any other, the ``answer_timeout`` option. A server that stops
+  answering (frozen: its sockets stay open and its kernel answers keepalives) costs the
+  caller that bound and a :class:`~polysync.BackendConnectionError`, never a hang; the
+  session is closed, and the server releases what it held once it runs again.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class PostgresServer:
         self.classid = classid
         self.channel = _sql.channel(options.schema)
         self.pool_size = pool_size
+        self.answer_timeout = options.answer_timeout
         self._idle: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -208,12 +212,44 @@ class PostgresServer:
             self._flush()
             raise
 
+    def execute(
+        self,
+        conn: psycopg.Connection[Any],
+        sql: str | bytes,
+        params: Sequence[object],
+        limit: float | None,
+    ) -> psycopg.Cursor[Any]:
+        """Run *sql* on *conn*, waiting at most *limit* seconds (``None``: as long as the
+        server takes) for its answer: its cursor, to read the rows from.
+
+        Past *limit*, *conn* is closed and :class:`~polysync.BackendConnectionError`
+        raised. Ctrl-C cancels the statement in the server (psycopg does) and
+        propagates. psycopg before 3.2 has no bounded wait: the server's bounds only.
+        """
+        pg = _connection._psycopg()
+        statement = sql.encode() if isinstance(sql, str) else sql
+        overrun: type[BaseException] | None = getattr(pg.errors, "_WaitTimeout", None)
+        with self.translated():
+            if limit is None or overrun is None:
+                return conn.execute(statement, params)
+            cur: Any = conn.cursor()
+            try:
+                with conn.lock:
+                    conn.wait(cur._execute_gen(statement, params), timeout=limit)
+            except overrun:
+                self.discard(conn)
+                raise errors.server_unreachable(
+                    "PostgreSQL", self.where, f"no answer within {limit:g} s"
+                ) from None
+            cursor: psycopg.Cursor[Any] = cur
+            return cursor
+
     def query(self, sql: str, params: Sequence[object] = ()) -> Row | None:
         """Run *sql* on an idle session: its first row (``None``: no row)."""
         conn = self.take()
         try:
+            cur = self.execute(conn, sql, params, self.answer_timeout)
             with self.translated():
-                cur = conn.execute(sql.encode(), params)
                 row = cur.fetchone() if cur.description is not None else None
         except BaseException:
             self.discard(conn)
@@ -225,8 +261,8 @@ class PostgresServer:
         """Run *sql* on an idle session: all its rows."""
         conn = self.take()
         try:
+            cur = self.execute(conn, sql, params, self.answer_timeout)
             with self.translated():
-                cur = conn.execute(sql.encode(), params)
                 rows = cur.fetchall() if cur.description is not None else []
         except BaseException:
             self.discard(conn)
@@ -244,27 +280,13 @@ class PostgresServer:
         """Run *sql*, which may block in the server, on *conn*: its first row.
 
         With a *timeout* (the server-side bound of the statement), the client waits
-        ``ANSWER_MARGIN`` more for the answer, then closes *conn* and raises
-        :class:`~polysync.BackendConnectionError`. Ctrl-C cancels the statement in the
-        server (psycopg does) and propagates; the caller gives back what it may hold.
+        ``ANSWER_MARGIN`` more for the answer (see :meth:`execute`); the caller gives
+        back what it may hold.
         """
-        pg = _connection._psycopg()
         limit = None if timeout is None else timeout + ANSWER_MARGIN
-        overrun: type[BaseException] | None = getattr(pg.errors, "_WaitTimeout", None)
-        cur: Any = conn.cursor()
+        cur = self.execute(conn, sql, params, limit)
         try:
             with self.translated():
-                if overrun is None:  # psycopg without bounded waits: the server's bound only
-                    cur.execute(sql.encode(), params)
-                else:
-                    try:
-                        with conn.lock:
-                            conn.wait(cur._execute_gen(sql.encode(), params), timeout=limit)
-                    except overrun:
-                        self.discard(conn)
-                        raise errors.server_unreachable(
-                            "PostgreSQL", self.where, f"no answer within {limit:g} s"
-                        ) from None
                 row: Row | None = cur.fetchone()
         finally:
             with contextlib.suppress(Exception):
