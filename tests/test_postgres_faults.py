@@ -357,3 +357,40 @@ def test_a_party_killed_inside_the_action_breaks_the_barrier(
     assert barrier.broken
     barrier.reset()
     barrier.unlink()
+
+
+@pytest.mark.parametrize(
+    "stop", [signal.SIGINT, signal.SIGQUIT, signal.SIGKILL], ids=["fast", "immediate", "crash"]
+)
+def test_fencing_tokens_keep_increasing_across_a_stop_and_a_crash(
+    pg_server_fresh: PrivatePostgres, stop: signal.Signals
+) -> None:
+    # The private server runs synchronous_commit=off; a real one commits synchronously,
+    # and that is what makes an issued token durable: these sessions do as a real one.
+    url = pg_server_fresh.url + "?options=" + quote("-c synchronous_commit=on")
+    schema = "t" + uuid.uuid4().hex[:8]
+    before = polysync.get_context("postgres", url=url, schema=schema)
+    assert before.backend.server.query("SHOW synchronous_commit") == ("on",)
+    lock = before.Lock(name="fenced")
+    issued = []
+    for _ in range(40):  # past one batch of 32 values that a sequence logs ahead
+        with lock:
+            assert lock.fencing_token is not None
+            issued.append(lock.fencing_token)
+    assert issued == sorted(set(issued))
+    if stop == signal.SIGKILL:
+        pg_server_fresh.kill()  # the postmaster and its backends
+    else:  # pg_ctl stop -m fast sends SIGINT, -m immediate SIGQUIT
+        assert pg_server_fresh.proc is not None
+        pg_server_fresh.proc.send_signal(stop)
+        pg_server_fresh.proc.wait(ERROR_BOUND * 4)
+    pg_server_fresh.restart()
+    before.backend.close()
+    after = polysync.get_context("postgres", url=url, schema=schema)
+    try:
+        again = after.Lock(name="fenced")
+        with again:
+            assert again.fencing_token is not None
+            assert again.fencing_token > issued[-1]
+    finally:
+        after.backend.close()

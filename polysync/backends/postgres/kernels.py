@@ -172,8 +172,8 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
         self.lost = False
         self.on_lost: Callable[[], object] | None = None
         s = self._s
-        self._acquire_sql = f"SELECT {s}.lock_acquire(%s, %s, %s, %s)"
-        self._release_sql = f"SELECT {s}.lock_release(%s, %s)"
+        self._acquire_bytes = f"SELECT {s}.lock_acquire(%s, %s, %s, %s)".encode()
+        self._release_bytes = f"SELECT {s}.lock_release(%s, %s)".encode()
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         if not blocking or timeout == 0:
@@ -199,11 +199,9 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
         try:
             if wait_ms <= 0:  # a try, or forever (psycopg cancels it on Ctrl-C)
                 limit = server.answer_timeout if wait_ms == 0 else None
-                cur = server.execute(conn, self._acquire_sql, params, limit)
-                with server.translated():
-                    row = cur.fetchone()
+                row = server.first_row(conn, self._acquire_bytes, params, limit)
             else:
-                row = server.wait_query(conn, self._acquire_sql, params, timeout)
+                row = server.wait_query(conn, self._acquire_bytes, params, timeout)
         except BaseException:
             self._abandon(conn)
             raise
@@ -281,11 +279,9 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
         server = self._server
         server.liveness.unwatch(conn)
         try:
-            cur = server.execute(
-                conn, self._release_sql, (self._oid, server.classid), server.answer_timeout
+            row = server.first_row(
+                conn, self._release_bytes, (self._oid, server.classid), server.answer_timeout
             )
-            with server.translated():
-                row = cur.fetchone()
         except errors.BackendConnectionError:
             server.discard(conn)
             self._report_lost()

@@ -223,34 +223,51 @@ class PostgresServer:
         server takes) for its answer: its cursor, to read the rows from.
 
         Past *limit*, *conn* is closed and :class:`~polysync.BackendConnectionError`
-        raised. Ctrl-C cancels the statement in the server (psycopg does) and
-        propagates. psycopg before 3.2 has no bounded wait: the server's bounds only.
+        raised. Errors are translated as :meth:`translated` does, without its context
+        managers (a few microseconds of each acquire and release). Ctrl-C cancels the
+        statement in the server (psycopg does) and propagates. psycopg before 3.2 has
+        no bounded wait: the server's bounds only.
         """
-        pg = _connection._psycopg()
         statement = sql.encode() if isinstance(sql, str) else sql
-        overrun: type[BaseException] | None = getattr(pg.errors, "_WaitTimeout", None)
-        with self.translated():
+        overrun = _wait_timeout()
+        try:
             if limit is None or overrun is None:
                 return conn.execute(statement, params)
             cur: Any = conn.cursor()
-            try:
-                with conn.lock:
-                    conn.wait(cur._execute_gen(statement, params), timeout=limit)
-            except overrun:
+            with conn.lock:
+                conn.wait(cur._execute_gen(statement, params), timeout=limit)
+            cursor: psycopg.Cursor[Any] = cur
+            return cursor
+        except Exception as exc:
+            if overrun is not None and isinstance(exc, overrun):
                 self.discard(conn)
                 raise errors.server_unreachable(
                     "PostgreSQL", self.where, f"no answer within {limit:g} s"
                 ) from None
-            cursor: psycopg.Cursor[Any] = cur
-            return cursor
+            if isinstance(exc, _connection._psycopg().Error):
+                error = _connection.translate(exc, self.where)
+                if isinstance(error, errors.BackendConnectionError):
+                    self._flush()
+                raise error from exc
+            raise
+
+    def first_row(
+        self,
+        conn: psycopg.Connection[Any],
+        sql: str | bytes,
+        params: Sequence[object],
+        limit: float | None,
+    ) -> Row | None:
+        """:meth:`execute`'s first row (``None``: no row)."""
+        cur = self.execute(conn, sql, params, limit)
+        row: Row | None = cur.fetchone() if cur.description is not None else None
+        return row
 
     def query(self, sql: str, params: Sequence[object] = ()) -> Row | None:
         """Run *sql* on an idle session: its first row (``None``: no row)."""
         conn = self.take()
         try:
-            cur = self.execute(conn, sql, params, self.answer_timeout)
-            with self.translated():
-                row = cur.fetchone() if cur.description is not None else None
+            row = self.first_row(conn, sql, params, self.answer_timeout)
         except BaseException:
             self.discard(conn)
             raise
@@ -273,7 +290,7 @@ class PostgresServer:
     def wait_query(
         self,
         conn: psycopg.Connection[Any],
-        sql: str,
+        sql: str | bytes,
         params: Sequence[object],
         timeout: float | None,
     ) -> Row | None:
@@ -284,14 +301,7 @@ class PostgresServer:
         back what it may hold.
         """
         limit = None if timeout is None else timeout + ANSWER_MARGIN
-        cur = self.execute(conn, sql, params, limit)
-        try:
-            with self.translated():
-                row: Row | None = cur.fetchone()
-        finally:
-            with contextlib.suppress(Exception):
-                cur.close()
-        return row
+        return self.first_row(conn, sql, params, limit)
 
     # -- the liveness session ----------------------------------------------------------
 
@@ -563,6 +573,16 @@ def _with_keepalives(options: _connection.PostgresSettings) -> _connection.Postg
     if not extra:
         return options
     return replace(options, conninfo=_conninfo.make_conninfo(options.conninfo, **extra))
+
+
+_WAIT_TIMEOUT: list[type[BaseException] | None] = []
+
+
+def _wait_timeout() -> type[BaseException] | None:
+    """psycopg's error for a wait past its timeout (3.2+), looked up once."""
+    if not _WAIT_TIMEOUT:
+        _WAIT_TIMEOUT.append(getattr(_connection._psycopg().errors, "_WaitTimeout", None))
+    return _WAIT_TIMEOUT[0]
 
 
 def milliseconds(timeout: float) -> int:
