@@ -204,28 +204,49 @@ class Probe:
     def _report(self, event: str, seconds: float | None = None) -> None:
         emit(Observation(event, self.kind, self.name, self.backend, seconds))
 
-    def _timed(
-        self, call: Callable[[], bool | object], waits: bool, always_ok: bool
-    ) -> bool | object:
-        """Run *call* (an acquire), timing it; report what happened; return its result."""
+    def begin(self) -> tuple[bool, float]:
+        """Before an acquire that its caller times itself (:mod:`polysync.aio`, whose
+        waits are many kernel calls): what :meth:`end` needs."""
         died = self._died
-        before = died is not None and died()
-        started = _clock()
-        result = call()
+        return (died is not None and died()), _clock()
+
+    def end(
+        self,
+        begun: tuple[bool, float],
+        result: object,
+        waits: bool,
+        always_ok: bool = False,
+        new_hold: bool | None = None,
+    ) -> None:
+        """After that acquire: report what happened, as the stand-ins do. *new_hold*
+        tells whether a hold began (``None``: as the level says)."""
+        before, started = begun
         now = _clock()
         if not (always_ok or result):
             if waits:
                 emit(Observation(TIMEOUT, self.kind, self.name, self.backend, now - started))
-            return result
-        level = self._level
-        if level is None or level() == 1:
+            return
+        if new_hold is None:
+            level = self._level
+            new_hold = level is None or level() == 1
+        if new_hold:
             self._since.append(now)
         emit(Observation(ACQUIRED, self.kind, self.name, self.backend, now - started))
+        died = self._died
         if died is not None and not before and died():
             self._report(TAKEOVER)
+
+    def _timed(
+        self, call: Callable[[], bool | object], waits: bool, always_ok: bool
+    ) -> bool | object:
+        """Run *call* (an acquire), timing it; report what happened; return its result."""
+        begun = self.begin()
+        result = call()
+        self.end(begun, result, waits, always_ok)
         return result
 
-    def _released(self, count: int) -> None:
+    def released(self, count: int) -> None:
+        """*count* holds ended: report each, with how long it was held."""
         now = _clock()
         since = self._since
         for _ in range(count):
@@ -256,7 +277,7 @@ class Probe:
         return acquire_within
 
     def release(self, raw: Callable[[], None]) -> Callable[[], None]:
-        level, released = self._level, self._released
+        level, released = self._level, self.released
 
         def release() -> None:
             last = level is None or level() == 1
@@ -267,7 +288,7 @@ class Probe:
         return release
 
     def release_n(self, raw: Callable[[int], None]) -> Callable[[int], None]:
-        released, since = self._released, self._since
+        released, since = self.released, self._since
 
         def release(n: int = 1) -> None:
             raw(n)

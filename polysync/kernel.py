@@ -6,10 +6,11 @@ open primitive. Each kind has one required Protocol (:class:`LockKernel`,
 :class:`ConditionKernel`, :class:`BarrierKernel`). Everything optional is a named
 Protocol of its own (:class:`ForeverAcquire`, :class:`TimedAcquire`,
 :class:`RefusingRelease`, :class:`Discardable`, :class:`Fenced`, :class:`Leased`,
-:class:`OwnerDeath`, :class:`Introspectable`): the neutral layer checks a kernel against
-them once, when it attaches the kernel to a handle, and never probes per call. A
-:class:`Capability` that a backend declares names the Protocol its kernels must satisfy
-(:attr:`Capability.requires`); a kernel that falls short is refused at that point.
+:class:`OwnerDeath`, :class:`Introspectable`, :class:`AsyncAcquire`): the neutral layer
+checks a kernel against them once, when it attaches the kernel to a handle, and never
+probes per call. A :class:`Capability` that a backend declares names the Protocol its
+kernels must satisfy (:attr:`Capability.requires`); a kernel that falls short is
+refused at that point.
 
 The backend itself satisfies :class:`Backend`; what it may offer beyond that is a named
 Protocol too (:class:`Findable`, :class:`Listable`, :class:`Collectable`). A capability
@@ -31,11 +32,12 @@ This module is data and Protocols only: it imports no implementation.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 __all__ = [
+    "AsyncAcquire",
     "Backend",
     "BarrierKernel",
     "Capability",
@@ -529,13 +531,48 @@ class StoppableBarrier(Protocol):
 
 
 @runtime_checkable
+class AsyncAcquire(Protocol):
+    """A Lock, Semaphore or BoundedSemaphore kernel's acquire as a coroutine (native asyncio).
+
+    :mod:`polysync.aio` checks a kernel against it once, when an async handle wraps the
+    sync one, and then awaits ``acquire_async`` on the event loop instead of running
+    ``acquire`` in its waiter threads: a waiting task then costs no thread. Without it
+    (every backend gets this for free), waits run in those threads, in 50 ms slices.
+
+    The contract is ``acquire``'s, plus:
+
+    - it runs on whichever loop awaits it, and on any number of loops (one after another,
+      or in several threads at once): whatever it keeps per loop (connections) belongs
+      to that loop, and what a finished loop leaves is released;
+    - it never blocks the loop's thread (no blocking I/O, no waiting on thread locks
+      another thread may hold long);
+    - it ends within *timeout* (plus the backend's bounded clean-up) however the server
+      behaves: one frozen or gone raises the backend's connection error, never hangs;
+    - cancelled at any await, it raises ``CancelledError`` and holds nothing: a grant
+      that raced the cancellation is given back (the backend may finish that after the
+      coroutine has ended, from a thread of its own, but must finish it);
+    - it records what ``acquire`` records (fencing token, lease renewal, ``lost``,
+      ``owner_died``), so the sync handle's properties hold for either acquire.
+
+    polysync.aio still queues the tasks of one loop on one handle locally: per handle and
+    loop, at most two waiting ``acquire_async`` calls are out at once (that of the task
+    which found nobody queued, and the queue's), besides tries (``blocking=False``).
+    """
+
+    def acquire_async(
+        self, blocking: bool, timeout: float | None, /
+    ) -> Coroutine[Any, Any, bool]: ...
+
+
+@runtime_checkable
 class InlineCalls(Protocol):
     """An optional backend method: its kernels' calls that do not wait do no I/O.
 
     A try-acquire, a release, ``set``, ``clear``, ``notify`` and the reads then take
     microseconds, and :mod:`polysync.aio` makes them on the event loop's thread. Without
     it, every call of an async handle runs in polysync's waiter threads (right for a
-    backend that talks to a server). posix, thread and windows declare it.
+    backend that talks to a server), but for the acquires of an :class:`AsyncAcquire`
+    kernel. posix, thread and windows declare it.
     """
 
     def inline_calls(self) -> bool:

@@ -229,6 +229,61 @@ def redis_ctx(redis_server_fresh: RedisServer) -> Iterator[polysync.Context]:
     ctx.backend.close()
 
 
+@pytest.mark.parametrize("backend", ["posix", "thread", "redis"])
+@pytest.mark.parametrize("kind", ["Lock", "RLock", "Semaphore"])
+def test_an_async_acquire_reports_once_whatever_its_slices(
+    recorder: Recorder, backend: str, kind: str, request: pytest.FixtureRequest
+) -> None:
+    # polysync.aio waits in many kernel calls (50 ms slices, or natively on redis): a
+    # listener must see one wait, one timeout, one hold, as for a sync handle.
+    import asyncio
+
+    import polysync.aio
+
+    if backend == "posix" and not any(
+        n == "posix" and ok for n, ok, _ in polysync.available_backends()
+    ):
+        pytest.skip("the posix backend does not run here")
+    ctx = (
+        request.getfixturevalue("redis_ctx")
+        if backend == "redis"
+        else polysync.get_context(backend)
+    )
+    actx = polysync.aio.AsyncContext(ctx)
+    handle = getattr(actx, kind)(name=None) if kind != "Semaphore" else actx.Semaphore(1)
+
+    async def main() -> None:
+        assert await handle.acquire()
+        if kind == "RLock":
+            assert await handle.acquire()  # again: a second acquire, the same hold
+            await handle.release()
+        other = asyncio.create_task(_other_task_tries(handle))
+        assert await other is False
+        await handle.release()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    mine = recorder.of(None)
+    events = [o.event for o in mine]
+    expected = (
+        ["acquired", "acquired", "timeout", "released"]
+        if kind == "RLock"
+        else ["acquired", "timeout", "released"]
+    )
+    assert events == expected, mine
+    timeout = next(o for o in mine if o.event == "timeout")
+    assert timeout.seconds is not None
+    assert timeout.seconds >= 0.2  # the whole wait
+    released = mine[-1]
+    assert released.seconds is not None
+    assert released.seconds >= 0.2  # held throughout
+    assert all(o.backend == backend for o in mine)
+
+
+async def _other_task_tries(handle: object) -> bool:
+    got: bool = await handle.acquire(timeout=0.25)  # type: ignore[attr-defined]
+    return got
+
+
 def test_a_listener_sees_a_redis_lease_lost_in_a_server_freeze_and_it_is_logged(
     recorder: Recorder,
     redis_ctx: polysync.Context,

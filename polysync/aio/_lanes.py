@@ -2,7 +2,9 @@
 
 Tasks of one loop waiting on one handle line up here, first come first served, and a
 single :class:`~polysync.aio._waiters.Job` waits on the kernel for whoever is first: a
-thousand tasks on one lock cost one waiter thread. Every grant the job obtains is
+thousand tasks on one lock cost one waiter thread. A kernel with native asyncio waits
+(:class:`~polysync.kernel.AsyncAcquire`) gets a :class:`NativeAcquireLane` instead, whose
+one wait is a task on the loop itself: no thread at all. Every grant the job obtains is
 delivered on the loop's thread to the first task still waiting; a grant that arrives
 for a task that was cancelled or timed out meanwhile goes to the next one, or back to
 the kernel if none is left, so no grant is ever lost or leaked.
@@ -16,12 +18,12 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from polysync.aio._waiters import SLICE, pool
 
-__all__ = ["AcquireLane", "EventLane", "Grant", "Waiter"]
+__all__ = ["AcquireLane", "EventLane", "Grant", "NativeAcquireLane", "Waiter"]
 
 #: The shortest slice (a kernel wait of a few microseconds would only spin).
 _SHORTEST = 0.005
@@ -193,13 +195,17 @@ class AcquireLane(_Lane[G]):
         """On the loop: give *token* to the first live waiter; ``False`` if there is none."""
         while self.waiters:
             waiter = self.waiters.popleft()
-            if waiter.active and not waiter.future.done():
-                waiter.active = False
-                with self.mutex:
-                    self.live -= 1
+            if not waiter.active:
+                continue
+            # Counted out here even if its task was cancelled and has not left yet: its
+            # leave() is then a no-op, and a live count left behind would keep the
+            # kernel wait going (taking grants and giving them back) for nobody.
+            waiter.active = False
+            with self.mutex:
+                self.live -= 1
+            if not waiter.future.done():
                 waiter.future.set_result(token)
                 return True
-            waiter.active = False
         return False
 
     def granted(self, token: G) -> None:
@@ -212,6 +218,75 @@ class AcquireLane(_Lane[G]):
         """On the loop: a cancelled task got *token*; the next waiter has it, or the kernel."""
         if not self.hand(token):
             self.grant.give_back(token)
+
+
+class NativeAcquireLane(AcquireLane[bool]):
+    """The tasks of one loop acquiring one handle whose kernel awaits natively.
+
+    The kernel wait is one task on the loop, awaiting *acquire* (``acquire_async``) for as
+    long as the last waiter wants it, not slice by slice: the backend keeps its place in
+    the object's queue. Once no waiter is left it is cancelled, and the kernel gives back
+    whatever a cancelled acquire was granted.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        grant: Grant[bool],
+        acquire: Callable[[bool, float | None], Coroutine[Any, Any, bool]],
+    ) -> None:
+        super().__init__(loop, grant)
+        self.acquire = acquire
+        self.task: asyncio.Task[None] | None = None
+        #: Whether the task that found nobody waiting awaits the kernel itself now.
+        self.direct = False
+
+    def _submit(self) -> None:
+        self.task = self.loop.create_task(self._wait())
+
+    def leave(self, waiter: Waiter[bool]) -> None:
+        super().leave(waiter)
+        self._stop_if_unwanted()
+
+    def hand(self, token: bool) -> bool:
+        handed = super().hand(token)
+        self._stop_if_unwanted()
+        return handed
+
+    def _stop_if_unwanted(self) -> None:
+        task = self.task
+        if self.live == 0 and task is not None and task is not asyncio.current_task():
+            task.cancel()  # nobody wants what it waits for
+
+    async def _wait(self) -> None:
+        try:
+            while True:
+                with self.mutex:
+                    left = self.latest - time.monotonic()
+                    if self.live == 0 or left <= 0:
+                        self.running = False
+                        return
+                try:
+                    got = await self.acquire(True, None if left == math.inf else left)
+                except asyncio.CancelledError:
+                    if self.live:  # a waiter came as it was being stopped: wait for it
+                        continue
+                    with self.mutex:
+                        self.running = False
+                    return
+                except BaseException as exc:  # the kernel's error: every waiter gets it
+                    for waiter in list(self.waiters):
+                        super().leave(waiter)
+                        if not waiter.future.done():
+                            waiter.future.set_exception(exc)
+                    with self.mutex:
+                        self.running = False
+                    return
+                if got and not self.hand(True):
+                    self.grant.give_back(True)
+        finally:
+            self.task = None
+            self.ended()
 
 
 _LaneT = TypeVar("_LaneT", bound="_Lane[Any]")

@@ -9,6 +9,8 @@ fencing tokens are the sync handle's. What this layer adds:
   polysync's waiter threads (:mod:`polysync.aio._waiters`), cut into slices; on a
   backend with :class:`~polysync.kernel.InlineCalls` the calls that do not wait (a
   try-acquire, a release, ``set``, reads) run on the loop, elsewhere in the pool too;
+  a Lock or Semaphore kernel with :class:`~polysync.kernel.AsyncAcquire` is awaited
+  on the loop instead, its tries and waits alike (redis);
 - tasks of one loop waiting on one handle queue locally (:mod:`polysync.aio._lanes`), so
   only the first needs a kernel wait;
 - cancellation safety: a cancelled wait raises ``CancelledError`` and leaves nothing
@@ -32,9 +34,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import polysync.primitives as _sync
 from polysync import _validate, errors
-from polysync.aio._lanes import AcquireLane, EventLane, Grant
+from polysync.aio._lanes import AcquireLane, EventLane, Grant, NativeAcquireLane
 from polysync.aio._waiters import SLICE, Pinned, pool
-from polysync.kernel import InlineCalls, StoppableBarrier
+from polysync.kernel import AsyncAcquire, InlineCalls, StoppableBarrier
 from polysync.primitives import Statistics
 
 if TYPE_CHECKING:
@@ -237,11 +239,19 @@ AQ = TypeVar("AQ", _sync.Lock, _sync.Semaphore)
 class _Acquirable(_Async[AQ], Grant[bool]):
     """acquire() for kernels any thread may release: Lock, Semaphore, BoundedSemaphore."""
 
+    def _wrap(self, sync: Any) -> None:
+        super()._wrap(sync)
+        kernel = self._kernel
+        #: The kernel's native asyncio acquire, awaited on the loop (AsyncAcquire).
+        self._native: AsyncAcquire | None = kernel if isinstance(kernel, AsyncAcquire) else None
+
+    # The kernel's own calls (the sync handle's, closed or not), never the timing
+    # stand-ins of polysync.instrument: an async acquire reports once, as a whole.
     def _try(self) -> bool:
-        return bool(self._sync._acquire(False, None))
+        return bool(self._sync._kernel.acquire(False, None))
 
     def wait_slice(self, seconds: float) -> bool | None:
-        return True if self._sync._acquire(True, seconds) else None
+        return True if self._sync._kernel.acquire(True, seconds) else None
 
     def give_back(self, token: bool) -> None:
         if self._inline:
@@ -264,10 +274,22 @@ class _Acquirable(_Async[AQ], Grant[bool]):
         ``blocking=False`` tries once. A cancelled call raises ``CancelledError`` and
         holds nothing.
         """
+        probe = self._sync._probe
+        if probe is None:
+            return await self._acquire(blocking, timeout)
+        begun = probe.begin()  # someone listens (polysync.instrument)
+        got = await self._acquire(blocking, timeout)
+        probe.end(begun, got, blocking is not False and timeout != 0)
+        return got
+
+    async def _acquire(self, blocking: bool, timeout: float | None) -> bool:
+        native = self._native
+        if native is not None and not self._sync.closed:
+            return await self._acquire_native(native, blocking, timeout)
         lane = self._acquire_lane()
         if blocking is True and timeout is None:  # the common call, checked cheaply
             flag, seconds = True, None
-            if self._inline and not lane.waiters and self._sync._acquire(False, None):
+            if self._inline and not lane.waiters and self._sync._kernel.acquire(False, None):
                 return True
         else:
             flag, seconds = _validate.block_and_timeout(True, timeout, blocking)
@@ -286,6 +308,29 @@ class _Acquirable(_Async[AQ], Grant[bool]):
             if not flag or seconds == 0:
                 return False
         return await self._wait(lane, seconds)
+
+    async def _acquire_native(
+        self, native: AsyncAcquire, blocking: bool, timeout: float | None
+    ) -> bool:
+        """acquire() awaited on the loop: a task that finds nobody of this loop waiting
+        awaits the kernel itself; those that come meanwhile queue in the lane, whose
+        one task awaits it for them. A cancelled acquire_async holds nothing."""
+        if blocking is True and timeout is None:
+            flag, seconds = True, None
+        else:
+            flag, seconds = _validate.block_and_timeout(True, timeout, blocking)
+        lane: NativeAcquireLane = self._lane(
+            lambda loop: NativeAcquireLane(loop, self, native.acquire_async)
+        )
+        if not flag or seconds == 0:
+            return await native.acquire_async(False, None)
+        if lane.waiters or lane.direct:
+            return await self._wait(lane, seconds)
+        lane.direct = True
+        try:
+            return await native.acquire_async(True, seconds)
+        finally:
+            lane.direct = False
 
     async def _wait(self, lane: AcquireLane[bool], seconds: float | None) -> bool:
         waiter = lane.add(seconds)
@@ -443,7 +488,7 @@ class RLock(_Async[_sync.RLock], Grant[Pinned]):
 
     # what the lane calls, in a waiter thread or on the loop
     def _take(self, blocking: bool, seconds: float | None = None) -> Pinned | None:
-        if self._sync._acquire(blocking, seconds if blocking else None):
+        if self._sync._kernel.acquire(blocking, seconds if blocking else None):
             return pool().pin()
         return None
 
@@ -466,6 +511,16 @@ class RLock(_Async[_sync.RLock], Grant[Pinned]):
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Acquire (again, if this task holds it); ``True`` if acquired (see ``Lock.acquire``)."""
+        probe = self._sync._probe
+        if probe is None:
+            return await self._acquire(blocking, timeout)
+        begun = probe.begin()  # someone listens (polysync.instrument)
+        held = self._holding is not None and self._holding.task is asyncio.current_task()
+        got = await self._acquire(blocking, timeout)
+        probe.end(begun, got, blocking is not False and timeout != 0, new_hold=not held)
+        return got
+
+    async def _acquire(self, blocking: bool, timeout: float | None) -> bool:
         flag, seconds = _validate.block_and_timeout(True, timeout, blocking)
         task = _current_task("RLock.acquire()")
         if self._sync.closed:
@@ -526,6 +581,9 @@ class RLock(_Async[_sync.RLock], Grant[Pinned]):
         if self._holding is holding:
             self._holding = None
         holding.pinned.unpin()
+        probe = self._sync._probe
+        if probe is not None:
+            probe.released(1)
         if cancelled:
             raise asyncio.CancelledError
 

@@ -7,9 +7,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from polysync import errors
+from polysync.backends.redis import aiokernels as _aiokernels
 from polysync.backends.redis import connection as _connection
 from polysync.backends.redis import inventory as _inventory
 from polysync.backends.redis import kernels as _kernels
+from polysync.backends.redis.aioserver import AsyncServer
 from polysync.backends.redis.server import RedisServer, text, translated
 from polysync.derived import BaseBackend
 from polysync.errors import KindMismatchError, NotFoundError
@@ -104,6 +106,9 @@ class RedisBackend(BaseBackend):
         with translated(where):  # a cluster client connects at once
             self.client = _connection.connect(s)
         self.server = RedisServer(self.client, where=where, anonymous_ttl=self.anonymous_ttl)
+        # Native asyncio acquires where the client has a redis.asyncio twin (not Cluster
+        # or Sentinel, whose kernels wait in polysync.aio's threads).
+        self.async_server = AsyncServer.for_server(self.server)
 
     @property
     def cleanup_bound(self) -> float:
@@ -183,6 +188,10 @@ class RedisBackend(BaseBackend):
 
     def open_lock(self, name: ObjectName, *, create: bool) -> _kernels.RedisLock:
         base = self._open(name, Kind.LOCK, 1, create)
+        if self.async_server is not None:
+            return _aiokernels.AsyncRedisLock(
+                self.server, base, name.is_anonymous, self.lease, self.async_server
+            )
         return _kernels.RedisLock(self.server, base, name.is_anonymous, self.lease)
 
     def open_rlock(self, name: ObjectName, *, create: bool) -> _kernels.RedisRLock:
@@ -198,9 +207,12 @@ class RedisBackend(BaseBackend):
         base = self._open(
             name, kind, value, create, init_suffix="v", init_value=value, must_match=bounded
         )
-        return _kernels.RedisSemaphore(
-            self.server, base, name.is_anonymous, self.lease, value if bounded else None
-        )
+        bound = value if bounded else None
+        if self.async_server is not None:
+            return _aiokernels.AsyncRedisSemaphore(
+                self.server, base, name.is_anonymous, self.lease, bound, self.async_server
+            )
+        return _kernels.RedisSemaphore(self.server, base, name.is_anonymous, self.lease, bound)
 
     def open_event(self, name: ObjectName, *, create: bool) -> _kernels.RedisEvent:
         base = self._open(name, Kind.EVENT, 0, create)

@@ -159,8 +159,9 @@ elseif op == 'release' then
   end
   return {1, lost}
 elseif op == 'cancel' then
-  -- ARGV: op, owner id, waiter key. Returns {1, message} if the wait had been granted
-  -- meanwhile (the caller now holds the permit), else {0}.
+  -- ARGV: op, owner id, waiter key, '1' if the owner id is this acquisition's alone.
+  -- Returns {1, message} if the wait had been granted meanwhile (the caller now holds
+  -- the permit), else {0}.
   local entry = ARGV[3] .. '|' .. ARGV[2]
   redis.call('LREM', queue, 1, entry)
   redis.call('ZREM', live, entry)
@@ -168,6 +169,14 @@ elseif op == 'cancel' then
   if message then
     redis.call('DEL', ARGV[3])
     return {1, message}
+  end
+  if ARGV[4] == '1' then  -- a permit of this owner: taken or popped, but the reply never came
+    local prefix = ARGV[2] .. '#'
+    for _, permit in ipairs(redis.call('ZRANGE', holders, 0, -1)) do
+      if string.sub(permit, 1, #prefix) == prefix then
+        return {1, string.sub(permit, #prefix + 1)}
+      end
+    end
   end
   return {0}
 elseif op == 'renew' then
