@@ -6,7 +6,8 @@ open primitive. Each kind has one required Protocol (:class:`LockKernel`,
 :class:`ConditionKernel`, :class:`BarrierKernel`). Everything optional is a named
 Protocol of its own (:class:`ForeverAcquire`, :class:`TimedAcquire`,
 :class:`RefusingRelease`, :class:`Discardable`, :class:`Fenced`, :class:`Leased`,
-:class:`OwnerDeath`, :class:`Introspectable`, :class:`AsyncAcquire`): the neutral layer
+:class:`OwnerDeath`, :class:`Introspectable`, :class:`AsyncAcquire`,
+:class:`AsyncRelease`): the neutral layer
 checks a kernel against them once, when it attaches the kernel to a handle, and never
 probes per call. A :class:`Capability` that a backend declares names the Protocol its
 kernels must satisfy (:attr:`Capability.requires`); a kernel that falls short is
@@ -38,6 +39,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 __all__ = [
     "AsyncAcquire",
+    "AsyncRelease",
     "Backend",
     "BarrierKernel",
     "Capability",
@@ -562,6 +564,21 @@ class AsyncAcquire(Protocol):
     def acquire_async(
         self, blocking: bool, timeout: float | None, /
     ) -> Coroutine[Any, Any, bool]: ...
+
+
+@runtime_checkable
+class AsyncRelease(Protocol):
+    """A Lock, Semaphore or BoundedSemaphore kernel's release as a coroutine (native asyncio).
+
+    As :class:`AsyncAcquire`, for ``release``: :mod:`polysync.aio` awaits
+    ``release_async(n)`` on the loop (*n* is 1 for a Lock) instead of calling ``release``
+    in its waiter threads. The contract is ``release``'s (its errors, its ``lost``
+    report), the loop rules of :class:`AsyncAcquire`, and: polysync.aio runs it to its
+    end even when the caller is cancelled (a release is never left half-done), so it
+    must end within the backend's bounds.
+    """
+
+    def release_async(self, n: int, /) -> Coroutine[Any, Any, None]: ...
 
 
 @runtime_checkable

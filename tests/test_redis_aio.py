@@ -265,3 +265,36 @@ def test_cancel_at_any_instant_of_a_native_wait(redis_server: RedisServer, kind:
     if kind == "Semaphore":
         assert sync_obj.get_value() == 0  # exactly one permit: this one
     sync_obj.release()
+
+
+def test_releases_are_awaited_natively_and_finish_when_cancelled(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import polysync.aio.primitives as aio_primitives
+
+    def no_pool() -> Any:
+        raise AssertionError("a native acquire or release used polysync.aio's threads")
+
+    prefix = "n" + uuid.uuid4().hex[:6]
+    actx = polysync.aio.get_context("redis", url=redis_server.url, prefix=prefix)
+    other = polysync.get_context("redis", url=redis_server.url, prefix=prefix)
+
+    async def main() -> None:
+        lock, sem = actx.Lock(name="r"), actx.BoundedSemaphore(1, name="s")
+        for obj, twin in ((lock, other.Lock(name="r")), (sem, other.BoundedSemaphore(1, name="s"))):
+            assert await obj.acquire()
+            release = asyncio.create_task(obj.release())
+            await asyncio.sleep(0)  # under way: its command is out
+            release.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await release
+            # Released all the same: a sync handle of the name (another client) takes it.
+            assert await asyncio.to_thread(twin.acquire, True, 2)
+            twin.release()
+        with pytest.raises(polysync.NotHeldError):
+            await lock.release()
+        with pytest.raises(polysync.NotHeldError, match="released too many times"):
+            await sem.release()
+
+    monkeypatch.setattr(aio_primitives, "pool", no_pool)
+    _run(main())

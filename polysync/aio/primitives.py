@@ -28,7 +28,7 @@ import functools
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -36,7 +36,7 @@ import polysync.primitives as _sync
 from polysync import _validate, errors
 from polysync.aio._lanes import AcquireLane, EventLane, Grant, NativeAcquireLane
 from polysync.aio._waiters import SLICE, Pinned, pool
-from polysync.kernel import AsyncAcquire, InlineCalls, StoppableBarrier
+from polysync.kernel import AsyncAcquire, AsyncRelease, InlineCalls, StoppableBarrier
 from polysync.primitives import Statistics
 
 if TYPE_CHECKING:
@@ -71,6 +71,24 @@ async def _finish(future: Future[_T]) -> tuple[_T, bool]:
             if wrapped.cancelled():  # the call never started
                 raise
             cancelled = True
+
+
+async def _completed(call: Coroutine[Any, Any, _T]) -> _T:
+    """Run *call* on the loop to its end even if cancelled meanwhile (a release); then
+    re-raise that cancellation. Its exception, if it raised, propagates first."""
+    task = asyncio.ensure_future(call)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 async def _confirmed(future: Future[_T]) -> _T:
@@ -242,8 +260,19 @@ class _Acquirable(_Async[AQ], Grant[bool]):
     def _wrap(self, sync: Any) -> None:
         super()._wrap(sync)
         kernel = self._kernel
-        #: The kernel's native asyncio acquire, awaited on the loop (AsyncAcquire).
+        #: The kernel's native asyncio acquire and release, awaited on the loop.
         self._native: AsyncAcquire | None = kernel if isinstance(kernel, AsyncAcquire) else None
+        self._native_release: AsyncRelease | None = (
+            kernel if isinstance(kernel, AsyncRelease) else None
+        )
+
+    async def _release_natively(self, native: AsyncRelease, n: int) -> None:
+        """A release of *n* awaited on the loop, run to its end if cancelled, and
+        reported as the sync handle's ``release`` does."""
+        await _completed(native.release_async(n))
+        probe = self._sync._probe
+        if probe is not None:
+            probe.released(1)
 
     # The kernel's own calls (the sync handle's, closed or not), never the timing
     # stand-ins of polysync.instrument: an async acquire reports once, as a whole.
@@ -401,6 +430,11 @@ class Lock(_Acquirable[_sync.Lock]):
         if self._inline:
             self._sync.release()
             self._nudge()
+        elif self._native_release is not None and not self._sync.closed:
+            try:
+                await self._release_natively(self._native_release, 1)
+            except self._sync._refusal:  # as the sync release translates it
+                raise self._sync._not_held() from None
         else:
             await _confirmed(pool().call(self._sync.release))
 
@@ -432,6 +466,10 @@ class Semaphore(_Acquirable[_sync.Semaphore]):
 
     async def release(self, n: int = 1) -> None:
         """Add *n* to the count (errors as the sync ``release``). Finishes if cancelled."""
+        native = self._native_release
+        if type(n) is int and n == 1 and native is not None and not self._sync.closed:
+            await self._release_natively(native, 1)  # the sync release checks others
+            return
         await self._run_shielded(lambda: self._sync.release(n))
         if self._inline:
             for _ in range(min(n, 64)):

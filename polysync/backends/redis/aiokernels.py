@@ -1,6 +1,7 @@
-"""The redis Lock and Semaphore kernels with native asyncio acquires (``AsyncAcquire``).
+"""The redis Lock and Semaphore kernels with native asyncio acquires and releases.
 
-They are the sync kernels (:mod:`polysync.backends.redis.kernels`) plus ``acquire_async``:
+They are the sync kernels (:mod:`polysync.backends.redis.kernels`) plus ``acquire_async``
+and ``release_async`` (``AsyncAcquire``, ``AsyncRelease``):
 the same scripts, keys, queue entries, ticks, leases, fencing tokens and ``lost`` and
 ``owner_died`` bookkeeping, with the exchanges awaited over redis.asyncio
 (:class:`~polysync.backends.redis.aioserver.AsyncServer`) instead of blocking a thread.
@@ -157,6 +158,11 @@ class AsyncRedisLock(_AcquiresAsync, RedisLock):
     def _taken(self, owner: str, token: int, holder_died: bool) -> None:
         self._held(owner, token, holder_died)
 
+    async def release_async(self, n: int) -> None:
+        """``release()`` awaited on the running loop (*n* is 1: a Lock)."""
+        args, owner, lost = self._releasing()
+        self._released(int(await self._aio.run(self.script_name, self.keys, args)), owner, lost)
+
 
 class AsyncRedisSemaphore(_AcquiresAsync, RedisSemaphore):
     """A :class:`~polysync.backends.redis.kernels.RedisSemaphore` with ``acquire_async``."""
@@ -177,3 +183,8 @@ class AsyncRedisSemaphore(_AcquiresAsync, RedisSemaphore):
 
     def _taken(self, owner: str, token: int, holder_died: bool) -> None:
         self._took(owner, token, holder_died)
+
+    async def release_async(self, n: int) -> None:
+        """``release(n)`` awaited on the running loop."""
+        args, mine, died = self._releasing(n)
+        self._released(n, await self._aio.run(self.script_name, self.keys, args), mine, died)

@@ -434,10 +434,18 @@ class RedisLock(ConditionHooksOfALock, _Leased):
             return owner
 
     def release(self) -> None:
+        args, owner, lost = self._releasing()
+        self._released(int(self._run(*args)), owner, lost)
+
+    def _releasing(self) -> tuple[list[Any], str | None, bool]:
+        """A release's first half, on this side: the script's arguments, and what
+        :meth:`_released` needs. The handle no longer holds anything from here."""
         owner = self._forget()
         token = self.fencing_token if owner else 0
-        lost = self.lost
-        done = int(self._run("release", owner or "", self._lease_ms, token or 0))
+        return ["release", owner or "", self._lease_ms, token or 0], owner, self.lost
+
+    def _released(self, done: int, owner: str | None, lost: bool) -> None:
+        """A release's second half: what the script's reply *done* means."""
         if done == 1:
             return
         # This handle held it, and its lease is gone. The server cannot always tell (the
@@ -543,11 +551,21 @@ class RedisSemaphore(_Leased):
         return held == len(permits)
 
     def release(self, n: int = 1) -> None:
+        args, mine, died = self._releasing(n)
+        self._released(n, self._run(*args), mine, died)
+
+    def _releasing(self, n: int) -> tuple[list[Any], list[str], bool]:
+        """A release's first half, on this side: the script's arguments, the permits it
+        gives back and whether a holder had died (for :meth:`_released`)."""
         with self._state:
             mine = [self._permits.pop() for _ in range(min(n, len(self._permits)))]
             died, self.owner_died = self.owner_died, False
         bound = "" if self._bound is None else self._bound
-        result = self._run("release", n, bound, self._lease_ms, *mine)
+        return ["release", n, bound, self._lease_ms, *mine], mine, died
+
+    def _released(self, n: int, result: Any, mine: list[str], died: bool) -> None:
+        """A release's second half: what the script's *result* means (permits it did
+        not take go back to this handle)."""
         if int(result[0]) < 0:
             with self._state:
                 self._permits.extend(mine)
