@@ -394,3 +394,41 @@ def test_fencing_tokens_keep_increasing_across_a_stop_and_a_crash(
             assert again.fencing_token > issued[-1]
     finally:
         after.backend.close()
+
+
+def test_a_holder_learns_its_session_is_gone_while_the_liveness_session_reconnects(
+    pg_server_fresh: PrivatePostgres,
+) -> None:
+    # A partition ends the liveness session and the holders' sessions at about the same
+    # time, and a reconnect then takes up to connect_timeout: the holders must still be
+    # watched meanwhile (they were not: a cut-off holder learned nothing for 60 s).
+    slow = threading.Event()
+
+    def factory(conninfo: str, **kwargs: Any) -> Any:
+        if slow.is_set():
+            time.sleep(8)  # a reconnect into a partition
+        return psycopg.connect(conninfo, **kwargs)
+
+    ctx = polysync.get_context(
+        "postgres",
+        url=pg_server_fresh.url,
+        schema="r" + uuid.uuid4().hex[:8],
+        connection_factory=factory,
+    )
+    try:
+        lock = ctx.Lock(name="held")
+        assert lock.acquire()
+        liveness_pid = ctx.backend.server.identity()[0]
+        holder_pid = lock._kernel._conn.info.backend_pid  # type: ignore[attr-defined]
+        slow.set()
+        with psycopg.connect(pg_server_fresh.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (liveness_pid,))
+            time.sleep(1.5)  # the liveness thread has seen it, and reconnects
+            admin.execute("SELECT pg_terminate_backend(%s)", (holder_pid,))
+        deadline = time.monotonic() + RECOVERY_BOUND * 2
+        while not lock.lost and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert lock.lost, "the holder was not told while the liveness session reconnected"
+    finally:
+        slow.clear()
+        ctx.backend.close()

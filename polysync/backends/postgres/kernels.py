@@ -277,7 +277,7 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
                 )
             raise errors.lock_not_held()
         server = self._server
-        server.liveness.unwatch(conn)
+        server.unwatch(conn)
         try:
             row = server.first_row(
                 conn, self._release_bytes, (self._oid, server.classid), server.answer_timeout
@@ -340,7 +340,7 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
         # holder had died (the next acquirer is told so), like a handle left to the GC.
         conn = self._take_back()
         if conn is not None:
-            self._server.liveness.unwatch(conn)
+            self._server.unwatch(conn)  # a session gone with it needs no new one
             self._server.discard(conn)
         self.fencing_token = None
         self.lost = False

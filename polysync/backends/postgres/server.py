@@ -30,6 +30,7 @@ import math
 import os
 import select
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -318,6 +319,12 @@ class PostgresServer:
                     weakref.finalize(self, live.stop)
         return live
 
+    def unwatch(self, conn: psycopg.Connection[Any]) -> None:
+        """Stop watching the holder session *conn* (never starting a liveness session)."""
+        live = self._liveness
+        if live is not None:
+            live.unwatch(conn)
+
     def identity(self) -> tuple[int, datetime.datetime]:
         """(backend pid, start) of this process's liveness session: what marks its rows."""
         return self.liveness.identity()
@@ -338,6 +345,7 @@ class Liveness:
         self._identity: tuple[int, datetime.datetime] | None = None
         self._error: errors.PolysyncError | None = None
         self._stopped = False
+        self._reconnecting = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._connect()
@@ -366,11 +374,13 @@ class Liveness:
         server = self._server
         conn = server.connect()
         try:
-            with server.translated():
-                conn.execute(f'LISTEN "{server.channel}"'.encode())
-                row = conn.execute(
-                    "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
-                ).fetchone()
+            server.execute(conn, f'LISTEN "{server.channel}"', (), server.answer_timeout)
+            row = server.first_row(
+                conn,
+                "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                (),
+                server.answer_timeout,
+            )
         except BaseException:
             server.discard(conn)
             raise
@@ -460,16 +470,18 @@ class Liveness:
         while not self._stopped:
             conn = self._conn
             if conn is None:
-                self._reconnect()
-                continue
+                # In a thread of its own: a reconnect can take connect_timeout (a
+                # partition), and the holders' sessions must be watched meanwhile.
+                self._start_reconnect()
             with self._mutex:
                 watched = [c for c, _ in self._watched.values()]
             fds = [self._wake_r]
-            try:
-                fds.append(conn.pgconn.socket)
-            except Exception:
-                self._lost_session(None)
-                continue
+            if conn is not None:
+                try:
+                    fds.append(conn.pgconn.socket)
+                except Exception:
+                    self._lost_session(None)
+                    continue
             for held in watched:
                 with contextlib.suppress(Exception):
                     fds.append(held.pgconn.socket)
@@ -484,6 +496,8 @@ class Liveness:
                     os.read(self._wake_r, 4096)
             if watched:
                 self._check_watched(ready)
+            if conn is None:
+                continue
             try:
                 own = conn.pgconn.socket
             except Exception:
@@ -522,16 +536,34 @@ class Liveness:
             self._discard(conn)
         self._wake(None)  # every waiter looks again (and hears of the error)
 
+    def _start_reconnect(self) -> None:
+        """Start one reconnecting thread, unless one is under way."""
+        with self._mutex:
+            if self._reconnecting:
+                return
+            self._reconnecting = True
+        threading.Thread(
+            target=self._reconnect, name="polysync-postgres-reconnect", daemon=True
+        ).start()
+
     def _reconnect(self) -> None:
         try:
             self._connect()
         except Exception:
-            if self._stopped:  # the backend is gone
-                return
-            with contextlib.suppress(OSError, ValueError):
-                select.select([self._wake_r], [], [], RECONNECT_PAUSE)
-            return
-        self._wake(None)  # notifications may have been missed meanwhile
+            if not self._stopped:  # the backend is gone otherwise
+                time.sleep(RECONNECT_PAUSE)
+        else:
+            if self._stopped:  # stopped meanwhile: this session is nobody's
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    self._discard(conn)
+            self._wake(None)  # notifications may have been missed meanwhile
+        finally:
+            with self._mutex:
+                self._reconnecting = False
+            if not self._stopped:
+                with contextlib.suppress(OSError):
+                    os.write(self._wake_w, b"x")  # the watch loop looks again
 
     def stop(self) -> None:
         self._stopped = True
