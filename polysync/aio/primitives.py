@@ -303,8 +303,18 @@ class _Acquirable(_Async[AQ], Grant[bool]):
         ``blocking=False`` tries once. A cancelled call raises ``CancelledError`` and
         holds nothing.
         """
-        probe = self._sync._probe
+        sync = self._sync
+        probe = sync._probe
         if probe is None:
+            # The common call on the loop, uncontended: one try of the kernel, no lane
+            # (unless tasks of this loop queue here: then it waits its turn).
+            if blocking is True and timeout is None and self._inline:
+                cached = self._last_lane
+                if (
+                    cached is None
+                    or (cached[0] is asyncio.get_running_loop() and not cached[1].waiters)
+                ) and sync._kernel.acquire(False, None):
+                    return True
             return await self._acquire(blocking, timeout)
         begun = probe.begin()  # someone listens (polysync.instrument)
         got = await self._acquire(blocking, timeout)
@@ -316,7 +326,7 @@ class _Acquirable(_Async[AQ], Grant[bool]):
         if native is not None and not self._sync.closed:
             return await self._acquire_native(native, blocking, timeout)
         lane = self._acquire_lane()
-        if blocking is True and timeout is None:  # the common call, checked cheaply
+        if blocking is True and timeout is None:
             flag, seconds = True, None
             if self._inline and not lane.waiters and self._sync._kernel.acquire(False, None):
                 return True
@@ -385,6 +395,8 @@ class _Acquirable(_Async[AQ], Grant[bool]):
     def _nudge(self) -> None:
         """After a release on the loop: a local waiter may take it right away."""
         cached = self._last_lane
+        if cached is None:
+            return  # no task of any loop ever queued on this handle
         loop = asyncio.get_running_loop()
         lane: AcquireLane[bool] | None = (
             cached[1] if cached is not None and cached[0] is loop else self._lanes.get(loop)
@@ -466,14 +478,17 @@ class Semaphore(_Acquirable[_sync.Semaphore]):
 
     async def release(self, n: int = 1) -> None:
         """Add *n* to the count (errors as the sync ``release``). Finishes if cancelled."""
+        if self._inline:
+            self._sync.release(n)
+            if self._last_lane is not None:  # tasks of some loop queued here once
+                for _ in range(min(n, 64)):
+                    self._nudge()
+            return
         native = self._native_release
         if type(n) is int and n == 1 and native is not None and not self._sync.closed:
             await self._release_natively(native, 1)  # the sync release checks others
             return
         await self._run_shielded(lambda: self._sync.release(n))
-        if self._inline:
-            for _ in range(min(n, 64)):
-                self._nudge()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.release()
