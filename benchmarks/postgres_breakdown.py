@@ -24,16 +24,17 @@ time per pair (``/proc``, in clock ticks: coarse, on Linux only).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from benchmarks._postgres_server import server  # noqa: E402
 
 SCHEMA = "breakdown"
 Step = tuple[bytes, Sequence[object]]
@@ -120,17 +121,6 @@ def measure(db: Any, steps: dict[str, list[Step]], pairs: int, rounds: int) -> N
             f"{name:32s} {wall[name] / total * 1e6:8.1f} {wall[name] / floor:8.2f} "
             f"{cpu[name] / total * 1e6:14.1f}"
         )
-
-
-@contextlib.contextmanager
-def server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from tests.pg_servers import PrivatePostgres
-
-    with PrivatePostgres() as pg:
-        yield pg.url
 
 
 def main(argv: list[str] | None = None) -> int:

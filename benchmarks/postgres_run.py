@@ -25,19 +25,20 @@ The defaults are small (a quick run on a shared machine); raise them for real fi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import os
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from benchmarks._postgres_server import server  # noqa: E402
 
 RAW = "raw pg_advisory_lock (psycopg 3)"
 POLYSYNC = "polysync postgres Lock"
@@ -207,17 +208,6 @@ def contention(kind: str, url: str, procs: int, iters: int) -> tuple[float, bool
 
 
 # -- the run -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from tests.pg_servers import PrivatePostgres
-
-    with PrivatePostgres() as pg:
-        yield pg.url
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,18 +14,18 @@ waiter has had it. The private server allows 40 connections: keep *N* at most 32
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from benchmarks._postgres_server import server  # noqa: E402
 
 SCHEMA = "sessions"
 #: Seconds the waiters have to block in the server (the spawned ones import polysync).
@@ -109,17 +109,6 @@ def processes(url: str, db: Any, holder: Any, n: int) -> int:
                 w.kill()
     holder.acquire()
     return seen
-
-
-@contextlib.contextmanager
-def server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from tests.pg_servers import PrivatePostgres
-
-    with PrivatePostgres() as pg:
-        yield pg.url
 
 
 def main(argv: list[str] | None = None) -> int:
