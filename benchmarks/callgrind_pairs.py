@@ -7,8 +7,9 @@ system a tiny Python child runs under ``valgrind --tool=callgrind`` twice: both 
 same imports, set-up and W warm-up pairs, then one does N pairs and the other 2N. The
 figure is ``(I(2N) - I(N)) / N``, the instructions of one pair, with the start-up, set-up
 and shut-down cancelled out. The systems are polysync's posix Lock, RLock and Semaphore,
-multiprocessing's Lock, RLock and Semaphore (fork context), and a raw posix_ipc semaphore (a binary
-semaphore as a Lock). Every call is the bare ``acquire()`` then ``release()``, as in
+multiprocessing's Lock, RLock and Semaphore (fork context), a raw posix_ipc semaphore (a binary
+semaphore as a Lock), and, awaited in an event loop, asyncio's in-process Lock and
+polysync.aio's posix Lock. Every call is the bare ``acquire()`` then ``release()``, as in
 section A's ``Lock`` column of ``posix_run.py``. With ``--listener``, the polysync
 children subscribe a no-op :mod:`polysync.instrument` listener first: the cost of being
 observed (without it, nobody listens, which must cost nothing). See ``benchmarks/README.md``.
@@ -40,8 +41,11 @@ RAW = "raw"
 MP_LOCK, POLY_LOCK = "mp-lock", "polysync-lock"
 MP_RLOCK, POLY_RLOCK = "mp-rlock", "polysync-rlock"
 MP_SEM, POLY_SEM = "mp-semaphore", "polysync-semaphore"
+#: Coroutine pairs (``await acquire()``, then release): asyncio's own in-process Lock, the
+#: floor of any coroutine API, and polysync.aio's posix Lock.
+ASYNCIO_LOCK, AIO_LOCK = "asyncio-lock", "polysync-aio-lock"
 #: Table order; each polysync row is compared with the multiprocessing row of its primitive.
-SYSTEMS = (RAW, MP_LOCK, POLY_LOCK, MP_RLOCK, POLY_RLOCK, MP_SEM, POLY_SEM)
+SYSTEMS = (RAW, MP_LOCK, POLY_LOCK, MP_RLOCK, POLY_RLOCK, MP_SEM, POLY_SEM, ASYNCIO_LOCK, AIO_LOCK)
 LABELS = {
     RAW: "raw posix_ipc semaphore",
     MP_LOCK: "multiprocessing Lock",
@@ -50,6 +54,8 @@ LABELS = {
     POLY_RLOCK: "polysync posix RLock",
     MP_SEM: "multiprocessing Semaphore",
     POLY_SEM: "polysync posix Semaphore",
+    ASYNCIO_LOCK: "asyncio.Lock (in-process)",
+    AIO_LOCK: "polysync.aio posix Lock",
 }
 SAME_PRIMITIVE_IN_MP = {
     MP_LOCK: MP_LOCK,
@@ -75,12 +81,19 @@ elif system in ({MP_LOCK!r}, {MP_RLOCK!r}, {MP_SEM!r}):
     import multiprocessing
     ctx = multiprocessing.get_context("fork")
     lock = {{{MP_LOCK!r}: ctx.Lock, {MP_RLOCK!r}: ctx.RLock, {MP_SEM!r}: ctx.Semaphore}}[system]()
-elif system in ({POLY_LOCK!r}, {POLY_RLOCK!r}, {POLY_SEM!r}):
+elif system == {ASYNCIO_LOCK!r}:
+    import asyncio
+    lock = asyncio.Lock()
+elif system in ({POLY_LOCK!r}, {POLY_RLOCK!r}, {POLY_SEM!r}, {AIO_LOCK!r}):
     import polysync
     ctx = polysync.get_context("posix")
-    lock = {{{POLY_LOCK!r}: ctx.Lock, {POLY_RLOCK!r}: ctx.RLock, {POLY_SEM!r}: ctx.Semaphore}}[
-        system
-    ]()
+    if system == {AIO_LOCK!r}:
+        import polysync.aio
+        lock = polysync.aio.AsyncContext(ctx).Lock()
+    else:
+        lock = {{{POLY_LOCK!r}: ctx.Lock, {POLY_RLOCK!r}: ctx.RLock, {POLY_SEM!r}: ctx.Semaphore}}[
+            system
+        ]()
     if listen == "1":
         import polysync.instrument
         polysync.instrument.subscribe(lambda observation: None)
@@ -94,8 +107,28 @@ def run(acquire, release, n):
         release()
 
 
-run(lock.acquire, lock.release, warmup)  # the same in both runs: specialises the loop
-run(lock.acquire, lock.release, pairs)
+async def arun(lock, n):
+    if system == {ASYNCIO_LOCK!r}:  # its release() is a plain call
+        for _ in range(n):
+            await lock.acquire()
+            lock.release()
+    else:
+        for _ in range(n):
+            await lock.acquire()
+            await lock.release()
+
+
+if system in ({ASYNCIO_LOCK!r}, {AIO_LOCK!r}):
+    import asyncio
+
+    async def both():
+        await arun(lock, warmup)
+        await arun(lock, pairs)
+
+    asyncio.run(both())
+else:
+    run(lock.acquire, lock.release, warmup)  # the same in both runs: specialises the loop
+    run(lock.acquire, lock.release, pairs)
 print("ok", system, pairs)
 """
 
