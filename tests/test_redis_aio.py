@@ -16,6 +16,8 @@ from polysync.backends.redis.aiokernels import AsyncRedisLock, AsyncRedisSemapho
 from polysync.kernel import AsyncAcquire
 
 from .redis_servers import RedisServer
+from .test_aio import polysync_threads
+from .test_aio import run as _run
 
 pytest.importorskip("redis")
 
@@ -26,15 +28,14 @@ def _actx(server: RedisServer, **options: Any) -> polysync.aio.AsyncContext:
     )
 
 
-def _run(coro: Any, bound: float = 30.0) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, bound)
-
-    return asyncio.run(bounded())
-
-
-def _waiter_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name == "polysync-aio-waiter")
+async def _hand_over(lock: Any, pause: float) -> None:
+    """Take *lock*, let a waiting task have it *pause* seconds later, and release that."""
+    assert await lock.acquire(timeout=5)
+    waiter = asyncio.create_task(lock.acquire(timeout=5))
+    await asyncio.sleep(pause)
+    await lock.release()
+    assert await waiter
+    await lock.release()
 
 
 def test_plain_clients_get_native_kernels_rlocks_do_not(redis_server: RedisServer) -> None:
@@ -51,15 +52,7 @@ def test_cluster_keeps_the_thread_path(redis_cluster: Any) -> None:
     lock = actx.Lock()
     assert not isinstance(lock.sync._kernel, AsyncAcquire)
 
-    async def main() -> None:
-        assert await lock.acquire(timeout=5)
-        waiter = asyncio.create_task(lock.acquire(timeout=5))
-        await asyncio.sleep(0.1)
-        await lock.release()
-        assert await waiter
-        await lock.release()
-
-    _run(main())
+    _run(_hand_over(lock, 0.1))
 
 
 def test_resp3_client_acquires_natively(redis_server: RedisServer) -> None:
@@ -97,10 +90,10 @@ def test_waits_take_no_waiter_thread(redis_server: RedisServer) -> None:
         locks = [actx.Lock() for _ in range(40)]
         for lock in locks:
             assert await lock.acquire()
-        before = _waiter_threads()
+        before = polysync_threads()
         waiters = [asyncio.create_task(lock.acquire()) for lock in locks]
         await asyncio.sleep(0.5)
-        grown = _waiter_threads() - before
+        grown = polysync_threads() - before
         assert not any(w.done() for w in waiters)
         for lock in locks:
             lock.sync._kernel.release()  # straight to the kernel: no pool call either
@@ -184,12 +177,7 @@ def test_successive_loops_close_what_they_leave(redis_server: RedisServer) -> No
     left: list[Any] = []
 
     async def once() -> None:
-        assert await lock.acquire(timeout=5)
-        waiter = asyncio.create_task(lock.acquire(timeout=5))
-        await asyncio.sleep(0.05)
-        await lock.release()
-        assert await waiter
-        await lock.release()
+        await _hand_over(lock, 0.05)
         state = aio._loops[asyncio.get_running_loop()]
         assert state.idle  # kept for the next exchange on this loop
         left.extend(state.idle)

@@ -28,7 +28,7 @@ import functools
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -57,8 +57,9 @@ S = TypeVar("S", bound="_sync._Primitive[Any]")
 G = TypeVar("G")
 
 
-async def _finish(future: Future[_T]) -> tuple[_T, bool]:
-    """Await *future* to its end even if cancelled meanwhile: (its result, whether cancelled).
+async def _finish(future: Future[_T] | asyncio.Future[_T]) -> tuple[_T, bool]:
+    """Await *future* (a thread's call, or a task on the loop) to its end even if
+    cancelled meanwhile: (its result, whether cancelled).
 
     Its exception, if it raised, propagates (before any cancellation).
     """
@@ -73,25 +74,7 @@ async def _finish(future: Future[_T]) -> tuple[_T, bool]:
             cancelled = True
 
 
-async def _completed(call: Coroutine[Any, Any, _T]) -> _T:
-    """Run *call* on the loop to its end even if cancelled meanwhile (a release); then
-    re-raise that cancellation. Its exception, if it raised, propagates first."""
-    task = asyncio.ensure_future(call)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.cancelled():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
-
-
-async def _confirmed(future: Future[_T]) -> _T:
+async def _confirmed(future: Future[_T] | asyncio.Future[_T]) -> _T:
     """Await *future* to its end; re-raise a cancellation that came meanwhile after it."""
     result, cancelled = await _finish(future)
     if cancelled:
@@ -269,7 +252,7 @@ class _Acquirable(_Async[AQ], Grant[bool]):
     async def _release_natively(self, native: AsyncRelease, n: int) -> None:
         """A release of *n* awaited on the loop, run to its end if cancelled, and
         reported as the sync handle's ``release`` does."""
-        await _completed(native.release_async(n))
+        await _confirmed(asyncio.ensure_future(native.release_async(n)))
         probe = self._sync._probe
         if probe is not None:
             probe.released(1)
@@ -328,8 +311,6 @@ class _Acquirable(_Async[AQ], Grant[bool]):
         lane = self._acquire_lane()
         if blocking is True and timeout is None:
             flag, seconds = True, None
-            if self._inline and not lane.waiters and self._sync._kernel.acquire(False, None):
-                return True
         else:
             flag, seconds = _validate.block_and_timeout(True, timeout, blocking)
         if not flag or seconds == 0 or (self._inline and not lane.waiters):
@@ -480,9 +461,8 @@ class Semaphore(_Acquirable[_sync.Semaphore]):
         """Add *n* to the count (errors as the sync ``release``). Finishes if cancelled."""
         if self._inline:
             self._sync.release(n)
-            if self._last_lane is not None:  # tasks of some loop queued here once
-                for _ in range(min(n, 64)):
-                    self._nudge()
+            for _ in range(min(n, 64)):
+                self._nudge()
             return
         native = self._native_release
         if type(n) is int and n == 1 and native is not None and not self._sync.closed:

@@ -17,22 +17,18 @@ does not wait for a round trip. Every owner id an async acquire uses is its own
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
 from polysync.backends.redis.kernels import (
-    CLEANUP_RETRY,
-    LEASE_MARGIN,
     RedisLock,
     RedisSemaphore,
     _Leased,
 )
 from polysync.backends.redis.server import (
     CLEANUP_TIMEOUT,
-    LIVENESS,
-    POP_SLICE,
     WATCH_SLICE,
-    text,
 )
 
 if TYPE_CHECKING:
@@ -100,12 +96,9 @@ class _AcquiresAsync(_Leased):
         aio = self._aio
         tick: list[Any] | None = None  # the acquire that queued it did the tick's work
         while True:
-            step = (left_ms / 1000 if left_ms > 0 else 0) + LEASE_MARGIN
-            step = min(step, WATCH_SLICE if near_head else POP_SLICE)
-            if deadline is not None:
-                step = min(step, deadline - time.monotonic())
-                if step <= 0:
-                    break
+            step = self._grant_step(left_ms, near_head, deadline)
+            if step <= 0:
+                break
             result, message = await aio.run_then_pop(self.script_name, self.keys, tick, wkey, step)
             if message is not None:
                 self._granted(owner, message)
@@ -117,30 +110,14 @@ class _AcquiresAsync(_Leased):
         result = await aio.run(
             self.script_name, self.keys, ["cancel", owner, wkey], CLEANUP_TIMEOUT, exact=True
         )
-        if int(result[0]) != 1:
-            return False
-        self._granted(owner, text(result[1]))
-        return True
+        return self._kept(owner, result)
 
     def _abandon_soon(self, owner: str, wkey: str) -> None:
-        """An acquire that ended by an exception holds nothing: from the renewer's thread,
-        take it off the queue and give back whatever was granted to it."""
-
-        def attempt(limit: float) -> bool:
-            result = self._cancel(owner, wkey, *self._unique_owner, limit=limit)
-            if int(result[0]) == 1:
-                self._give_back_grant(owner, text(result[1]))
-            return False  # done: the renewer drops it
-
-        def first() -> None:
-            try:
-                attempt(CLEANUP_TIMEOUT)
-            except Exception:  # unreachable now: again, until its queue entry has lapsed
-                self._server.renewer.add(
-                    attempt, interval=CLEANUP_RETRY, give_up=LIVENESS, on_lost=lambda: None
-                )
-
-        self._server.renewer.call_soon(first)
+        """An acquire that ended by an exception holds nothing: the sync clean-up
+        (``_abandon``), from the renewer's thread, so the task does not wait for it."""
+        self._server.renewer.call_soon(
+            functools.partial(self._abandon, owner, wkey, *self._unique_owner)
+        )
 
 
 class AsyncRedisLock(_AcquiresAsync, RedisLock):

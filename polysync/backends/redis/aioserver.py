@@ -32,6 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from polysync.backends.redis.server import CLEANUP_TIMEOUT, READ_SLACK, text
+from polysync.errors import PolysyncError
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _within
@@ -141,7 +142,6 @@ class AsyncServer:
         self._class = connection_class
         self._kwargs = kwargs
         self._connect_timeout = float(kwargs.get("socket_connect_timeout") or CLEANUP_TIMEOUT)
-        self._op_timeout: float = server._op_timeout
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
             weakref.WeakKeyDictionary()
         )
@@ -240,11 +240,11 @@ class AsyncServer:
         self._give_back(state, conn)
         return replies
 
-    def _limit(self, timeout: float | None, exact: bool) -> float:
-        limit = self._op_timeout
-        if timeout is not None:
-            limit = min(limit, max(0.001, timeout) if exact else max(READ_SLACK, timeout))
-        return limit
+    def _translated(self, exc: redis.exceptions.RedisError | OSError) -> PolysyncError:
+        """*exc* of an exchange as polysync's error (as the sync server translates it)."""
+        return self._server.translate(
+            exc if isinstance(exc, redis.exceptions.RedisError) else _unreachable(exc)
+        )
 
     async def run(
         self,
@@ -257,7 +257,7 @@ class AsyncServer:
     ) -> Any:
         """``RedisServer.run``, awaited."""
         registered = self._server._script(script)
-        limit = self._limit(timeout, exact)
+        limit = self._server.limit(timeout, exact)
         try:
             (reply,) = await self.execute(
                 ("EVALSHA", registered.sha, len(keys), *keys, *args), limit=limit
@@ -270,9 +270,7 @@ class AsyncServer:
                 raise reply
             return reply
         except (redis.exceptions.RedisError, OSError) as exc:
-            raise self._server.translate(
-                exc if isinstance(exc, redis.exceptions.RedisError) else _unreachable(exc)
-            ) from exc
+            raise self._translated(exc) from exc
 
     async def run_then_pop(
         self, script: str, keys: list[str], before: list[Any] | None, key: str, step: float
@@ -300,9 +298,7 @@ class AsyncServer:
             else:
                 replies = await self.execute(*commands, limit=limit)
         except (redis.exceptions.RedisError, OSError) as exc:
-            raise self._server.translate(
-                exc if isinstance(exc, redis.exceptions.RedisError) else _unreachable(exc)
-            ) from exc
+            raise self._translated(exc) from exc
         for reply in replies:
             if isinstance(reply, redis.exceptions.ResponseError):
                 raise self._server.translate(reply) from reply

@@ -217,12 +217,9 @@ class _Leased(_Kernel):
         tick: list[Any] | None = None  # the acquire that queued it did the tick's work
         try:
             while True:
-                step = (left_ms / 1000 if left_ms > 0 else 0) + LEASE_MARGIN
-                step = min(step, WATCH_SLICE if near_head else POP_SLICE)
-                if deadline is not None:
-                    step = min(step, deadline - time.monotonic())
-                    if step <= 0:
-                        break
+                step = self._grant_step(left_ms, near_head, deadline)
+                if step <= 0:
+                    break
                 result, message = self._server.run_then_pop(
                     self.script_name, self.keys, tick, wkey, step
                 )
@@ -237,6 +234,27 @@ class _Leased(_Kernel):
             raise
         return self._leave(owner, wkey)
 
+    @staticmethod
+    def _grant_step(left_ms: int, near_head: int, deadline: float | None) -> float:
+        """How long the next BLPOP of a queued wait may block; ``<= 0``: the deadline passed.
+
+        Until the holder's lease (or a grant's claim window) could have run out
+        (*left_ms*), by ``POP_SLICE``, or ``WATCH_SLICE`` near the head (*near_head*).
+        """
+        step = (left_ms / 1000 if left_ms > 0 else 0) + LEASE_MARGIN
+        step = min(step, WATCH_SLICE if near_head else POP_SLICE)
+        if deadline is not None:
+            step = min(step, deadline - time.monotonic())
+        return step
+
+    def _kept(self, owner: str, cancelled: Any) -> bool:
+        """What a timed-out wait's ``cancel`` reply means: ``True`` if a grant came
+        meanwhile (recorded as this handle's), else ``False`` (off the queue)."""
+        if int(cancelled[0]) != 1:
+            return False
+        self._granted(owner, text(cancelled[1]))
+        return True
+
     def _leave(self, owner: str, wkey: str) -> bool:
         """A timed-out wait's clean-up: off the queue, or keep a grant that came meanwhile."""
         try:
@@ -244,31 +262,31 @@ class _Leased(_Kernel):
         except Exception:
             self._abandon_later(owner, wkey)  # the caller hears of the error: it holds nothing
             raise
-        if int(result[0]) != 1:
-            return False
-        self._granted(owner, text(result[1]))
-        return True
+        return self._kept(owner, result)
 
-    def _abandon(self, owner: str, wkey: str) -> None:
-        """An interrupted wait's clean-up: off the queue, and anything granted given back.
+    def _abandon(self, owner: str, wkey: str, *extra: str) -> None:
+        """An interrupted wait's clean-up: off the queue, and anything granted given back
+        (*extra*: what ``cancel`` is told besides, see the async kernels).
 
         A server that cannot be reached now (frozen, restarting) is tried again from the
         renewer's thread, every ``CLEANUP_RETRY`` seconds for ``LIVENESS`` seconds (after
         which the entry has lapsed anyway), so it does not hold up the waiters behind.
         """
         try:
-            self._abandon_now(owner, wkey)
+            self._abandon_now(owner, wkey, *extra)
         except Exception:
-            self._abandon_later(owner, wkey)
+            self._abandon_later(owner, wkey, *extra)
 
-    def _abandon_now(self, owner: str, wkey: str, limit: float = CLEANUP_TIMEOUT) -> None:
-        result = self._cancel(owner, wkey, limit=limit)
+    def _abandon_now(
+        self, owner: str, wkey: str, *extra: str, limit: float = CLEANUP_TIMEOUT
+    ) -> None:
+        result = self._cancel(owner, wkey, *extra, limit=limit)
         if int(result[0]) == 1:
             self._give_back_grant(owner, text(result[1]))
 
-    def _abandon_later(self, owner: str, wkey: str) -> None:
+    def _abandon_later(self, owner: str, wkey: str, *extra: str) -> None:
         def attempt(limit: float) -> bool:
-            self._abandon_now(owner, wkey, limit)
+            self._abandon_now(owner, wkey, *extra, limit=limit)
             return False  # done: the renewer drops it
 
         self._server.renewer.add(

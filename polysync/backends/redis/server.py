@@ -154,6 +154,13 @@ class RedisServer:
             script = self._scripts[name] = self.client.register_script(body)
         return script
 
+    def limit(self, timeout: float | None, exact: bool = False) -> float:
+        """The bound of one exchange for a caller with *timeout* left (see :meth:`run`)."""
+        limit = self._op_timeout
+        if timeout is not None:
+            limit = min(limit, max(0.001, timeout) if exact else max(READ_SLACK, timeout))
+        return limit
+
     def run(
         self,
         script: str,
@@ -171,9 +178,7 @@ class RedisServer:
         # _lanes), an inline try rather than translated(), and the script loaded only when
         # the server lacks it.
         registered = self._script(script)
-        limit = self._op_timeout
-        if timeout is not None:
-            limit = min(limit, max(0.001, timeout) if exact else max(READ_SLACK, timeout))
+        limit = self.limit(timeout, exact)
         try:
             if self._lanes.available:
                 (reply,) = self._lanes.execute(
