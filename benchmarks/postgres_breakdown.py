@@ -3,19 +3,20 @@
 Usage: ``python benchmarks/postgres_breakdown.py [--pairs N] [--rounds R] [--url URL]``.
 
 Without ``--url`` it starts a private PostgreSQL cluster (``tests/pg_servers``, never the
-machine's own 5432). On one psycopg 3 connection (prepared statements, as polysync's
-are after five runs) it times, round-robin over *R* rounds of *N* pairs so that every
-variant sees the same machine, the pair that polysync's Lock runs and the same pair
-with parts taken away:
+machine's own 5432). On one connection it times, round-robin over *R* rounds of *N*
+pairs so that every variant sees the same machine, the pair that polysync's Lock runs
+and the same pair with parts taken away or added:
 
-1. ``pg_try_advisory_lock`` / ``pg_advisory_unlock`` as plain statements (the floor);
+1. ``pg_try_advisory_lock`` / ``pg_advisory_unlock`` as plain statements, through
+   psycopg's cursors (``execute``, prepared after five runs): the floor;
 2. the same inside two plpgsql functions (the cost of a function call);
-3. plus ``nextval()`` of the token sequence (the fencing token, no write);
-4. plus ``txid_current()`` (an xid and a commit record, and nothing written);
-5. polysync's ``lock_acquire`` (holder record and token: an unlogged-table update and its
-   commit) with a bare unlock;
-6. ``lock_acquire`` / ``lock_release`` (the release's holder-record update too): the pair
-   polysync's Lock runs, without its Python.
+3. plus a ``nextval()`` of the lock's counter in each (what the Lock's pair adds);
+4. polysync's ``lock_acquire`` / ``lock_release`` through cursors: its server side;
+5. the same, with the acquire writing who the session acts for each time (an xid and a
+   commit: what a pair cost before the counters, twice);
+6. ``lock_acquire`` / ``lock_release`` prepared and run through ``psycopg.pq``, as the
+   Lock's kernel runs them (``PostgresServer.value``);
+7. polysync's ``Lock.acquire()`` / ``release()``: the whole pair.
 
 Reports microseconds per pair (wall) and the ratio to the floor, and the backend's CPU
 time per pair (``/proc``, in clock ticks: coarse, on Linux only).
@@ -27,7 +28,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +38,6 @@ if ROOT not in sys.path:
 from benchmarks._postgres_server import server  # noqa: E402
 
 SCHEMA = "breakdown"
-Step = tuple[bytes, Sequence[object]]
 
 
 def _backend_cpu(pid: int) -> float:
@@ -50,7 +50,7 @@ def _backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _functions(db: Any) -> None:
+def _functions(db: Any, counter: str) -> None:
     s = SCHEMA
     db.execute(
         f"CREATE OR REPLACE FUNCTION {s}.try_only(p_id integer, p_class integer) "
@@ -59,60 +59,87 @@ def _functions(db: Any) -> None:
         "RETURN 1; END $$"
     )
     db.execute(
-        f"CREATE OR REPLACE FUNCTION {s}.try_token(p_id integer, p_class integer) "
-        "RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN "
-        "IF NOT pg_try_advisory_lock(p_class, p_id) THEN RETURN NULL; END IF; "
-        f"RETURN nextval('{s}.fence'); END $$"
-    )
-    db.execute(
-        f"CREATE OR REPLACE FUNCTION {s}.try_token_xid(p_id integer, p_class integer) "
-        "RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN "
-        "IF NOT pg_try_advisory_lock(p_class, p_id) THEN RETURN NULL; END IF; "
-        f"PERFORM txid_current(); RETURN nextval('{s}.fence'); END $$"
-    )
-    db.execute(
         f"CREATE OR REPLACE FUNCTION {s}.unlock_only(p_id integer, p_class integer) "
         "RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
         "RETURN pg_advisory_unlock(p_class, p_id); END $$"
     )
+    db.execute(
+        f"CREATE OR REPLACE FUNCTION {s}.try_count(p_id integer, p_class integer) "
+        "RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NOT pg_try_advisory_lock(p_class, p_id) THEN RETURN NULL; END IF; "
+        f"RETURN nextval('{counter}'); END $$"
+    )
+    db.execute(
+        f"CREATE OR REPLACE FUNCTION {s}.unlock_count(p_id integer, p_class integer) "
+        "RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
+        f"PERFORM nextval('{counter}'); RETURN pg_advisory_unlock(p_class, p_id); END $$"
+    )
 
 
-def variants(oid: int, classid: int) -> dict[str, list[Step]]:
+def variants(db: Any, lock: Any) -> dict[str, list[Callable[[], object]]]:
+    """Each variant's two calls (acquire, release)."""
+    from polysync.backends.postgres.server import Prepared
+
+    kernel = lock._kernel
+    server, oid, classid = kernel._server, kernel._oid, kernel._server.classid
     s, key = SCHEMA, (oid, classid)
-    unlock = (f"SELECT {s}.unlock_only(%s, %s)".encode(), key)
-    acquire = (f"SELECT {s}.lock_acquire(%s, %s, 0, '1:host:2')".encode(), key)
+
+    def cursor(sql: str, params: Sequence[object]) -> Callable[[], object]:
+        statement = sql.encode()
+        return lambda: db.execute(statement, params, prepare=True).fetchone()
+
+    acquire = Prepared(b"bd_acquire", f"SELECT {s}.lock_acquire($1, $2, 0, NULL)".encode())
+    release = Prepared(b"bd_release", f"SELECT {s}.lock_release($1, $2)".encode())
+    who = iter(range(1, 1 << 62))
     return {
         "1 plain try / unlock": [
-            (b"SELECT pg_try_advisory_lock(%s, %s)", (classid, oid)),
-            (b"SELECT pg_advisory_unlock(%s, %s)", (classid, oid)),
+            cursor("SELECT pg_try_advisory_lock(%s, %s)", (classid, oid)),
+            cursor("SELECT pg_advisory_unlock(%s, %s)", (classid, oid)),
         ],
-        "2 in plpgsql": [(f"SELECT {s}.try_only(%s, %s)".encode(), key), unlock],
-        "3 + nextval (token)": [(f"SELECT {s}.try_token(%s, %s)".encode(), key), unlock],
-        "4 + an xid and commit": [(f"SELECT {s}.try_token_xid(%s, %s)".encode(), key), unlock],
-        "5 lock_acquire / unlock": [acquire, unlock],
-        "6 lock_acquire / lock_release": [
-            acquire,
-            (f"SELECT {s}.lock_release(%s, %s)".encode(), key),
+        "2 in plpgsql": [
+            cursor(f"SELECT {s}.try_only(%s, %s)", key),
+            cursor(f"SELECT {s}.unlock_only(%s, %s)", key),
         ],
+        "3 + the counter": [
+            cursor(f"SELECT {s}.try_count(%s, %s)", key),
+            cursor(f"SELECT {s}.unlock_count(%s, %s)", key),
+        ],
+        "4 lock_acquire / release": [
+            cursor(f"SELECT {s}.lock_acquire(%s, %s, 0, NULL)", key),
+            cursor(f"SELECT {s}.lock_release(%s, %s)", key),
+        ],
+        "5 + who written each time": [
+            lambda: db.execute(
+                f"SELECT {s}.lock_acquire(%s, %s, 0, %s)".encode(),
+                (oid, classid, f"1:host:{next(who)}"),
+                prepare=True,
+            ).fetchone(),
+            cursor(f"SELECT {s}.lock_release(%s, %s)", key),
+        ],
+        "6 the same through psycopg.pq": [
+            lambda: server.value(db, acquire, key, 10.0),
+            lambda: server.value(db, release, key, 10.0),
+        ],
+        "7 polysync Lock": [lock.acquire, lock.release],
     }
 
 
-def measure(db: Any, steps: dict[str, list[Step]], pairs: int, rounds: int) -> None:
-    pid = db.info.backend_pid
+def measure(db: Any, steps: dict[str, list[Callable[[], object]]], pairs: int, rounds: int) -> None:
+    pids = [db.info.backend_pid]
     for pair in steps.values():  # warm up: plans prepared, caches filled
         for _ in range(20):
-            for sql, params in pair:
-                db.execute(sql, params, prepare=True).fetchone()
+            for call in pair:
+                call()
     wall = dict.fromkeys(steps, 0.0)
     cpu = dict.fromkeys(steps, 0.0)
     for _ in range(rounds):
         for name, pair in steps.items():
-            began, used = time.perf_counter(), _backend_cpu(pid)
+            began, used = time.perf_counter(), sum(_backend_cpu(p) for p in pids)
             for _ in range(pairs):
-                for sql, params in pair:
-                    db.execute(sql, params, prepare=True).fetchone()
+                for call in pair:
+                    call()
             wall[name] += time.perf_counter() - began
-            cpu[name] += _backend_cpu(pid) - used
+            cpu[name] += sum(_backend_cpu(p) for p in pids) - used
     total = pairs * rounds
     floor = wall["1 plain try / unlock"]
     print(f"{'pair':32s} {'us/pair':>8s} {'x floor':>8s} {'server CPU us':>14s}")
@@ -137,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         ctx = polysync.get_context("postgres", url=url, schema=SCHEMA)
         lock = ctx.Lock(name="breakdown")
         try:
-            with lock:  # creates the holder record
+            with lock:  # the session records who it acts for, once
                 pass
             kernel: Any = lock._kernel
-            _functions(db)
-            measure(db, variants(kernel._oid, kernel._server.classid), args.pairs, args.rounds)
+            _functions(db, f"{SCHEMA}.lock_{kernel._oid}")
+            measure(db, variants(db, lock), args.pairs, args.rounds)
         finally:
             lock.close()
             ctx.backend.close()

@@ -100,9 +100,11 @@ def residue(ctx: polysync.Context) -> frozenset[str]:
         return frozenset(str(name) for name in thread_backend._named)
     backend: Any = ctx.backend
     if ctx.name == "postgres":
-        rows = backend.server.query_all(
-            f"SELECT name FROM {TOKEN}.objects UNION ALL SELECT 'row of ' || id::text "
-            f"FROM {TOKEN}.holders WHERE id NOT IN (SELECT id FROM {TOKEN}.objects)"
+        rows = backend.server.query_all(  # rows, and Lock counters of no row
+            f"SELECT name FROM {TOKEN}.objects UNION ALL SELECT 'counter ' || c.relname "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            f"WHERE n.nspname = '{TOKEN}' AND c.relkind = 'S' AND c.relname LIKE 'lock%%' "
+            f"AND substr(c.relname, 6)::integer NOT IN (SELECT id FROM {TOKEN}.objects)"
         )
         return frozenset(str(row[0]) for row in rows)
     return frozenset(k.decode() for k in backend.client.keys(f"{TOKEN}:*"))

@@ -141,8 +141,19 @@ def _rows(url: str, schema: str) -> dict[str, int]:
             table: int(
                 conn.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone()[0]  # type: ignore[index]
             )
-            for table in ("objects", "holders", "permits", "waiters", "parties", "users")
+            for table in ("objects", "permits", "waiters", "parties", "users", "sessions")
         }
+
+
+def _lock_counters(url: str, schema: str) -> int:
+    """How many Lock counters (sequences ``lock_<id>``) *schema* has."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'S' AND c.relname LIKE 'lock\\_%%'",
+            (schema,),
+        ).fetchone()
+    return int(row[0]) if row is not None else -1
 
 
 def test_nothing_is_left_behind(pg_server_fresh: PrivatePostgres) -> None:
@@ -163,10 +174,12 @@ def test_nothing_is_left_behind(pg_server_fresh: PrivatePostgres) -> None:
     assert lock.acquire(timeout=1)
     for obj in (lock, rlock, sem, bounded, event, cond, cond.lock, barrier):
         obj.close()
-    assert _rows(url, "tidy") == dict.fromkeys(
-        ("objects", "holders", "permits", "waiters", "parties", "users"), 0
-    )
+    rows = _rows(url, "tidy")
+    assert rows.pop("sessions") > 0  # who each holder's session acted for, until closed
+    assert rows == dict.fromkeys(("objects", "permits", "waiters", "parties", "users"), 0)
+    assert _lock_counters(url, "tidy") == 0
     ctx.backend.close()
+    assert _rows(url, "tidy")["sessions"] == 0
     deadline = time.monotonic() + 10
     while _sessions(url, "tidy") > before and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -216,8 +216,7 @@ class PostgresBackend(BaseBackend):
     def unlink_primitive(self, name: ObjectName) -> bool:
         s = self.pg.schema
         row = self.server.query(
-            f"WITH d AS (DELETE FROM {s}.objects WHERE name = %s RETURNING id), "
-            f"h AS (DELETE FROM {s}.holders WHERE id IN (SELECT id FROM d)) "
+            f"WITH d AS (DELETE FROM {s}.objects WHERE name = %s RETURNING id) "
             f"SELECT count(*) FROM d",
             (str(name),),
         )

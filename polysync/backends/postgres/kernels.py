@@ -2,10 +2,12 @@
 
 * **Lock, RLock**: the session advisory lock ``(classid, id)``, taken by
   ``lock_acquire`` in one round trip (a try, then a blocking wait in the server, bounded
-  by ``lock_timeout`` when timed; a fencing token from the schema's sequence and the
-  holder record in the same call). The session that took it stays with the handle
-  until the release; another thread of the process, or another handle of the same
-  backend instance, releases it through that session.
+  by ``lock_timeout`` when timed; the fencing token in the same call, from the lock's
+  counter, which also tells whether the previous holder released: see
+  :mod:`polysync.backends.postgres.sql`). Neither the acquire nor the release writes a
+  row. The session that took it stays with the handle until the release; another
+  thread of the process, or another handle of the same backend instance, releases it
+  through that session.
 * **Semaphore, BoundedSemaphore**: the count in the object's row; each permit taken is a
   row marked with the taker's liveness session, so a permit of a process that died
   (its session ended without a clean exit) is taken back by the next acquirer that
@@ -32,7 +34,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from polysync import _validate, errors
-from polysync.backends.postgres.server import WATCH_SLICE, milliseconds
+from polysync.backends.postgres.server import ANSWER_MARGIN, WATCH_SLICE, Prepared, milliseconds
 from polysync.derived.locks import ConditionHooksOfALock, DepthOverLock
 from polysync.errors import BrokenBarrierError, NotFoundError
 from polysync.kernel import Holder, KernelState
@@ -172,8 +174,12 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
         self.lost = False
         self.on_lost: Callable[[], object] | None = None
         s = self._s
-        self._acquire_bytes = f"SELECT {s}.lock_acquire(%s, %s, %s, %s)".encode()
-        self._release_bytes = f"SELECT {s}.lock_release(%s, %s)".encode()
+        self._acquire_statement = Prepared(
+            b"polysync_lock_acquire", f"SELECT {s}.lock_acquire($1, $2, $3, $4)".encode()
+        )
+        self._release_statement = Prepared(
+            b"polysync_lock_release", f"SELECT {s}.lock_release($1, $2)".encode()
+        )
 
     def acquire(self, blocking: bool, timeout: float | None) -> bool:
         if not blocking or timeout == 0:
@@ -194,18 +200,22 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
         """One ``lock_acquire`` call: *wait_ms* 0 tries, -1 waits forever."""
         server = self._server
         who = f"{os.getpid()}:{_HOST}:{threading.get_ident()}"
-        params = (self._oid, server.classid, wait_ms, who)
         conn = server.take(timeout)
+        told = server.acting_for.get(conn)
+        # Who the session acts for is written (a transaction id) only when it changed.
+        params = (self._oid, server.classid, wait_ms, None if told == who else who)
         try:
             if wait_ms <= 0:  # a try, or forever (psycopg cancels it on Ctrl-C)
                 limit = server.answer_timeout if wait_ms == 0 else None
-                row = server.first_row(conn, self._acquire_bytes, params, limit)
-            else:
-                row = server.wait_query(conn, self._acquire_bytes, params, timeout)
+            else:  # the server's lock_timeout, and a margin for its answer
+                limit = None if timeout is None else timeout + ANSWER_MARGIN
+            found = server.value(conn, self._acquire_statement, params, limit)
+            token = None if found is None else int(found)
         except BaseException:
             self._abandon(conn)
             raise
-        token = None if row is None else row[0]
+        if told != who and token is not None:
+            server.recorded(conn, who)
         if token is None:
             server.give(conn)
             return False
@@ -220,7 +230,10 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
             return
         try:
             server.execute(
-                conn, f"SELECT {self._s}.lock_abandon(%s)", (self._oid,), server.answer_timeout
+                conn,
+                f"SELECT {self._s}.lock_abandon(%s, %s)",
+                (self._oid, server.classid),
+                server.answer_timeout,
             )
         except BaseException:
             server.discard(conn)
@@ -279,8 +292,8 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
         server = self._server
         server.unwatch(conn)
         try:
-            row = server.first_row(
-                conn, self._release_bytes, (self._oid, server.classid), server.answer_timeout
+            released = server.value(
+                conn, self._release_statement, (self._oid, server.classid), server.answer_timeout
             )
         except errors.BackendConnectionError:
             server.discard(conn)
@@ -289,7 +302,7 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
         except BaseException:
             server.discard(conn)
             raise
-        if row is None or not row[0]:
+        if released != b"t":
             server.discard(conn)
             self._report_lost()
             raise errors.lease_lost()
@@ -305,25 +318,21 @@ class PostgresLock(ConditionHooksOfALock, _Kernel):
                 callback()
 
     def locked(self) -> bool:
-        found = self._one(
-            f"SELECT holder IS NOT NULL FROM {self._s}.holders WHERE id = %s", self._oid
-        )
+        found = self._one(f"SELECT {self._s}.lock_held(%s, %s)", self._oid, self._server.classid)
         return bool(found)
 
     def statistics(self) -> KernelState:
         row = self._server.query(
-            f"SELECT h.holder, h.fence, (SELECT count(*) FROM pg_locks l "
-            f"WHERE l.locktype = 'advisory' AND l.classid = %s::oid AND l.objid = %s::oid "
-            f"AND l.objsubid = 2 AND NOT l.granted) FROM {self._s}.holders h WHERE h.id = %s",
-            (self._server.classid, self._oid, self._oid),
+            f"SELECT * FROM {self._s}.lock_state(%s, %s)",
+            (self._oid, self._server.classid),
         )
-        holder_text, fence, waiting = row if row is not None else (None, None, 0)
+        held, holder_text, fence, waiting = row if row is not None else (False, None, None, 0)
         holder = None
         if holder_text:
             pid, host, thread = str(holder_text).split(":", 2)
             holder = Holder(pid=int(pid), host=host, thread=int(thread))
         return KernelState(
-            locked=holder_text is not None,
+            locked=bool(held),
             holder=holder,
             waiting=int(waiting),
             fencing_token=self.fencing_token,

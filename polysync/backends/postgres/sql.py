@@ -8,16 +8,19 @@ Everything lives in one schema (the ``schema`` option, ``polysync`` by default):
   share a key), and the state of the row-based kinds (a semaphore's ``value``, an
   Event's ``flag`` and ``generation``, a Barrier's ``generation`` and ``broken``), and
   the latest fencing token of a semaphore (``fence``).
-* ``holders`` (unlogged: no WAL on the hot path): who holds a Lock or RLock (the
-  record a clean release clears, so the next acquirer learns that a holder died) and
-  the latest fencing token granted on it.
+* a sequence ``lock_<id>`` per Lock and RLock, its *counter* (see ``lock_counter``):
+  grants take its odd values (their fencing tokens) and clean releases the even ones,
+  so an acquirer learns that the previous holder died without a row being written.
+* ``sessions`` (unlogged): who each session acts for (``pid:host:thread``), what
+  ``statistics()`` shows of a Lock's holder (found in ``pg_locks``).
 * ``permits``, ``waiters``, ``parties``, ``users`` (logged): a semaphore's permits held,
   a Condition's waiters, a Barrier's waiting parties, and an anonymous object's users,
   each recorded with the *liveness session* of the process that made it (its backend
   pid and start time, as ``pg_stat_activity`` shows them): a row whose session is gone
   belongs to a process that is gone.
-* the sequence ``fence``: every fencing token, of every object (strictly increasing
-  per object, since it is per schema; sequences survive restarts and crashes).
+* the sequence ``fence``: the fencing tokens of semaphores, and where a Lock's counter
+  starts (sequences survive restarts and crashes, so tokens strictly increase per
+  object).
 
 Advisory locks use the two-``int4`` form ``pg_advisory_lock(classid, objid)`` with
 ``objid`` the object's id and ``classid`` the ``advisory_classid`` option (default
@@ -39,7 +42,7 @@ __all__ = ["DEFAULT_CLASSID", "SCHEMA_VERSION", "channel", "install_script"]
 #: folded into a positive int4 (so it reads the same in pg_locks.classid, an oid).
 DEFAULT_CLASSID = zlib.crc32(b"polysync") & 0x7FFFFFFF
 #: Bumped when the functions change (they are replaced; tables are only added to).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def channel(schema: str) -> str:
@@ -67,17 +70,11 @@ CREATE TABLE IF NOT EXISTS {s}.objects (
     fence bigint,
     created timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNLOGGED TABLE IF NOT EXISTS {s}.holders (
-    id integer PRIMARY KEY,
-    fence bigint,
-    holder text,
-    session integer,
-    acquired bigint NOT NULL DEFAULT 0,
-    released bigint NOT NULL DEFAULT 0
-);
-ALTER TABLE {s}.holders ADD COLUMN IF NOT EXISTS acquired bigint NOT NULL DEFAULT 0;
-ALTER TABLE {s}.holders ADD COLUMN IF NOT EXISTS released bigint NOT NULL DEFAULT 0;
 CREATE SEQUENCE IF NOT EXISTS {s}.fence;
+CREATE UNLOGGED TABLE IF NOT EXISTS {s}.sessions (
+    pid integer PRIMARY KEY,
+    who text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS {s}.permits (
     id integer NOT NULL REFERENCES {s}.objects ON DELETE CASCADE,
     token bigint NOT NULL,
@@ -137,7 +134,6 @@ BEGIN
             OR (u.until IS NOT NULL AND u.until < now()));
         IF NOT EXISTS (SELECT 1 FROM {s}.users u WHERE u.id = v_id) THEN
             DELETE FROM {s}.objects o WHERE o.id = v_id;
-            DELETE FROM {s}.holders h WHERE h.id = v_id;
             RETURN;
         END IF;
         -- A receiver of a pickle takes over one transfer hold.
@@ -156,8 +152,6 @@ BEGIN
         IF v_id IS NULL THEN  -- created meanwhile by another session
             SELECT o.id, o.kind, o.parameter INTO v_id, v_kind, v_param
                 FROM {s}.objects o WHERE o.name = p_name;
-        ELSIF p_kind IN ('lock', 'rlock') THEN
-            INSERT INTO {s}.holders (id) VALUES (v_id) ON CONFLICT (id) DO NOTHING;
         END IF;
     END IF;
     IF p_anonymous AND v_kind = p_kind THEN
@@ -180,7 +174,6 @@ BEGIN
         RETURN false;
     END IF;
     DELETE FROM {s}.objects o WHERE o.id = p_id AND o.anonymous;
-    DELETE FROM {s}.holders h WHERE h.id = p_id;
     RETURN true;
 END $$;
 
@@ -193,6 +186,8 @@ DECLARE
     v_id integer;
 BEGIN
     DELETE FROM {s}.permits p WHERE p.pid = p_pid AND p.started = p_started;
+    DELETE FROM {s}.sessions ses WHERE NOT EXISTS (
+        SELECT 1 FROM pg_stat_activity a WHERE a.pid = ses.pid);
     FOR v_id IN SELECT DISTINCT u.id FROM {s}.users u
                 WHERE u.pid = p_pid AND u.started = p_started LOOP
         DELETE FROM {s}.users u WHERE u.id = v_id AND u.pid = p_pid AND u.started = p_started;
@@ -200,16 +195,70 @@ BEGIN
     END LOOP;
 END $$;
 
+-- A Lock's or RLock's counter, the sequence lock_<id> (logged: it survives restarts and
+-- crashes like any sequence): each grant and each clean release takes one value, so the
+-- grants take odd values, which are their fencing tokens, and the releases even ones.
+-- An acquirer that draws an even value follows a grant that was never released: its
+-- holder died (its session ended holding the lock). Neither takes a transaction id
+-- (nextval writes no WAL but once per 32 values), so a Lock's pair writes no row.
+CREATE OR REPLACE FUNCTION {s}.lock_counter(p_id integer) RETURNS regclass
+LANGUAGE sql STABLE AS $$ SELECT to_regclass('{s}.lock_' || p_id) $$;
+
+-- Made with a Lock's or RLock's row: its counter starts above every token of this
+-- schema's sequence so far, at an odd value (the first grant's).
+CREATE OR REPLACE FUNCTION {s}.lock_counter_made() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.kind IN ('lock', 'rlock') THEN
+        EXECUTE format('CREATE SEQUENCE IF NOT EXISTS {s}.%I START %s', 'lock_' || NEW.id,
+                       2 * nextval('{s}.fence') + 1);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Gone with its row (an unlink, the last close of an anonymous object).
+CREATE OR REPLACE FUNCTION {s}.lock_counter_gone() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_counter regclass := {s}.lock_counter(OLD.id);
+BEGIN
+    IF v_counter IS NOT NULL THEN
+        EXECUTE format('DROP SEQUENCE IF EXISTS %s', v_counter);
+    END IF;
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS lock_counter_made ON {s}.objects;
+CREATE TRIGGER lock_counter_made AFTER INSERT ON {s}.objects
+    FOR EACH ROW EXECUTE FUNCTION {s}.lock_counter_made();
+DROP TRIGGER IF EXISTS lock_counter_gone ON {s}.objects;
+CREATE TRIGGER lock_counter_gone AFTER DELETE ON {s}.objects
+    FOR EACH ROW EXECUTE FUNCTION {s}.lock_counter_gone();
+
+-- Locks made before the counters (schema version 6 and older) get theirs.
+DO $$
+DECLARE
+    v_id integer;
+BEGIN
+    FOR v_id IN SELECT o.id FROM {s}.objects o
+                WHERE o.kind IN ('lock', 'rlock') AND {s}.lock_counter(o.id) IS NULL LOOP
+        EXECUTE format('CREATE SEQUENCE {s}.%I START %s', 'lock_' || v_id,
+                       2 * nextval('{s}.fence') + 1);
+    END LOOP;
+END $$;
+DROP TABLE IF EXISTS {s}.holders;
+DROP FUNCTION IF EXISTS {s}.lock_abandon(integer);
+
 -- Take the Lock/RLock p_id (advisory lock (p_class, p_id)) for this session, waiting
 -- p_wait_ms (-1: forever, 0: not at all). Returns its fencing token, negated when the
--- previous holder died holding it; NULL when not taken. "Died" is an acquisition that
--- was never released (acquired counts grants, released is set by a clean release):
--- one UPDATE, which a release not yet committed makes wait, then sees the latest row.
+-- previous holder died holding it; NULL when not taken. p_who, when not NULL, is who
+-- this session acts for now ("pid:host:thread", what statistics() shows of a holder):
+-- the client sends it only when it changed, since writing it takes a transaction id.
 CREATE OR REPLACE FUNCTION {s}.lock_acquire(
     p_id integer, p_class integer, p_wait_ms bigint, p_who text)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
-    v_token bigint; v_died boolean;
+    v_counter regclass; v_token bigint;
 BEGIN
     IF NOT pg_try_advisory_lock(p_class, p_id) THEN
         IF p_wait_ms = 0 THEN
@@ -226,41 +275,93 @@ BEGIN
             PERFORM pg_advisory_lock(p_class, p_id);
         END IF;
     END IF;
-    UPDATE {s}.holders SET acquired = acquired + 1, fence = nextval('{s}.fence'),
-            holder = p_who, session = pg_backend_pid()
-        WHERE id = p_id RETURNING fence, acquired - 1 > released INTO v_token, v_died;
-    IF NOT FOUND THEN  -- after a crash (an unlogged table is emptied), or unlinked
-        INSERT INTO {s}.holders (id, fence, holder, session, acquired)
-            VALUES (p_id, nextval('{s}.fence'), p_who, pg_backend_pid(), 1)
-            ON CONFLICT (id) DO UPDATE SET fence = EXCLUDED.fence, holder = p_who,
-                session = pg_backend_pid(), acquired = {s}.holders.acquired + 1,
-                released = {s}.holders.acquired
-            RETURNING fence INTO v_token;
-        v_died := false;
+    IF p_who IS NOT NULL THEN
+        INSERT INTO {s}.sessions (pid, who) VALUES (pg_backend_pid(), p_who)
+            ON CONFLICT (pid) DO UPDATE SET who = EXCLUDED.who;
     END IF;
-    IF v_died THEN
-        RETURN -v_token;
+    v_counter := {s}.lock_counter(p_id);
+    IF v_counter IS NULL THEN  -- unlinked while this handle was open: no owner-death
+        RETURN 2 * nextval('{s}.fence') + 1;
+    END IF;
+    v_token := nextval(v_counter);
+    IF v_token % 2 = 0 THEN  -- the previous grant was never released
+        RETURN -nextval(v_counter);
     END IF;
     RETURN v_token;
 END $$;
 
--- Release this session's hold of the lock p_id, recording a clean release first (an
--- acquirer's UPDATE of the record waits for this transaction to commit).
+-- Release this session's hold of the lock p_id, counting the release first (before the
+-- unlock: the next acquirer counts after it).
 CREATE OR REPLACE FUNCTION {s}.lock_release(p_id integer, p_class integer)
 RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_counter regclass := {s}.lock_counter(p_id);
 BEGIN
-    UPDATE {s}.holders SET released = acquired, holder = NULL
-        WHERE id = p_id AND session = pg_backend_pid();
+    IF v_counter IS NOT NULL THEN
+        PERFORM nextval(v_counter);
+    END IF;
     RETURN pg_advisory_unlock(p_class, p_id);
 END $$;
 
--- An acquire that was interrupted: give back whatever this session got.
-CREATE OR REPLACE FUNCTION {s}.lock_abandon(p_id integer)
+-- An acquire that was interrupted: give back whatever this session got. If it holds
+-- the lock, the count ends even, whether or not the grant was counted before the
+-- interruption.
+CREATE OR REPLACE FUNCTION {s}.lock_abandon(p_id integer, p_class integer)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_counter regclass := {s}.lock_counter(p_id);
 BEGIN
-    UPDATE {s}.holders SET released = acquired, holder = NULL
-        WHERE id = p_id AND session = pg_backend_pid();
+    IF v_counter IS NOT NULL AND EXISTS (
+            SELECT 1 FROM pg_locks l WHERE l.pid = pg_backend_pid()
+            AND l.locktype = 'advisory' AND l.classid = p_class::oid
+            AND l.objid = p_id::oid AND l.objsubid = 2 AND l.granted) THEN
+        IF nextval(v_counter) % 2 = 1 THEN
+            PERFORM nextval(v_counter);
+        END IF;
+    END IF;
     PERFORM pg_advisory_unlock_all();
+END $$;
+
+-- Whether the Lock p_id is taken: its counter's last value is a grant's (odd) while
+-- it is held, and also once its holder died holding it, until the next acquirer takes
+-- it over (as with every backend that tells of owner death); an unlinked Lock's, while
+-- a session holds it.
+CREATE OR REPLACE FUNCTION {s}.lock_held(p_id integer, p_class integer)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_counter regclass := {s}.lock_counter(p_id);
+BEGIN
+    IF v_counter IS NULL THEN
+        RETURN EXISTS (SELECT 1 FROM pg_locks l
+            WHERE l.locktype = 'advisory' AND l.classid = p_class::oid
+            AND l.objid = p_id::oid AND l.objsubid = 2 AND l.granted);
+    END IF;
+    RETURN coalesce(pg_sequence_last_value(v_counter) % 2 = 1, false);
+END $$;
+
+-- A Lock's state: whether it is taken (lock_held), its holder ("pid:host:thread" as
+-- its session last recorded it; '' if not known, NULL if none: free, or its holder
+-- died), the latest fencing token granted, and how many sessions wait for it.
+CREATE OR REPLACE FUNCTION {s}.lock_state(p_id integer, p_class integer)
+RETURNS TABLE (held boolean, holder text, fence bigint, waiting bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_counter regclass := {s}.lock_counter(p_id);
+    v_last bigint;
+BEGIN
+    IF v_counter IS NOT NULL THEN  -- else unlinked: not known
+        v_last := pg_sequence_last_value(v_counter);
+    END IF;
+    RETURN QUERY SELECT
+        {s}.lock_held(p_id, p_class),
+        (SELECT coalesce(ses.who, '') FROM pg_locks l
+            LEFT JOIN {s}.sessions ses ON ses.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.classid = p_class::oid
+            AND l.objid = p_id::oid AND l.objsubid = 2 AND l.granted LIMIT 1),
+        CASE WHEN v_last IS NULL THEN NULL ELSE v_last - 1 + v_last % 2 END,
+        (SELECT count(*) FROM pg_locks l
+            WHERE l.locktype = 'advisory' AND l.classid = p_class::oid
+            AND l.objid = p_id::oid AND l.objsubid = 2 AND NOT l.granted);
 END $$;
 
 -- Take a permit of the semaphore p_id for the process whose liveness session is
