@@ -8,9 +8,11 @@ same imports, set-up and W warm-up pairs, then one does N pairs and the other 2N
 figure is ``(I(2N) - I(N)) / N``, the instructions of one pair, with the start-up, set-up
 and shut-down cancelled out. The systems are polysync's posix Lock, RLock and Semaphore,
 multiprocessing's Lock, RLock and Semaphore (fork context), a raw posix_ipc semaphore (a binary
-semaphore as a Lock), and, awaited in an event loop, asyncio's in-process Lock and
-polysync.aio's posix Lock. Every call is the bare ``acquire()`` then ``release()``, as in
-section A's ``Lock`` column of ``posix_run.py``. With ``--listener``, the polysync
+semaphore as a Lock), and, awaited in an event loop, asyncio's in-process Lock, two
+no-op coroutine awaits (what the awaits alone cost), coroutines that only call the sync
+posix Lock (the floor of any async wrapper of it) and polysync.aio's posix Lock. Every
+call is the bare ``acquire()`` then ``release()``, as in section A's ``Lock`` column of
+``posix_run.py``. With ``--listener``, the polysync
 children subscribe a no-op :mod:`polysync.instrument` listener first: the cost of being
 observed (without it, nobody listens, which must cost nothing). See ``benchmarks/README.md``.
 
@@ -41,11 +43,26 @@ RAW = "raw"
 MP_LOCK, POLY_LOCK = "mp-lock", "polysync-lock"
 MP_RLOCK, POLY_RLOCK = "mp-rlock", "polysync-rlock"
 MP_SEM, POLY_SEM = "mp-semaphore", "polysync-semaphore"
-#: Coroutine pairs (``await acquire()``, then release): asyncio's own in-process Lock, the
-#: floor of any coroutine API, and polysync.aio's posix Lock.
+#: Coroutine pairs (``await acquire()``, then release): asyncio's own in-process Lock;
+#: the bare cost of two awaits (no-op coroutine methods); the floor of an async wrapper
+#: (coroutine methods that only call the sync polysync posix Lock's acquire and release);
+#: and polysync.aio's posix Lock.
 ASYNCIO_LOCK, AIO_LOCK = "asyncio-lock", "polysync-aio-lock"
+COROUTINE_PAIR, COROUTINE_FLOOR = "coroutine-pair", "coroutine-floor"
 #: Table order; each polysync row is compared with the multiprocessing row of its primitive.
-SYSTEMS = (RAW, MP_LOCK, POLY_LOCK, MP_RLOCK, POLY_RLOCK, MP_SEM, POLY_SEM, ASYNCIO_LOCK, AIO_LOCK)
+SYSTEMS = (
+    RAW,
+    MP_LOCK,
+    POLY_LOCK,
+    MP_RLOCK,
+    POLY_RLOCK,
+    MP_SEM,
+    POLY_SEM,
+    ASYNCIO_LOCK,
+    COROUTINE_PAIR,
+    COROUTINE_FLOOR,
+    AIO_LOCK,
+)
 LABELS = {
     RAW: "raw posix_ipc semaphore",
     MP_LOCK: "multiprocessing Lock",
@@ -55,6 +72,8 @@ LABELS = {
     MP_SEM: "multiprocessing Semaphore",
     POLY_SEM: "polysync posix Semaphore",
     ASYNCIO_LOCK: "asyncio.Lock (in-process)",
+    COROUTINE_PAIR: "two no-op coroutine awaits",
+    COROUTINE_FLOOR: "coroutines over sync Lock",
     AIO_LOCK: "polysync.aio posix Lock",
 }
 SAME_PRIMITIVE_IN_MP = {
@@ -84,12 +103,35 @@ elif system in ({MP_LOCK!r}, {MP_RLOCK!r}, {MP_SEM!r}):
 elif system == {ASYNCIO_LOCK!r}:
     import asyncio
     lock = asyncio.Lock()
-elif system in ({POLY_LOCK!r}, {POLY_RLOCK!r}, {POLY_SEM!r}, {AIO_LOCK!r}):
+elif system == {COROUTINE_PAIR!r}:
+
+    class NoOp:  # what two awaits cost, nothing else
+        async def acquire(self):
+            return True
+
+        async def release(self):
+            return None
+
+    lock = NoOp()
+elif system in ({POLY_LOCK!r}, {POLY_RLOCK!r}, {POLY_SEM!r}, {AIO_LOCK!r}, {COROUTINE_FLOOR!r}):
     import polysync
     ctx = polysync.get_context("posix")
     if system == {AIO_LOCK!r}:
         import polysync.aio
         lock = polysync.aio.AsyncContext(ctx).Lock()
+    elif system == {COROUTINE_FLOOR!r}:
+
+        class Floor:  # the least an async wrapper of the sync handle can do
+            def __init__(self, sync):
+                self._sync = sync
+
+            async def acquire(self):
+                return self._sync.acquire()
+
+            async def release(self):
+                self._sync.release()
+
+        lock = Floor(ctx.Lock())
     else:
         lock = {{{POLY_LOCK!r}: ctx.Lock, {POLY_RLOCK!r}: ctx.RLock, {POLY_SEM!r}: ctx.Semaphore}}[
             system
@@ -118,7 +160,7 @@ async def arun(lock, n):
             await lock.release()
 
 
-if system in ({ASYNCIO_LOCK!r}, {AIO_LOCK!r}):
+if system in ({ASYNCIO_LOCK!r}, {AIO_LOCK!r}, {COROUTINE_PAIR!r}, {COROUTINE_FLOOR!r}):
     import asyncio
 
     async def both():

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 
 from polysync import _validate, errors, instrument
 from polysync._attach import (
@@ -744,10 +744,8 @@ class Semaphore(_Acquirable[SemaphorePrimitiveKernel]):
                 self._check_headroom(n)
         try:
             self._release(n)
-        except OSError as exc:  # posix's sem_post at SEM_VALUE_MAX (a release of 1)
-            if exc.errno != errno.EOVERFLOW:
-                raise
-            raise _validate.headroom(n, _MAX_VALUE) from exc
+        except OSError as exc:
+            _release_failed(exc, n)
 
     def _check_headroom(self, n: int) -> None:
         """Refuse a release of *n* past MAX_VALUE, against a snapshot of the value
@@ -787,6 +785,15 @@ class Semaphore(_Acquirable[SemaphorePrimitiveKernel]):
 
     def _state(self) -> str:
         return f"value={self.get_value()}"
+
+
+def _release_failed(exc: OSError, n: int) -> NoReturn:
+    """Raise what a Semaphore release of *n* that failed with *exc* raises (for
+    polysync.aio too): posix's sem_post at SEM_VALUE_MAX (a release of 1) is past
+    MAX_VALUE; any other error as it is."""
+    if exc.errno != errno.EOVERFLOW:
+        raise exc
+    raise _validate.headroom(n, _MAX_VALUE) from exc
 
 
 class BoundedSemaphore(Semaphore):

@@ -205,6 +205,111 @@ def test_two_loops_in_two_threads(actx: polysync.aio.AsyncContext) -> None:
     assert counter[0] == 200
 
 
+@pytest.mark.parametrize("kind", ["Lock", "Semaphore", "BoundedSemaphore"])
+@pytest.mark.parametrize("backend", ["posix", "thread"])
+def test_a_fast_acquire_waits_behind_tasks_of_its_loop(backend: str, kind: str) -> None:
+    # The uncontended path tries the kernel without finding its loop's lane: it must
+    # still queue behind tasks of this loop waiting there, with or without async with.
+    actx = polysync.aio.get_context(backend)
+
+    async def main() -> tuple[list[str], list[None]]:
+        handle = getattr(actx, kind)()
+        order: list[str] = []
+
+        async def take(tag: str) -> None:
+            async with handle:
+                order.append(tag)
+
+        await handle.acquire()
+        waiters = [asyncio.create_task(take(tag)) for tag in "bc"]
+        await asyncio.sleep(0.05)  # both queue in the lane
+        await handle.release()  # hands it to b
+        await take("a")  # at once: behind c
+        await asyncio.gather(*waiters)
+        await take("d")  # nobody queues now: straight through
+        return order, handle._queued
+
+    order, queued = run(main())
+    assert order == ["b", "c", "a", "d"]
+    assert queued == []
+
+
+@pytest.mark.parametrize("kind", ["Lock", "Semaphore"])
+@pytest.mark.parametrize("backend", ["posix", "thread"])
+def test_a_fast_acquire_does_not_barge_when_a_sync_release_frees_the_kernel(
+    backend: str, kind: str
+) -> None:
+    # A sync release does not hand over on the loop: the kernel is free until the lane's
+    # waiter thread takes it, and a task of the loop trying it meanwhile would barge.
+    actx = polysync.aio.get_context(backend)
+
+    async def main() -> list[str]:
+        handle = getattr(actx, kind)()
+        order: list[str] = []
+
+        async def take(tag: str) -> None:
+            async with handle:
+                order.append(tag)
+
+        handle.sync.acquire()
+        waiter = asyncio.create_task(take("b"))
+        await asyncio.sleep(0.05)  # b queues; the lane's thread waits in the kernel
+        handle.sync.release()
+        await take("a")  # at once, before the loop hears of the grant
+        await waiter
+        return order
+
+    for _ in range(5):
+        assert run(main()) == ["b", "a"]
+
+
+@pytest.mark.parametrize("backend", ["posix", "thread"])
+def test_waiters_that_time_out_or_are_cancelled_leave_no_queue_behind(backend: str) -> None:
+    # Once they are gone, the uncontended path is open again (nothing counted as queued).
+    actx = polysync.aio.get_context(backend)
+
+    async def main() -> None:
+        for handle in (actx.Lock(), actx.Semaphore(1)):
+            await handle.acquire()
+            timed = [asyncio.create_task(handle.acquire(timeout=0.05)) for _ in range(5)]
+            cancelled = [asyncio.create_task(handle.acquire()) for _ in range(5)]
+            await asyncio.sleep(0.01)
+            for task in cancelled:
+                task.cancel()
+            results = await asyncio.gather(*timed, *cancelled, return_exceptions=True)
+            assert results[:5] == [False] * 5
+            assert all(isinstance(r, asyncio.CancelledError) for r in results[5:])
+            assert handle._queued == []
+            await handle.release()
+            assert await handle.acquire(blocking=False)
+            await handle.release()
+
+    run(main())
+
+
+@pytest.mark.parametrize("backend", ["posix", "thread"])
+def test_fast_release_errors_as_the_sync_release(backend: str) -> None:
+    actx = polysync.aio.get_context(backend)
+
+    async def main() -> None:
+        lock, bounded = actx.Lock(), actx.BoundedSemaphore(1)
+        for handle in (lock, bounded):
+            with pytest.raises(polysync.NotHeldError):
+                await handle.release()
+            with pytest.raises(polysync.NotHeldError):
+                await handle.__aexit__(None, None, None)
+            handle.close()
+            with pytest.raises(polysync.ClosedError):
+                await handle.acquire()
+            with pytest.raises(polysync.ClosedError):
+                await handle.release()
+            with pytest.raises(polysync.ClosedError):
+                async with handle:
+                    pass
+
+    run(main())
+
+
 def test_rlock_excludes_sync_holder_in_another_thread(actx: polysync.aio.AsyncContext) -> None:
     async def main() -> None:
         rlock = actx.RLock()

@@ -279,6 +279,39 @@ def test_an_async_acquire_reports_once_whatever_its_slices(
     assert all(o.backend == backend for o in mine)
 
 
+@pytest.mark.parametrize("backend", ["posix", "thread"])
+@pytest.mark.parametrize("kind", ["Lock", "RLock", "Semaphore", "BoundedSemaphore"])
+def test_uncontended_async_pairs_report_once_each(
+    recorder: Recorder, backend: str, kind: str
+) -> None:
+    # The uncontended path (bare calls and async with) skips the sync handle's frames:
+    # still one acquired and one released per pair, and nothing once nobody listens.
+    import asyncio
+
+    import polysync.aio
+
+    if backend == "posix" and not any(
+        n == "posix" and ok for n, ok, _ in polysync.available_backends()
+    ):
+        pytest.skip("the posix backend does not run here")
+    handle = getattr(polysync.aio.get_context(backend), kind)()
+
+    async def pairs() -> None:
+        assert await handle.acquire()
+        await handle.release()
+        async with handle:
+            pass
+
+    asyncio.run(pairs())
+    assert [o.event for o in recorder.of(None)] == ["acquired", "released"] * 2
+    instrument.unsubscribe(recorder)
+    try:
+        asyncio.run(pairs())
+        assert len(recorder.of(None)) == 4
+    finally:
+        instrument.subscribe(recorder)  # the fixture unsubscribes it
+
+
 async def _other_task_tries(handle: object) -> bool:
     got: bool = await handle.acquire(timeout=0.25)  # type: ignore[attr-defined]
     return got

@@ -61,11 +61,16 @@ class Grant(Generic[G]):
 class _Lane(Generic[G]):
     """Waiters of one loop, their live count, and whether a kernel job is out for them."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, queued: list[None] | None = None) -> None:
         self.loop = loop
         self.waiters: collections.deque[Waiter[G]] = collections.deque()
         self.mutex = threading.Lock()  # guards live and running, shared with the job
         self.live = 0
+        #: One entry per live waiter, in a list all the handle's lanes (one per loop)
+        #: share: while it is empty no task of any loop queues, which the handle's fast
+        #: paths read without looking up their loop. append and pop are atomic: lanes
+        #: of loops in other threads change it too.
+        self.queued: list[None] = [] if queued is None else queued
         self.running = False
         self.jobs = 0  # jobs out, or their last post not yet handled on the loop
         #: When the last waiter's timeout ends (monotonic; inf: one waits forever), so
@@ -108,6 +113,7 @@ class _Lane(Generic[G]):
             if self.live == 0 or ends > self.latest:
                 self.latest = ends
             self.live += 1
+            self.queued.append(None)
             start = not self.running
             self.running = True
         if start:
@@ -120,6 +126,7 @@ class _Lane(Generic[G]):
             waiter.active = False
             with self.mutex:
                 self.live -= 1
+                self.queued.pop()
             with contextlib.suppress(ValueError):
                 self.waiters.remove(waiter)
 
@@ -184,8 +191,10 @@ class _Lane(Generic[G]):
 class AcquireLane(_Lane[G]):
     """The tasks of one loop acquiring one Lock, RLock or Semaphore handle."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, grant: Grant[G]) -> None:
-        super().__init__(loop)
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, grant: Grant[G], queued: list[None] | None = None
+    ) -> None:
+        super().__init__(loop, queued)
         self.grant = grant
 
     def _submit(self) -> None:
@@ -203,6 +212,7 @@ class AcquireLane(_Lane[G]):
             waiter.active = False
             with self.mutex:
                 self.live -= 1
+                self.queued.pop()
             if not waiter.future.done():
                 waiter.future.set_result(token)
                 return True
@@ -234,8 +244,9 @@ class NativeAcquireLane(AcquireLane[bool]):
         loop: asyncio.AbstractEventLoop,
         grant: Grant[bool],
         acquire: Callable[[bool, float | None], Coroutine[Any, Any, bool]],
+        queued: list[None] | None = None,
     ) -> None:
-        super().__init__(loop, grant)
+        super().__init__(loop, grant, queued)
         self.acquire = acquire
         self.task: asyncio.Task[None] | None = None
         #: Whether the task that found nobody waiting awaits the kernel itself now.

@@ -233,6 +233,10 @@ def _context(ctx: object) -> Any:
 
 # -- Lock, Semaphore, BoundedSemaphore -------------------------------------------------
 
+#: The int 1, told from other ones by identity: cheaper than type(n) is int and n == 1,
+#: and any 1 it misses (True, 1.0, a big-int 1) takes the general path anyway.
+_ONE = 1
+
 
 AQ = TypeVar("AQ", _sync.Lock, _sync.Semaphore)
 
@@ -242,6 +246,8 @@ class _Acquirable(_Async[AQ], Grant[bool]):
 
     def _wrap(self, sync: Any) -> None:
         super()._wrap(sync)
+        #: The live waiters of this handle's lanes, every loop's (see _Lane.queued).
+        self._queued: list[None] = []
         kernel = self._kernel
         #: The kernel's native asyncio acquire and release, awaited on the loop.
         self._native: AsyncAcquire | None = kernel if isinstance(kernel, AsyncAcquire) else None
@@ -278,7 +284,7 @@ class _Acquirable(_Async[AQ], Grant[bool]):
         raise NotImplementedError
 
     def _acquire_lane(self) -> AcquireLane[bool]:
-        return self._lane(lambda loop: AcquireLane(loop, self))
+        return self._lane(lambda loop: AcquireLane(loop, self, self._queued))
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Acquire, waiting at most *timeout* seconds (``None``: forever); ``True`` if acquired.
@@ -289,14 +295,13 @@ class _Acquirable(_Async[AQ], Grant[bool]):
         sync = self._sync
         probe = sync._probe
         if probe is None:
-            # The common call on the loop, uncontended: one try of the kernel, no lane
-            # (unless tasks of this loop queue here: then it waits its turn).
-            if blocking is True and timeout is None and self._inline:
-                cached = self._last_lane
-                if (
-                    cached is None
-                    or (cached[0] is asyncio.get_running_loop() and not cached[1].waiters)
-                ) and sync._kernel.acquire(False, None):
+            # The common call on the loop, uncontended: one try of the kernel, no lane,
+            # no loop look-up, while no task of any loop queues on this handle (else
+            # _acquire finds this loop's lane: a task there waits its turn). Unobserved,
+            # _acquire is the kernel's own acquire (or the closed stand-in's).
+            if blocking is True and timeout is None and self._inline and not self._queued:
+                try_acquire = sync._acquire  # a slot's callable: LOAD_METHOD never specialises
+                if try_acquire(False, None):
                     return True
             return await self._acquire(blocking, timeout)
         begun = probe.begin()  # someone listens (polysync.instrument)
@@ -340,7 +345,7 @@ class _Acquirable(_Async[AQ], Grant[bool]):
         else:
             flag, seconds = _validate.block_and_timeout(True, timeout, blocking)
         lane: NativeAcquireLane = self._lane(
-            lambda loop: NativeAcquireLane(loop, self, native.acquire_async)
+            lambda loop: NativeAcquireLane(loop, self, native.acquire_async, self._queued)
         )
         if not flag or seconds == 0:
             return await native.acquire_async(False, None)
@@ -379,14 +384,13 @@ class _Acquirable(_Async[AQ], Grant[bool]):
         if cached is None:
             return  # no task of any loop ever queued on this handle
         loop = asyncio.get_running_loop()
-        lane: AcquireLane[bool] | None = (
-            cached[1] if cached is not None and cached[0] is loop else self._lanes.get(loop)
-        )
+        lane: AcquireLane[bool] | None = cached[1] if cached[0] is loop else self._lanes.get(loop)
         if lane is not None and lane.live and self._try() and not lane.hand(True):
             self._release_kernel()
 
-    async def __aenter__(self) -> bool:
-        return await self.acquire()
+    #: acquire() itself: async with calls it without arguments, and awaits one
+    #: coroutine instead of two.
+    __aenter__ = acquire
 
     @property
     def fencing_token(self) -> int | None:
@@ -418,11 +422,21 @@ class Lock(_Acquirable[_sync.Lock]):
     def _release_kernel(self) -> None:
         self._kernel.release()
 
+    def _release_here(self) -> None:
+        """release() on the loop, for a kernel that answers at once (InlineCalls)."""
+        sync = self._sync
+        release = sync._release  # the probe's release if observed
+        try:  # the sync release(), without its frame
+            release()
+        except sync._refusal:
+            raise sync._not_held() from None
+        if self._queued:  # else no task of any loop waits here
+            self._nudge()
+
     async def release(self) -> None:
         """Release; raises :class:`~polysync.NotHeldError` if unlocked. Finishes if cancelled."""
         if self._inline:
-            self._sync.release()
-            self._nudge()
+            self._release_here()
         elif self._native_release is not None and not self._sync.closed:
             try:
                 await self._release_natively(self._native_release, 1)
@@ -432,7 +446,10 @@ class Lock(_Acquirable[_sync.Lock]):
             await _confirmed(pool().call(self._sync.release))
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.release()
+        if self._inline:  # without a second coroutine
+            self._release_here()
+        else:
+            await self.release()
 
     async def locked(self) -> bool:
         """Whether anyone holds it (a snapshot)."""
@@ -460,9 +477,13 @@ class Semaphore(_Acquirable[_sync.Semaphore]):
     async def release(self, n: int = 1) -> None:
         """Add *n* to the count (errors as the sync ``release``). Finishes if cancelled."""
         if self._inline:
+            if n is _ONE:
+                self._release_one_here()
+                return
             self._sync.release(n)
-            for _ in range(min(n, 64)):
-                self._nudge()
+            if self._queued:  # else no task of any loop waits here
+                for _ in range(min(n, 64)):
+                    self._nudge()
             return
         native = self._native_release
         if type(n) is int and n == 1 and native is not None and not self._sync.closed:
@@ -470,8 +491,21 @@ class Semaphore(_Acquirable[_sync.Semaphore]):
             return
         await self._run_shielded(lambda: self._sync.release(n))
 
+    def _release_one_here(self) -> None:
+        """release(1) on the loop, for a kernel that answers at once (InlineCalls)."""
+        release = self._sync._release  # the probe's release if observed
+        try:  # the sync release(1), without its frame
+            release(1)
+        except OSError as exc:
+            _sync._release_failed(exc, 1)
+        if self._queued:  # else no task of any loop waits here
+            self._nudge()
+
     async def __aexit__(self, *exc: object) -> None:
-        await self.release()
+        if self._inline:  # without a second coroutine
+            self._release_one_here()
+        else:
+            await self.release()
 
     async def get_value(self) -> int:
         """The current count (a snapshot)."""
@@ -620,8 +654,7 @@ class RLock(_Async[_sync.RLock], Grant[Pinned]):
         if cancelled:
             raise asyncio.CancelledError
 
-    async def __aenter__(self) -> bool:
-        return await self.acquire()
+    __aenter__ = acquire  # no second coroutine
 
     async def __aexit__(self, *exc: object) -> None:
         await self.release()
