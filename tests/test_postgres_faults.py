@@ -8,6 +8,7 @@ targets: "recovered at once" is asserted as within 2.5 s.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -436,3 +437,40 @@ def test_a_holder_learns_its_session_is_gone_while_the_liveness_session_reconnec
     finally:
         slow.clear()
         ctx.backend.close()
+
+
+def test_a_live_holder_keeps_its_permit_when_its_liveness_session_is_replaced(
+    pg_server_fresh: PrivatePostgres,
+) -> None:
+    # A permit is marked with its holder's liveness session; that session ending alone
+    # (an administrator, a network fault) must not make a live holder's permit look
+    # like a dead one's, which another process would take back: a double grant.
+    schema = "l" + uuid.uuid4().hex[:8]
+    holder_ctx = polysync.get_context("postgres", url=pg_server_fresh.url, schema=schema)
+    other_ctx = polysync.get_context(  # another backend instance: its own liveness session
+        "postgres", url=pg_server_fresh.url, schema=schema, pool_size=3
+    )
+    try:
+        held = holder_ctx.Semaphore(1, name="one")
+        assert held.acquire(timeout=5)
+        server = holder_ctx.backend.server
+        old = server.identity()
+        with psycopg.connect(pg_server_fresh.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (old[0],))
+        deadline = time.monotonic() + ERROR_BOUND * 2
+        while time.monotonic() < deadline:
+            with contextlib.suppress(polysync.BackendConnectionError):
+                if server.identity() != old:
+                    break
+            time.sleep(0.05)
+        assert server.identity() != old, "the liveness session did not come back"
+        other = other_ctx.Semaphore(1, name="one")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", polysync.OwnerDiedWarning)
+            assert other.acquire(False) is False  # held by a live process
+        held.release()
+        assert other.acquire(timeout=5) is True
+        other.release()
+    finally:
+        holder_ctx.backend.close()
+        other_ctx.backend.close()

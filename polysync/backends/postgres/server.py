@@ -425,6 +425,9 @@ class Liveness:
         self._watched_fds: dict[int, int] = {}
         self._conn: psycopg.Connection[Any] | None = None
         self._identity: tuple[int, datetime.datetime] | None = None
+        #: Identities of this process's liveness sessions that ended, whose rows the
+        #: next session claims (``claim``).
+        self._replaced: list[tuple[int, datetime.datetime]] = []
         self._error: errors.PolysyncError | None = None
         self._stopped = False
         self._reconnecting = False
@@ -467,8 +470,21 @@ class Liveness:
             server.discard(conn)
             raise
         assert row is not None
+        identity = (int(row[0]), row[1])
+        try:
+            for old in self._replaced:  # this process's rows, marked by a session now gone
+                server.execute(
+                    conn,
+                    f"SELECT {server.schema}.claim(%s, %s, %s, %s)",
+                    (*old, *identity),
+                    server.answer_timeout,
+                )
+        except BaseException:
+            server.discard(conn)
+            raise
+        self._replaced = []
         self._conn = conn
-        self._identity = (int(row[0]), row[1])
+        self._identity = identity
         self._error = None
 
     def identity(self) -> tuple[int, datetime.datetime]:
@@ -639,6 +655,8 @@ class Liveness:
 
     def _lost_session(self, exc: Exception | None) -> None:
         conn, self._conn = self._conn, None
+        if self._identity is not None:
+            self._replaced.append(self._identity)
         self._identity = None
         self._error = errors.server_unreachable(
             "PostgreSQL",

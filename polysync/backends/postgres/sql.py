@@ -42,7 +42,7 @@ __all__ = ["DEFAULT_CLASSID", "SCHEMA_VERSION", "channel", "install_script"]
 #: folded into a positive int4 (so it reads the same in pg_locks.classid, an oid).
 DEFAULT_CLASSID = zlib.crc32(b"polysync") & 0x7FFFFFFF
 #: Bumped when the functions change (they are replaced; tables are only added to).
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def channel(schema: str) -> str:
@@ -362,6 +362,23 @@ BEGIN
         (SELECT count(*) FROM pg_locks l
             WHERE l.locktype = 'advisory' AND l.classid = p_class::oid
             AND l.objid = p_id::oid AND l.objsubid = 2 AND NOT l.granted);
+END $$;
+
+-- A live process's liveness session was replaced (it ended: an administrator, a network
+-- fault, a server restart): the rows it marked are marked with the new one, so that they
+-- are not taken for a dead process's (a permit taken back while its holder lives).
+CREATE OR REPLACE FUNCTION {s}.claim(p_pid integer, p_started timestamptz,
+    p_new_pid integer, p_new_started timestamptz)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE {s}.permits SET pid = p_new_pid, started = p_new_started
+        WHERE pid = p_pid AND started = p_started;
+    UPDATE {s}.users SET pid = p_new_pid, started = p_new_started
+        WHERE pid = p_pid AND started = p_started;
+    UPDATE {s}.waiters SET pid = p_new_pid, started = p_new_started
+        WHERE pid = p_pid AND started = p_started;
+    UPDATE {s}.parties SET pid = p_new_pid, started = p_new_started
+        WHERE pid = p_pid AND started = p_started;
 END $$;
 
 -- Take a permit of the semaphore p_id for the process whose liveness session is
