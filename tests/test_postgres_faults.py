@@ -474,3 +474,48 @@ def test_a_live_holder_keeps_its_permit_when_its_liveness_session_is_replaced(
     finally:
         holder_ctx.backend.close()
         other_ctx.backend.close()
+
+
+def test_gc_removes_what_a_killed_process_left_and_nothing_else(
+    ctx: polysync.Context, children: Children, pg_server_fresh: PrivatePostgres
+) -> None:
+    mine = ctx.Lock()  # this live process's anonymous Lock, held: never collected
+    assert mine.acquire()
+    child = children.start(
+        """
+        lock, event = ctx.Lock(), ctx.Event()
+        assert lock.acquire()
+        print("ready", flush=True)
+        time.sleep(60)
+        """
+    )
+    children.expect(child, "ready")
+    child.kill()  # SIGKILL: no close, no exit handler
+    child.wait(10)
+    schema = ctx.backend.server.schema  # type: ignore[attr-defined]
+    deadline = time.monotonic() + ERROR_BOUND
+    found: list[polysync.kernel.Orphan] = []
+    while time.monotonic() < deadline:  # until the server has seen its sessions end
+        found = ctx.collect_orphans(dry_run=True)
+        if sum("anonymous" in o.what for o in found) == 2:
+            break
+        time.sleep(0.05)
+    kinds = sorted(o.what.rsplit(" ", 1)[-1] for o in found if "anonymous" in o.what)
+    assert kinds == ["event)", "lock)"], found
+    assert any(o.what.startswith("sessions row") for o in found), found  # its holder
+    assert ctx.collect_orphans(dry_run=True) == found  # a dry run removes nothing
+    assert sorted(map(str, ctx.collect_orphans(dry_run=False))) == sorted(map(str, found))
+    assert ctx.collect_orphans(dry_run=False) == []
+    with psycopg.connect(pg_server_fresh.url, autocommit=True) as conn:
+        objects = conn.execute(f"SELECT id FROM {schema}.objects").fetchall()
+        counters = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'S' AND c.relname LIKE 'lock%%'",
+            (schema,),
+        ).fetchall()
+    oid = mine._kernel._oid  # type: ignore[attr-defined]
+    assert objects == [(oid,)]  # only this process's Lock is left, and its counter
+    assert counters == [(f"lock_{oid}",)]
+    assert mine.locked()
+    mine.release()
+    mine.close()

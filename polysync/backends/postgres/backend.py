@@ -16,7 +16,7 @@ from polysync.backends.postgres import sql as _sql
 from polysync.backends.postgres.server import PostgresServer
 from polysync.derived import BaseBackend
 from polysync.errors import KindMismatchError, NotFoundError
-from polysync.kernel import Capability, Found, Kind, Listed, ObjectName
+from polysync.kernel import Capability, Found, Kind, Listed, ObjectName, Orphan
 
 __all__ = ["PostgresBackend"]
 
@@ -45,6 +45,7 @@ class PostgresBackend(BaseBackend):
             Capability.OWNER_DEATH,
             Capability.FENCING,
             Capability.LISTING,
+            Capability.ORPHAN_COLLECTION,
         }
     )
     options: ClassVar[Mapping[str, object]] = {
@@ -163,6 +164,14 @@ class PostgresBackend(BaseBackend):
                 yield Listed(key, None, note=f"a row polysync did not write (kind {kind_text!r})")
                 continue
             yield Listed(key, kind, int(parameter) if kind in _PARAMETERISED else 0)
+
+    def collect_orphans(self, dry_run: bool) -> list[Orphan]:
+        """What dead processes left, removed unless *dry_run* (one transaction: the
+        schema's ``collect``; :class:`~polysync.kernel.Collectable`)."""
+        rows = self.server.query_all(
+            f"SELECT what, reason FROM {self.pg.schema}.collect(%s)", (dry_run,)
+        )
+        return [Orphan(str(what), str(reason)) for what, reason in rows]
 
     def _lock(self, name: ObjectName, kind: Kind, create: bool) -> _kernels.PostgresLock:
         oid = self._open(name, kind, 0, create)

@@ -42,7 +42,7 @@ __all__ = ["DEFAULT_CLASSID", "SCHEMA_VERSION", "channel", "install_script"]
 #: folded into a positive int4 (so it reads the same in pg_locks.classid, an oid).
 DEFAULT_CLASSID = zlib.crc32(b"polysync") & 0x7FFFFFFF
 #: Bumped when the functions change (they are replaced; tables are only added to).
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 def channel(schema: str) -> str:
@@ -379,6 +379,65 @@ BEGIN
         WHERE pid = p_pid AND started = p_started;
     UPDATE {s}.parties SET pid = p_new_pid, started = p_new_started
         WHERE pid = p_pid AND started = p_started;
+END $$;
+
+-- What dead processes left (polysync gc), removed unless p_dry: anonymous objects whose
+-- users are all gone (and their rows with them), users rows of dead sessions, sessions
+-- rows of ended sessions, and Lock counters whose object is gone. Permits, Condition
+-- waiters and Barrier parties of dead processes are left to the primitives, which take
+-- them back and say so (OwnerDiedWarning) or pass over them.
+CREATE OR REPLACE FUNCTION {s}.collect(p_dry boolean)
+RETURNS TABLE (what text, reason text) LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT o.id, o.kind FROM {s}.objects o
+             WHERE o.anonymous AND NOT EXISTS (
+                 SELECT 1 FROM {s}.users u WHERE u.id = o.id AND (
+                     (u.until IS NULL AND {s}.alive(u.pid, u.started))
+                     OR (u.until IS NOT NULL AND u.until >= now())))
+             ORDER BY o.id FOR UPDATE OF o SKIP LOCKED LOOP
+        what := format('objects row %s (anonymous %s)', r.id, r.kind);
+        reason := 'every process that used it is gone';
+        RETURN NEXT;
+        IF NOT p_dry THEN
+            DELETE FROM {s}.objects o WHERE o.id = r.id;
+        END IF;
+    END LOOP;
+    FOR r IN SELECT u.ctid AS row, u.id, u.pid FROM {s}.users u
+             WHERE u.until IS NULL AND NOT {s}.alive(u.pid, u.started)
+             AND EXISTS (  -- an object still in use (the others went above)
+                 SELECT 1 FROM {s}.users v WHERE v.id = u.id AND (
+                     (v.until IS NULL AND {s}.alive(v.pid, v.started))
+                     OR (v.until IS NOT NULL AND v.until >= now()))) LOOP
+        what := format('users row of object %s (liveness session pid %s)', r.id, r.pid);
+        reason := 'its process is gone';
+        RETURN NEXT;
+        IF NOT p_dry THEN
+            DELETE FROM {s}.users u WHERE u.ctid = r.row;
+        END IF;
+    END LOOP;
+    FOR r IN SELECT ses.pid FROM {s}.sessions ses
+             WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = ses.pid) LOOP
+        what := format('sessions row of backend pid %s', r.pid);
+        reason := 'that session ended';
+        RETURN NEXT;
+        IF NOT p_dry THEN
+            DELETE FROM {s}.sessions ses WHERE ses.pid = r.pid;
+        END IF;
+    END LOOP;
+    FOR r IN SELECT c.oid::regclass AS counter FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = '{s}' AND c.relkind = 'S' AND c.relname ~ '^lock_[0-9]+$'
+             AND NOT EXISTS (SELECT 1 FROM {s}.objects o
+                             WHERE o.id = substr(c.relname, 6)::integer) LOOP
+        what := format('sequence %s', r.counter);
+        reason := 'the counter of a Lock that is gone';
+        RETURN NEXT;
+        IF NOT p_dry THEN
+            EXECUTE format('DROP SEQUENCE IF EXISTS %s', r.counter);
+        END IF;
+    END LOOP;
 END $$;
 
 -- Take a permit of the semaphore p_id for the process whose liveness session is
