@@ -381,6 +381,14 @@ BEGIN
         WHERE pid = p_pid AND started = p_started;
 END $$;
 
+-- Whether the anonymous object p_id has a user: a live process, or a pickle in transit.
+CREATE OR REPLACE FUNCTION {s}.used(p_id integer)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM {s}.users u WHERE u.id = p_id AND (
+        (u.until IS NULL AND {s}.alive(u.pid, u.started))
+        OR (u.until IS NOT NULL AND u.until >= now())))
+$$;
+
 -- What dead processes left (polysync gc), removed unless p_dry: anonymous objects whose
 -- users are all gone (and their rows with them), users rows of dead sessions, sessions
 -- rows of ended sessions, and Lock counters whose object is gone. Permits, Condition
@@ -392,10 +400,7 @@ DECLARE
     r record;
 BEGIN
     FOR r IN SELECT o.id, o.kind FROM {s}.objects o
-             WHERE o.anonymous AND NOT EXISTS (
-                 SELECT 1 FROM {s}.users u WHERE u.id = o.id AND (
-                     (u.until IS NULL AND {s}.alive(u.pid, u.started))
-                     OR (u.until IS NOT NULL AND u.until >= now())))
+             WHERE o.anonymous AND NOT {s}.used(o.id)
              ORDER BY o.id FOR UPDATE OF o SKIP LOCKED LOOP
         what := format('objects row %s (anonymous %s)', r.id, r.kind);
         reason := 'every process that used it is gone';
@@ -406,10 +411,7 @@ BEGIN
     END LOOP;
     FOR r IN SELECT u.ctid AS row, u.id, u.pid FROM {s}.users u
              WHERE u.until IS NULL AND NOT {s}.alive(u.pid, u.started)
-             AND EXISTS (  -- an object still in use (the others went above)
-                 SELECT 1 FROM {s}.users v WHERE v.id = u.id AND (
-                     (v.until IS NULL AND {s}.alive(v.pid, v.started))
-                     OR (v.until IS NOT NULL AND v.until >= now()))) LOOP
+             AND {s}.used(u.id) LOOP  -- of an object still in use: the others went above
         what := format('users row of object %s (liveness session pid %s)', r.id, r.pid);
         reason := 'its process is gone';
         RETURN NEXT;
