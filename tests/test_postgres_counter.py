@@ -45,7 +45,18 @@ def _kernel_ids(lock: polysync.Lock) -> tuple[int, int, str]:
     return kernel._oid, kernel._server.classid, kernel._s  # type: ignore[attr-defined]
 
 
-def test_a_pair_takes_no_transaction_id(ctx: polysync.Context, pg_server: PrivatePostgres) -> None:
+def test_a_pair_takes_no_transaction_id(pg_server_fresh: PrivatePostgres) -> None:
+    # A server of its own: on the shared one, other tests' handles closing in the
+    # background (their rows deleted) would take ids meanwhile.
+    pg_server = pg_server_fresh
+    ctx = polysync.get_context("postgres", url=pg_server.url, schema="quiet")
+    try:
+        _count_pairs(ctx, pg_server)
+    finally:
+        ctx.backend.close()
+
+
+def _count_pairs(ctx: polysync.Context, pg_server: PrivatePostgres) -> None:
     lock = ctx.Lock(name="quiet")
     with lock:  # the first acquire of a session records who it acts for: one id
         pass
