@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -107,8 +108,12 @@ def test_calls_that_do_not_wait_end_with_an_error(
     # lock is free once the server has seen that.
     deadline = time.monotonic() + 10
     fresh = ctx.Lock(name="l")
-    while not fresh.acquire(timeout=0.5):
-        assert time.monotonic() < deadline, "the lock stayed held after its session closed"
+    with warnings.catch_warnings():
+        # Told of a death if the server ended the session before it ran the release
+        # (its counter then ends on the grant), not if after: both are right here.
+        warnings.simplefilter("ignore", polysync.OwnerDiedWarning)
+        while not fresh.acquire(timeout=0.5):
+            assert time.monotonic() < deadline, "the lock stayed held after its session closed"
     fresh.release()
 
 
