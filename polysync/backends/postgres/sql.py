@@ -42,7 +42,7 @@ __all__ = ["DEFAULT_CLASSID", "SCHEMA_VERSION", "channel", "install_script"]
 #: folded into a positive int4 (so it reads the same in pg_locks.classid, an oid).
 DEFAULT_CLASSID = zlib.crc32(b"polysync") & 0x7FFFFFFF
 #: Bumped when the functions change (they are replaced; tables are only added to).
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 
 def channel(schema: str) -> str:
@@ -271,7 +271,9 @@ BEGIN
                 RETURN NULL;
             END;
         ELSE
-            PERFORM set_config('lock_timeout', '0', true);  -- forever, whatever the role says
+            IF current_setting('lock_timeout') <> '0' THEN  -- forever, whatever the role says
+                PERFORM set_config('lock_timeout', '0', true);
+            END IF;
             PERFORM pg_advisory_lock(p_class, p_id);
         END IF;
     END IF;
@@ -279,7 +281,7 @@ BEGIN
         INSERT INTO {s}.sessions (pid, who) VALUES (pg_backend_pid(), p_who)
             ON CONFLICT (pid) DO UPDATE SET who = EXCLUDED.who;
     END IF;
-    v_counter := {s}.lock_counter(p_id);
+    v_counter := to_regclass('{s}.lock_' || p_id);  -- lock_counter, inline
     IF v_counter IS NULL THEN  -- unlinked while this handle was open: no owner-death
         RETURN 2 * nextval('{s}.fence') + 1;
     END IF;
@@ -295,7 +297,7 @@ END $$;
 CREATE OR REPLACE FUNCTION {s}.lock_release(p_id integer, p_class integer)
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
-    v_counter regclass := {s}.lock_counter(p_id);
+    v_counter regclass := to_regclass('{s}.lock_' || p_id);  -- lock_counter, inline
 BEGIN
     IF v_counter IS NOT NULL THEN
         PERFORM nextval(v_counter);
