@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -300,3 +301,39 @@ def test_ls_inspect_and_rm_show_and_remove_real_objects(pg_server_fresh: Private
         jobs.close()
         ctx.unlink("deploy")
         ctx.unlink("jobs")
+
+
+def test_a_forked_child_keeps_no_descriptor_of_its_parents_liveness(
+    pg_server: PrivatePostgres,
+) -> None:
+    ctx = polysync.get_context("postgres", url=pg_server.url, schema="forked")
+    try:
+        lock = ctx.Lock(name="f")
+        with lock:  # the liveness session and its thread run now
+            pass
+        live: Any = ctx.backend.server.liveness
+        parents = {live._wake_r, live._wake_w, live._epoll.fileno()}
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report which of the parent's descriptors it still has
+            os.close(read)
+            ctx.backend.server._check_fork()
+            still = [fd for fd in parents if _is_open(fd)]
+            os.write(write, repr(still).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as reply:
+            still = reply.read()
+        os.waitpid(pid, 0)
+        assert still == "[]", f"the child kept {still}"
+        assert all(_is_open(fd) for fd in parents)  # the parent's are untouched
+    finally:
+        ctx.backend.close()
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

@@ -205,7 +205,9 @@ class PostgresServer:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._idle = []  # psycopg never finishes a connection of another process
-        self._liveness = None
+        parents, self._liveness = self._liveness, None
+        if parents is not None:
+            parents.forsake()
         self.acting_for = weakref.WeakKeyDictionary()
         self._recorded = set()
         self._prepared = weakref.WeakKeyDictionary()
@@ -695,6 +697,15 @@ class Liveness:
             if not self._stopped:
                 with contextlib.suppress(OSError):
                     os.write(self._wake_w, b"x")  # the watch loop looks again
+
+    def forsake(self) -> None:
+        """In a forked child: close the descriptors this parent's liveness gave it (its
+        wake pipe and epoll set), and nothing of its sessions, which are the parent's."""
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self._epoll is not None:
+            self._epoll.close()
 
     def stop(self) -> None:
         self._stopped = True
