@@ -152,3 +152,26 @@ def test_a_process_exits_while_the_server_is_frozen(
     finally:
         child.kill()
         child.wait(10)
+
+
+def test_closing_the_backend_is_bounded_while_the_server_is_frozen(
+    pg_server_fresh: PrivatePostgres,
+) -> None:
+    # Closing removes the sessions rows its holders wrote, with a bound of its own
+    # (CLOSE_BOUND, not answer_timeout): a frozen server costs a close that long at most.
+    from polysync.backends.postgres.server import CLOSE_BOUND
+
+    context = polysync.get_context(
+        "postgres",
+        url=pg_server_fresh.url,
+        schema="z" + uuid.uuid4().hex[:8],
+        answer_timeout=30.0,
+        connect_timeout=CONNECT,
+    )
+    lock = context.Lock(name="c")
+    with lock:  # its session records who it acts for
+        pass
+    with Frozen(pg_server_fresh):
+        start = time.monotonic()
+        context.backend.close()
+        assert time.monotonic() - start < CLOSE_BOUND + ROOM

@@ -52,6 +52,8 @@ __all__ = ["Liveness", "PostgresServer"]
 WATCH_SLICE = 1.0
 #: Seconds a client waits for the server's answer past the server-side timeout.
 ANSWER_MARGIN = 1.0
+#: How long closing a backend waits for the server to forget its sessions' rows.
+CLOSE_BOUND = 1.0
 #: Seconds the liveness thread sleeps between two attempts to reconnect.
 RECONNECT_PAUSE = 0.5
 #: libpq keepalive settings added to a URL that sets none: a dead peer is seen in ~15 s.
@@ -226,12 +228,12 @@ class PostgresServer:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is not None:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception):  # a courtesy: gc sweeps them too
                     self.execute(
                         conn,
                         f"DELETE FROM {self.schema}.sessions WHERE pid = ANY(%s)",
                         (sorted(recorded),),
-                        self.answer_timeout,
+                        min(self.answer_timeout, CLOSE_BOUND),
                     )
                 self.discard(conn)
         self._flush()
