@@ -60,6 +60,7 @@ __all__ = [
     "Leased",
     "Listable",
     "Listed",
+    "LockBacked",
     "LockKernel",
     "ObjectName",
     "Orphan",
@@ -530,6 +531,22 @@ class StoppableBarrier(Protocol):
         stopped: Callable[[], bool],
     ) -> int | None:
         """As ``wait``; ``None`` once ``stopped()`` is true (checked at least every 50 ms)."""
+
+
+@runtime_checkable
+class LockBacked(Protocol):
+    """An RLock kernel whose exclusion is a Lock kernel that any thread may release, its
+    recursion counted apart (as ``polysync.derived.locks.DepthOverLock`` does: the redis
+    and postgres RLocks).
+
+    :mod:`polysync.aio` then takes :attr:`lock_kernel` for a task and counts the task's
+    recursion itself, so a held async RLock pins no thread; a sync holder of the same
+    RLock goes through the same Lock kernel, so the two still exclude each other. An
+    RLock kernel owned by a thread (a kernel mutex) does not declare it.
+    """
+
+    @property
+    def lock_kernel(self) -> LockKernel: ...
 
 
 @runtime_checkable

@@ -430,3 +430,86 @@ def test_docs_fastapi_example_runs_as_written() -> None:
     assert out.returncode == 0, out.stderr
     assert "selftest ok: 40 runs, one at a time" in out.stdout
     assert polysync.get_context("posix").unlink("examples-jobs-selftest") is False  # it cleaned up
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def lock_backed(request: pytest.FixtureRequest) -> Iterator[polysync.aio.AsyncContext]:
+    """A context whose RLock kernel is LockBacked (a depth over a Lock any thread releases)."""
+    if request.param == "redis":
+        server: Any = request.getfixturevalue("redis_server")
+        yield polysync.aio.get_context("redis", url=server.url)
+    else:
+        server = request.getfixturevalue("pg_server")
+        actx = polysync.aio.get_context("postgres", url=server.url, schema="aiorlock")
+        yield actx
+        actx.sync.backend.close()
+
+
+def test_held_rlocks_over_a_lock_pin_no_thread(lock_backed: polysync.aio.AsyncContext) -> None:
+    async def main() -> tuple[int, int]:
+        # Each held one keeps a server session on postgres: a dozen, within its clients.
+        rlocks = [lock_backed.RLock() for _ in range(12)]
+        held = asyncio.Event()
+        done = asyncio.Event()
+
+        async def hold(rlock: polysync.aio.RLock) -> None:
+            async with rlock, rlock:  # reentered by the same task
+                await held.wait()
+            done.set()
+
+        for rlock in rlocks:
+            assert isinstance(rlock.sync._kernel, polysync.kernel.LockBacked)
+        pinned_before = pool().threads - pool()._threads
+        tasks = [asyncio.create_task(hold(r)) for r in rlocks]
+        for _ in range(200):  # until every task holds its RLock
+            if all(r._is_owned() is False and r._holding is not None for r in rlocks):
+                break
+            await asyncio.sleep(0.02)
+        pinned = pool().threads - pool()._threads - pinned_before
+        # A sync holder in a thread of this process is excluded meanwhile.
+        blocked = await asyncio.to_thread(rlocks[0].sync.acquire, True, 0.2)
+        held.set()
+        await asyncio.gather(*tasks)
+
+        def take_and_give_back() -> bool:
+            if not rlocks[0].sync.acquire(True, 5):
+                return False
+            rlocks[0].sync.release()  # in the thread that took it
+            return True
+
+        freed = await asyncio.to_thread(take_and_give_back)
+        for rlock in rlocks:
+            rlock.close()
+        return pinned, int(blocked) * 10 + int(freed)
+
+    pinned, exclusion = run(main())
+    assert pinned == 0, f"{pinned} threads pinned by 12 held async RLocks"
+    assert exclusion == 1  # held: the sync acquire timed out; released: it got it
+
+
+def test_a_condition_over_an_rlock_over_a_lock_waits_and_is_notified(
+    lock_backed: polysync.aio.AsyncContext,
+) -> None:
+    async def main() -> list[int]:
+        cond = lock_backed.Condition()  # its own RLock
+        items: list[int] = []
+        got: list[int] = []
+
+        async def consumer() -> None:
+            async with cond:
+                async with cond.lock:  # reentered while it waits below
+                    ok = await cond.wait_for(lambda: items, timeout=10)
+                    assert ok
+                    got.append(items.pop())
+                assert cond.lock._is_owned()  # type: ignore[union-attr]
+
+        task = asyncio.create_task(consumer())
+        await asyncio.sleep(0.2)
+        async with cond:
+            items.append(7)
+            await cond.notify()
+        await task
+        cond.close()
+        return got
+
+    assert run(main()) == [7]

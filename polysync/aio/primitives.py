@@ -30,13 +30,20 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 import polysync.primitives as _sync
 from polysync import _validate, errors
 from polysync.aio._lanes import AcquireLane, EventLane, Grant, NativeAcquireLane
 from polysync.aio._waiters import SLICE, Pinned, pool
-from polysync.kernel import AsyncAcquire, AsyncRelease, InlineCalls, StoppableBarrier
+from polysync.kernel import (
+    AsyncAcquire,
+    AsyncRelease,
+    InlineCalls,
+    LockBacked,
+    LockKernel,
+    StoppableBarrier,
+)
 from polysync.primitives import Statistics
 
 if TYPE_CHECKING:
@@ -53,6 +60,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_G = TypeVar("_G")
 S = TypeVar("S", bound="_sync._Primitive[Any]")
 G = TypeVar("G")
 
@@ -72,6 +80,38 @@ async def _finish(future: Future[_T] | asyncio.Future[_T]) -> tuple[_T, bool]:
             if wrapped.cancelled():  # the call never started
                 raise
             cancelled = True
+
+
+async def _granted(lane: AcquireLane[_G], seconds: float | None) -> _G | None:
+    """Wait in *lane* for a grant: its token, or ``None`` once *seconds* passed. A
+    cancelled wait leaves the lane, and passes on a grant that raced the cancel."""
+    waiter = lane.add(seconds)
+    timer = None if seconds is None else lane.loop.call_later(seconds, lane.expire, waiter)
+    try:
+        got = await waiter.future
+    except asyncio.CancelledError:
+        lane.leave(waiter)
+        future = waiter.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            token = future.result()
+            if token is not False:  # False is a timeout's answer; anything else a grant
+                lane.pass_on(cast(_G, token))
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return None if got is False else cast(_G, got)
+
+
+async def _tried(lane: AcquireLane[bool], attempt: Callable[[], bool]) -> bool:
+    """One *attempt* to take a kernel, in a waiter thread: whether it took it. A cancel
+    that raced a success passes the grant on (to *lane*'s next waiter, or back)."""
+    got, cancelled = await _finish(pool().call(attempt))
+    if cancelled:
+        if got:
+            lane.pass_on(True)
+        raise asyncio.CancelledError
+    return got
 
 
 async def _confirmed(future: Future[_T] | asyncio.Future[_T]) -> _T:
@@ -322,14 +362,8 @@ class _Acquirable(_Async[AQ], Grant[bool]):
             if self._inline:
                 if self._try():
                     return True
-            else:
-                got, cancelled = await _finish(pool().call(self._try))
-                if cancelled:
-                    if got:
-                        lane.pass_on(True)
-                    raise asyncio.CancelledError
-                if got:
-                    return True
+            elif await _tried(lane, self._try):
+                return True
             if not flag or seconds == 0:
                 return False
         return await self._wait(lane, seconds)
@@ -358,25 +392,7 @@ class _Acquirable(_Async[AQ], Grant[bool]):
             lane.direct = False
 
     async def _wait(self, lane: AcquireLane[bool], seconds: float | None) -> bool:
-        waiter = lane.add(seconds)
-        timer = None if seconds is None else lane.loop.call_later(seconds, lane.expire, waiter)
-        try:
-            got = await waiter.future
-        except asyncio.CancelledError:
-            lane.leave(waiter)
-            future = waiter.future
-            if (
-                future.done()
-                and not future.cancelled()
-                and future.exception() is None
-                and future.result() is not False
-            ):
-                lane.pass_on(True)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-        return got is not False
+        return await _granted(lane, seconds) is not None
 
     def _nudge(self) -> None:
         """After a release on the loop: a local waiter may take it right away."""
@@ -522,23 +538,43 @@ class BoundedSemaphore(Semaphore):
 
 
 class _Holding:
-    """Who holds an async RLock: the task, its depth, the thread pinned to the kernel."""
+    """Who holds an async RLock: the task, its depth, the thread pinned to the kernel
+    (``None`` over a Lock kernel any thread may release: :class:`~polysync.kernel.LockBacked`)."""
 
     __slots__ = ("depth", "pinned", "task")
 
-    def __init__(self, task: asyncio.Task[Any], depth: int, pinned: Pinned) -> None:
+    def __init__(self, task: asyncio.Task[Any], depth: int, pinned: Pinned | None) -> None:
         self.task = task
         self.depth = depth
         self.pinned = pinned
+
+
+class _UnderLock(Grant[bool]):
+    """What the lanes of an RLock over a Lock kernel take: that Lock, in polysync's waiter
+    threads, none of them pinned (any thread may release it)."""
+
+    def __init__(self, kernel: LockKernel) -> None:
+        self.kernel = kernel
+
+    def wait_slice(self, seconds: float) -> bool | None:
+        return True if self.kernel.acquire(True, seconds) else None
+
+    def give_back(self, token: bool) -> None:
+        pool().call(self.kernel.release)
+
+    def give_back_in_thread(self, token: bool) -> None:
+        self.kernel.release()
 
 
 class RLock(_Async[_sync.RLock], Grant[Pinned]):
     """An async RLock owned by the current task; the same object as ``polysync.RLock``.
 
     The task holding it may acquire it again; it is free once released as many times.
-    The kernel (owned by a thread) is taken once per holding, by a waiter thread that
-    stays pinned to it until the release, so a sync holder in another thread or process
-    and an async task exclude each other.
+    The kernel is taken once per holding. A kernel owned by a thread (posix, thread,
+    windows) is taken by a waiter thread that stays pinned to it until the release; over
+    a Lock kernel any thread may release (:class:`~polysync.kernel.LockBacked`: redis,
+    postgres), that Lock is taken for the task and no thread is pinned. Either way a sync
+    holder in another thread or process and an async task exclude each other.
     """
 
     _sync_type = _sync.RLock
@@ -552,6 +588,9 @@ class RLock(_Async[_sync.RLock], Grant[Pinned]):
     def _wrap(self, sync: _sync.RLock) -> None:
         super()._wrap(sync)
         self._holding = None
+        kernel = self._kernel
+        #: The Lock kernel under a LockBacked RLock kernel, which tasks take themselves.
+        self._under = _UnderLock(kernel.lock_kernel) if isinstance(kernel, LockBacked) else None
 
     # what the lane calls, in a waiter thread or on the loop
     def _take(self, blocking: bool, seconds: float | None = None) -> Pinned | None:
@@ -596,6 +635,12 @@ class RLock(_Async[_sync.RLock], Grant[Pinned]):
         if holding is not None:
             holding.depth += 1
             return True
+        under = self._under
+        if under is not None:
+            if not await self._take_under(under, flag, seconds):
+                return False
+            self._holding = _Holding(task, 1, None)
+            return True
         lane: AcquireLane[Pinned] = self._lane(lambda loop: AcquireLane(loop, self))
         pinned: Pinned | None
         if not flag or seconds == 0:
@@ -607,26 +652,22 @@ class RLock(_Async[_sync.RLock], Grant[Pinned]):
             if pinned is None:
                 return False
         else:
-            waiter = lane.add(seconds)
-            timer = None if seconds is None else lane.loop.call_later(seconds, lane.expire, waiter)
-            try:
-                got = await waiter.future
-            except asyncio.CancelledError:
-                lane.leave(waiter)
-                future = waiter.future
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    token = future.result()
-                    if isinstance(token, Pinned):
-                        lane.pass_on(token)
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
-            if not isinstance(got, Pinned):
+            pinned = await _granted(lane, seconds)
+            if pinned is None:
                 return False
-            pinned = got
         self._holding = _Holding(task, 1, pinned)
         return True
+
+    async def _take_under(self, under: _UnderLock, flag: bool, seconds: float | None) -> bool:
+        """Take the Lock kernel under this RLock for the current task (queued behind
+        the tasks of this loop already waiting for it)."""
+        lane: AcquireLane[bool] = self._lane(lambda loop: AcquireLane(loop, under))
+        if not flag or seconds == 0 or not lane.waiters:
+            if await _tried(lane, lambda: bool(under.kernel.acquire(False, None))):
+                return True
+            if not flag or seconds == 0:
+                return False
+        return await _granted(lane, seconds) is not None
 
     async def release(self) -> None:
         """Release once; the kernel is released with the last. Finishes if cancelled.
@@ -642,12 +683,20 @@ class RLock(_Async[_sync.RLock], Grant[Pinned]):
         if holding.depth > 1:
             holding.depth -= 1
             return
-        _, cancelled = await _finish(holding.pinned.call(self._sync._kernel.release))
+        pinned, under = holding.pinned, self._under
+        if pinned is not None:
+            _, cancelled = await _finish(pinned.call(self._sync._kernel.release))
+        else:
+            assert under is not None
+            if self._sync.closed:
+                self._sync._kernel.release()  # raises ClosedError
+            _, cancelled = await _finish(pool().call(under.kernel.release))
         # The backend confirmed: now the local state goes, and the thread returns (the
         # next holder may already have recorded itself while this task waited).
         if self._holding is holding:
             self._holding = None
-        holding.pinned.unpin()
+        if pinned is not None:
+            pinned.unpin()
         probe = self._sync._probe
         if probe is not None:
             probe.released(1)
@@ -811,13 +860,15 @@ class Condition(_Async[_sync.Condition]):
         lock = self._lock
         lock_kernel = lock.sync._kernel
         holding: _Holding | None = None
+        run_on = pool().call_in_turn
         if isinstance(lock, RLock):
             holding = lock._holding
             assert holding is not None
-            run_on = holding.pinned.call
+            if holding.pinned is not None:
+                run_on = holding.pinned.call
+            elif lock._under is not None:  # the task holds the Lock under it: wait on that
+                lock_kernel = lock._under.kernel
             lock._holding = None  # while it waits, the kernel lock is not this task's
-        else:
-            run_on = pool().call_in_turn
         deadline = None if seconds is None else time.monotonic() + seconds
         woken = cancelled = False
         try:

@@ -122,6 +122,11 @@ class DepthOverLock(Generic[_L]):
         self._depth: dict[tuple[int, int], int] = {}
 
     @property
+    def lock_kernel(self) -> _L:
+        """The Lock kernel under the depth (:class:`polysync.kernel.LockBacked`)."""
+        return self._lock
+
+    @property
     def fencing_token(self) -> int | None:
         return self._lock.fencing_token
 
