@@ -662,11 +662,9 @@ class RLock(_Async[_sync.RLock], Grant[Pinned]):
         """Take the Lock kernel under this RLock for the current task (queued behind
         the tasks of this loop already waiting for it)."""
         lane: AcquireLane[bool] = self._lane(lambda loop: AcquireLane(loop, under))
-        if not flag or seconds == 0 or not lane.waiters:
-            if await _tried(lane, lambda: bool(under.kernel.acquire(False, None))):
-                return True
-            if not flag or seconds == 0:
-                return False
+        if not flag or seconds == 0:
+            return await _tried(lane, lambda: bool(under.kernel.acquire(False, None)))
+        # A free lock is taken by the lane's first kernel wait at once: no try before.
         return await _granted(lane, seconds) is not None
 
     async def release(self) -> None:

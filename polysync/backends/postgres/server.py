@@ -420,13 +420,16 @@ class Liveness:
         self._where = server.where
         self._mutex = threading.Lock()
         self._waiters: dict[int, set[threading.Event]] = {}
-        self._watched: dict[int, tuple[psycopg.Connection[Any], Callable[[], object]]] = {}
+        #: The holder sessions watched, by id: each with its on_lost and, where there is
+        #: an epoll set, the descriptor registered in it.
+        self._watched: dict[
+            int, tuple[psycopg.Connection[Any], Callable[[], object], int | None]
+        ] = {}
         # Where the kernel has one (Linux), the watched sockets are in an epoll set that
         # any thread changes at once, and the thread selects on the epoll's own fd: a
         # released session's answers (the release's own, then the next acquirer's) do
         # not wake this thread, as they would a select() already under way on its socket.
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
-        self._watched_fds: dict[int, int] = {}
         self._conn: psycopg.Connection[Any] | None = None
         self._identity: tuple[int, datetime.datetime] | None = None
         #: Identities of this process's liveness sessions that ended, whose rows the
@@ -530,15 +533,14 @@ class Liveness:
     def watch(self, conn: psycopg.Connection[Any], on_lost: Callable[[], object]) -> None:
         """Call *on_lost* (from this thread) if the server closes *conn* while it holds."""
         with self._mutex:
-            self._watched[id(conn)] = (conn, on_lost)
             epoll = self._epoll
-            if epoll is None:
+            fd: int | None = None
+            if epoll is not None:
+                with contextlib.suppress(Exception):  # closed: the next look finds it gone
+                    fd = conn.pgconn.socket
+            self._watched[id(conn)] = (conn, on_lost, fd)
+            if epoll is None or fd is None:
                 return
-            try:
-                fd = conn.pgconn.socket
-            except Exception:
-                return  # closed already: the next look finds it gone
-            self._watched_fds[id(conn)] = fd
             try:
                 epoll.register(fd, select.EPOLLIN)
             except FileExistsError:
@@ -548,8 +550,7 @@ class Liveness:
 
     def unwatch(self, conn: psycopg.Connection[Any]) -> None:
         with self._mutex:
-            self._watched.pop(id(conn), None)
-            fd = self._watched_fds.pop(id(conn), None)
+            _, _, fd = self._watched.pop(id(conn), (None, None, None))
             if fd is None or self._epoll is None:
                 return
             try:
@@ -563,7 +564,7 @@ class Liveness:
     def _check_watched(self, ready: list[int]) -> None:
         with self._mutex:
             watched = list(self._watched.values())
-        for conn, on_lost in watched:
+        for conn, on_lost, _ in watched:
             try:
                 fd = conn.pgconn.socket
             except Exception:
@@ -600,7 +601,7 @@ class Liveness:
                 # partition), and the holders' sessions must be watched meanwhile.
                 self._start_reconnect()
             with self._mutex:
-                watched = [c for c, _ in self._watched.values()]
+                watched = [c for c, _, _ in self._watched.values()]
             fds = [self._wake_r]
             if conn is not None:
                 try:
