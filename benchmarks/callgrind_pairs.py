@@ -12,7 +12,8 @@ semaphore as a Lock), and, awaited in an event loop, asyncio's in-process Lock, 
 no-op coroutine awaits (what the awaits alone cost), coroutines that only call the sync
 posix Lock (the floor of any async wrapper of it) and polysync.aio's posix Lock. Every
 call is the bare ``acquire()`` then ``release()``, as in section A's ``Lock`` column of
-``posix_run.py``. With ``--listener``, the polysync
+``posix_run.py``; the last two rows are the same pair as a block, polysync's posix Lock in
+``with`` and polysync.aio's in ``async with``. With ``--listener``, the polysync
 children subscribe a no-op :mod:`polysync.instrument` listener first: the cost of being
 observed (without it, nobody listens, which must cost nothing). See ``benchmarks/README.md``.
 
@@ -49,6 +50,8 @@ MP_SEM, POLY_SEM = "mp-semaphore", "polysync-semaphore"
 #: and polysync.aio's posix Lock.
 ASYNCIO_LOCK, AIO_LOCK = "asyncio-lock", "polysync-aio-lock"
 COROUTINE_PAIR, COROUTINE_FLOOR = "coroutine-pair", "coroutine-floor"
+#: The same pair as a block: ``with lock: pass`` and ``async with lock: pass``.
+POLY_LOCK_WITH, AIO_LOCK_WITH = "polysync-lock-with", "polysync-aio-lock-with"
 #: Table order; each polysync row is compared with the multiprocessing row of its primitive.
 SYSTEMS = (
     RAW,
@@ -62,6 +65,8 @@ SYSTEMS = (
     COROUTINE_PAIR,
     COROUTINE_FLOOR,
     AIO_LOCK,
+    POLY_LOCK_WITH,
+    AIO_LOCK_WITH,
 )
 LABELS = {
     RAW: "raw posix_ipc semaphore",
@@ -75,7 +80,11 @@ LABELS = {
     COROUTINE_PAIR: "two no-op coroutine awaits",
     COROUTINE_FLOOR: "coroutines over sync Lock",
     AIO_LOCK: "polysync.aio posix Lock",
+    POLY_LOCK_WITH: "polysync posix Lock, with",
+    AIO_LOCK_WITH: "polysync.aio posix Lock, async with",
 }
+#: Each polysync.aio row is also compared with the sync row of the same form.
+SAME_FORM_IN_SYNC = {AIO_LOCK: POLY_LOCK, AIO_LOCK_WITH: POLY_LOCK_WITH}
 SAME_PRIMITIVE_IN_MP = {
     MP_LOCK: MP_LOCK,
     POLY_LOCK: MP_LOCK,
@@ -113,10 +122,13 @@ elif system == {COROUTINE_PAIR!r}:
             return None
 
     lock = NoOp()
-elif system in ({POLY_LOCK!r}, {POLY_RLOCK!r}, {POLY_SEM!r}, {AIO_LOCK!r}, {COROUTINE_FLOOR!r}):
+elif system in (
+    {POLY_LOCK!r}, {POLY_RLOCK!r}, {POLY_SEM!r}, {AIO_LOCK!r}, {COROUTINE_FLOOR!r},
+    {POLY_LOCK_WITH!r}, {AIO_LOCK_WITH!r},
+):
     import polysync
     ctx = polysync.get_context("posix")
-    if system == {AIO_LOCK!r}:
+    if system in ({AIO_LOCK!r}, {AIO_LOCK_WITH!r}):
         import polysync.aio
         lock = polysync.aio.AsyncContext(ctx).Lock()
     elif system == {COROUTINE_FLOOR!r}:
@@ -133,9 +145,12 @@ elif system in ({POLY_LOCK!r}, {POLY_RLOCK!r}, {POLY_SEM!r}, {AIO_LOCK!r}, {CORO
 
         lock = Floor(ctx.Lock())
     else:
-        lock = {{{POLY_LOCK!r}: ctx.Lock, {POLY_RLOCK!r}: ctx.RLock, {POLY_SEM!r}: ctx.Semaphore}}[
-            system
-        ]()
+        lock = {{
+            {POLY_LOCK!r}: ctx.Lock,
+            {POLY_LOCK_WITH!r}: ctx.Lock,
+            {POLY_RLOCK!r}: ctx.RLock,
+            {POLY_SEM!r}: ctx.Semaphore,
+        }}[system]()
     if listen == "1":
         import polysync.instrument
         polysync.instrument.subscribe(lambda observation: None)
@@ -149,18 +164,29 @@ def run(acquire, release, n):
         release()
 
 
+def run_with(lock, n):
+    for _ in range(n):
+        with lock:
+            pass
+
+
 async def arun(lock, n):
     if system == {ASYNCIO_LOCK!r}:  # its release() is a plain call
         for _ in range(n):
             await lock.acquire()
             lock.release()
+    elif system == {AIO_LOCK_WITH!r}:
+        for _ in range(n):
+            async with lock:
+                pass
     else:
         for _ in range(n):
             await lock.acquire()
             await lock.release()
 
 
-if system in ({ASYNCIO_LOCK!r}, {AIO_LOCK!r}, {COROUTINE_PAIR!r}, {COROUTINE_FLOOR!r}):
+if system in ({ASYNCIO_LOCK!r}, {AIO_LOCK!r}, {COROUTINE_PAIR!r}, {COROUTINE_FLOOR!r},
+              {AIO_LOCK_WITH!r}):
     import asyncio
 
     async def both():
@@ -168,6 +194,9 @@ if system in ({ASYNCIO_LOCK!r}, {AIO_LOCK!r}, {COROUTINE_PAIR!r}, {COROUTINE_FLO
         await arun(lock, pairs)
 
     asyncio.run(both())
+elif system == {POLY_LOCK_WITH!r}:
+    run_with(lock, warmup)
+    run_with(lock, pairs)
 else:
     run(lock.acquire, lock.release, warmup)  # the same in both runs: specialises the loop
     run(lock.acquire, lock.release, pairs)
@@ -254,8 +283,10 @@ def measure(
         per_pair = r.get("per_pair")
         raw = results.get(RAW, {}).get("per_pair")
         mp = results.get(SAME_PRIMITIVE_IN_MP.get(system, ""), {}).get("per_pair")
+        sync = results.get(SAME_FORM_IN_SYNC.get(system, ""), {}).get("per_pair")
         r["vs_raw"] = _report.ratio(per_pair, raw)
         r["vs_mp"] = _report.ratio(per_pair, mp)
+        r["vs_sync"] = _report.ratio(per_pair, sync)
     return results
 
 
@@ -265,19 +296,26 @@ def report(results: dict[str, dict[str, Any]], n: int) -> str:
         per_pair = r.get("per_pair")
         figure = "ERROR" if per_pair is None else f"{per_pair:,.0f}"
         rows.append(
-            [LABELS[system], figure, _report.fmt_ratio(r["vs_raw"]), _report.fmt_ratio(r["vs_mp"])]
+            [
+                LABELS[system],
+                figure,
+                _report.fmt_ratio(r["vs_raw"]),
+                _report.fmt_ratio(r["vs_mp"]),
+                _report.fmt_ratio(r["vs_sync"]),
+            ]
         )
     title = (
         "Instructions per uncontended acquire()+release() pair (callgrind, "
         f"(I(2N) - I(N)) / N, N = {n:,})"
     )
-    header = ["system", "instructions/pair", "/ raw posix_ipc", "/ multiprocessing"]
+    header = ["system", "instructions/pair", "/ raw posix_ipc", "/ multiprocessing", "/ sync"]
     notes = "".join(f"\n  ! {LABELS[s]}: {r['error']}" for s, r in results.items() if "error" in r)
     return (
         _report.table(title, header, rows)
         + notes
         + "\n  '/ multiprocessing' divides by multiprocessing's same primitive"
-        + " (Lock, RLock or Semaphore)."
+        + " (Lock, RLock or Semaphore); '/ sync' divides a polysync.aio row by the sync"
+        + " polysync row of the same form (calls or block)."
     )
 
 

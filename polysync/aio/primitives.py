@@ -28,7 +28,7 @@ import functools
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
@@ -63,6 +63,28 @@ _T = TypeVar("_T")
 _G = TypeVar("_G")
 S = TypeVar("S", bound="_sync._Primitive[Any]")
 G = TypeVar("G")
+
+
+class _NoLoop:
+    """The loop of the finished futures below, which are awaited and never scheduled."""
+
+    def get_debug(self) -> bool:
+        return False
+
+
+def _finished(result: _T) -> asyncio.Future[_T]:
+    future: asyncio.Future[_T] = asyncio.Future(loop=cast(Any, _NoLoop()))
+    future.set_result(result)
+    return future
+
+
+#: What ``async with`` awaits when entering or leaving finished on the loop without
+#: waiting. Awaiting a finished future returns its result at once, without a loop,
+#: for less than a coroutine costs (creating it, its frame, its end). That is about a
+#: sixth of an uncontended posix pair (benchmarks/callgrind_pairs.py). Shared by every
+#: handle and loop, since nothing is ever added to them.
+_ENTERED: asyncio.Future[bool] = _finished(True)
+_EXITED: asyncio.Future[None] = _finished(None)
 
 
 async def _finish(future: Future[_T] | asyncio.Future[_T]) -> tuple[_T, bool]:
@@ -404,9 +426,16 @@ class _Acquirable(_Async[AQ], Grant[bool]):
         if lane is not None and lane.live and self._try() and not lane.hand(True):
             self._release_kernel()
 
-    #: acquire() itself: async with calls it without arguments, and awaits one
-    #: coroutine instead of two.
-    __aenter__ = acquire
+    def __aenter__(self) -> Awaitable[bool]:
+        """acquire(), without a coroutine when it took the kernel at once (on the loop)."""
+        sync = self._sync
+        if sync._probe is not None:
+            return self.acquire()
+        if self._inline and not self._queued:
+            try_acquire = sync._acquire  # as in acquire()
+            if try_acquire(False, None):
+                return _ENTERED
+        return self._acquire(True, None)
 
     @property
     def fencing_token(self) -> int | None:
@@ -438,21 +467,10 @@ class Lock(_Acquirable[_sync.Lock]):
     def _release_kernel(self) -> None:
         self._kernel.release()
 
-    def _release_here(self) -> None:
-        """release() on the loop, for a kernel that answers at once (InlineCalls)."""
-        sync = self._sync
-        release = sync._release  # the probe's release if observed
-        try:  # the sync release(), without its frame
-            release()
-        except sync._refusal:
-            raise sync._not_held() from None
-        if self._queued:  # else no task of any loop waits here
-            self._nudge()
-
     async def release(self) -> None:
         """Release; raises :class:`~polysync.NotHeldError` if unlocked. Finishes if cancelled."""
         if self._inline:
-            self._release_here()
+            self.__aexit__()  # released on the loop, at once
         elif self._native_release is not None and not self._sync.closed:
             try:
                 await self._release_natively(self._native_release, 1)
@@ -461,11 +479,22 @@ class Lock(_Acquirable[_sync.Lock]):
         else:
             await _confirmed(pool().call(self._sync.release))
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._inline:  # without a second coroutine
-            self._release_here()
-        else:
-            await self.release()
+    def __aexit__(
+        self, _type: object = None, _value: object = None, _tb: object = None
+    ) -> Awaitable[None]:
+        """release(); for a kernel that answers at once (InlineCalls), on the loop and
+        without a coroutine (release() calls this)."""
+        if not self._inline:
+            return self.release()
+        sync = self._sync
+        release = sync._release  # the probe's release if observed
+        try:  # the sync release(), without its frame
+            release()
+        except sync._refusal:
+            raise sync._not_held() from None
+        if self._queued:  # else no task of any loop waits here
+            self._nudge()
+        return _EXITED
 
     async def locked(self) -> bool:
         """Whether anyone holds it (a snapshot)."""
@@ -494,7 +523,7 @@ class Semaphore(_Acquirable[_sync.Semaphore]):
         """Add *n* to the count (errors as the sync ``release``). Finishes if cancelled."""
         if self._inline:
             if n is _ONE:
-                self._release_one_here()
+                self.__aexit__()  # released on the loop, at once
                 return
             self._sync.release(n)
             if self._queued:  # else no task of any loop waits here
@@ -507,8 +536,13 @@ class Semaphore(_Acquirable[_sync.Semaphore]):
             return
         await self._run_shielded(lambda: self._sync.release(n))
 
-    def _release_one_here(self) -> None:
-        """release(1) on the loop, for a kernel that answers at once (InlineCalls)."""
+    def __aexit__(
+        self, _type: object = None, _value: object = None, _tb: object = None
+    ) -> Awaitable[None]:
+        """release(1); for a kernel that answers at once (InlineCalls), on the loop and
+        without a coroutine (release(1) calls this)."""
+        if not self._inline:
+            return self.release()
         release = self._sync._release  # the probe's release if observed
         try:  # the sync release(1), without its frame
             release(1)
@@ -516,12 +550,7 @@ class Semaphore(_Acquirable[_sync.Semaphore]):
             _sync._release_failed(exc, 1)
         if self._queued:  # else no task of any loop waits here
             self._nudge()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._inline:  # without a second coroutine
-            self._release_one_here()
-        else:
-            await self.release()
+        return _EXITED
 
     async def get_value(self) -> int:
         """The current count (a snapshot)."""

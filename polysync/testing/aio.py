@@ -9,6 +9,7 @@ such as :class:`~polysync.kernel.StoppableBarrier`). Each test runs its own
 from __future__ import annotations
 
 import asyncio
+import inspect
 import pickle
 import random
 import threading
@@ -57,6 +58,34 @@ class AsyncTests(SuiteBase):
             async with lock as got:
                 assert got is True
                 assert await lock.locked()
+            assert not await lock.locked()
+
+        run(main)
+
+    def test_async_with_lock_and_semaphore(self, actx: polysync.aio.AsyncContext) -> None:
+        async def main() -> None:
+            lock, sem = actx.Lock(), actx.Semaphore(2)
+            for method in (lock.acquire, lock.release, sem.acquire, sem.release):
+                assert inspect.iscoroutinefunction(method), method  # create_task takes them
+            async with sem as got:
+                assert got is True
+                assert await sem.get_value() == 1
+            assert await sem.get_value() == 2
+            with pytest.raises(polysync.NotHeldError):
+                async with lock:
+                    await lock.release()
+            entered: list[bool] = []
+
+            async def enter() -> None:
+                async with lock as took:
+                    entered.append(took)
+
+            async with lock:
+                waiter = asyncio.create_task(enter())
+                await asyncio.sleep(SHORT)
+                assert entered == []  # the held lock keeps it waiting
+            await asyncio.wait_for(waiter, PROMPT)
+            assert entered == [True]
             assert not await lock.locked()
 
         run(main)
