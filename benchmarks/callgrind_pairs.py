@@ -10,7 +10,8 @@ and shut-down cancelled out. The systems are polysync's posix Lock, RLock and Se
 multiprocessing's Lock, RLock and Semaphore (fork context), a raw posix_ipc semaphore (a binary
 semaphore as a Lock), and, awaited in an event loop, asyncio's in-process Lock, two
 no-op coroutine awaits (what the awaits alone cost), coroutines that only call the sync
-posix Lock (the floor of any async wrapper of it) and polysync.aio's posix Lock. Every
+posix Lock (the floor of any async wrapper of it), coroutines that only call that Lock's
+kernel (the floor of any coroutine pair around the kernel) and polysync.aio's posix Lock. Every
 call is the bare ``acquire()`` then ``release()``, as in section A's ``Lock`` column of
 ``posix_run.py``; the last two rows are the same pair as a block, polysync's posix Lock in
 ``with`` and polysync.aio's in ``async with``. With ``--listener``, the polysync
@@ -50,6 +51,9 @@ MP_SEM, POLY_SEM = "mp-semaphore", "polysync-semaphore"
 #: and polysync.aio's posix Lock.
 ASYNCIO_LOCK, AIO_LOCK = "asyncio-lock", "polysync-aio-lock"
 COROUTINE_PAIR, COROUTINE_FLOOR = "coroutine-pair", "coroutine-floor"
+#: Coroutine methods that only call the posix Lock's kernel (C calls): the least any
+#: coroutine pair around this kernel costs, with no check of anything.
+COROUTINE_KERNEL = "coroutine-kernel"
 #: The same pair as a block: ``with lock: pass`` and ``async with lock: pass``.
 POLY_LOCK_WITH, AIO_LOCK_WITH = "polysync-lock-with", "polysync-aio-lock-with"
 #: Table order; each polysync row is compared with the multiprocessing row of its primitive.
@@ -64,6 +68,7 @@ SYSTEMS = (
     ASYNCIO_LOCK,
     COROUTINE_PAIR,
     COROUTINE_FLOOR,
+    COROUTINE_KERNEL,
     AIO_LOCK,
     POLY_LOCK_WITH,
     AIO_LOCK_WITH,
@@ -79,6 +84,7 @@ LABELS = {
     ASYNCIO_LOCK: "asyncio.Lock (in-process)",
     COROUTINE_PAIR: "two no-op coroutine awaits",
     COROUTINE_FLOOR: "coroutines over sync Lock",
+    COROUTINE_KERNEL: "coroutines over its kernel",
     AIO_LOCK: "polysync.aio posix Lock",
     POLY_LOCK_WITH: "polysync posix Lock, with",
     AIO_LOCK_WITH: "polysync.aio posix Lock, async with",
@@ -124,7 +130,7 @@ elif system == {COROUTINE_PAIR!r}:
     lock = NoOp()
 elif system in (
     {POLY_LOCK!r}, {POLY_RLOCK!r}, {POLY_SEM!r}, {AIO_LOCK!r}, {COROUTINE_FLOOR!r},
-    {POLY_LOCK_WITH!r}, {AIO_LOCK_WITH!r},
+    {POLY_LOCK_WITH!r}, {AIO_LOCK_WITH!r}, {COROUTINE_KERNEL!r},
 ):
     import polysync
     ctx = polysync.get_context("posix")
@@ -144,6 +150,20 @@ elif system in (
                 self._sync.release()
 
         lock = Floor(ctx.Lock())
+    elif system == {COROUTINE_KERNEL!r}:
+
+        class Bare:  # the least any coroutine pair around the kernel can do
+            def __init__(self, sync):
+                self._sync = sync  # kept: a collected handle closes its kernel
+                self._kernel = sync._kernel
+
+            async def acquire(self):
+                return self._kernel.acquire(False, None)
+
+            async def release(self):
+                self._kernel.release()
+
+        lock = Bare(ctx.Lock())
     else:
         lock = {{
             {POLY_LOCK!r}: ctx.Lock,
@@ -186,7 +206,7 @@ async def arun(lock, n):
 
 
 if system in ({ASYNCIO_LOCK!r}, {AIO_LOCK!r}, {COROUTINE_PAIR!r}, {COROUTINE_FLOOR!r},
-              {AIO_LOCK_WITH!r}):
+              {COROUTINE_KERNEL!r}, {AIO_LOCK_WITH!r}):
     import asyncio
 
     async def both():
