@@ -156,9 +156,10 @@ class AsyncServer:
         if twin is None or not isinstance(kwargs, dict):
             return None
         carried = {k: v for k, v in kwargs.items() if k in _CARRIED}
-        # Its socket timeout bounds the handshake only (_borrow then drops it); each
-        # exchange sets its own bound.
-        carried["socket_timeout"] = CLEANUP_TIMEOUT
+        # No socket timeout: each exchange, the handshake of a new connection included,
+        # is bounded as a whole (execute). With one, redis-py would also run every write
+        # in a task of its own (asyncio.wait_for).
+        carried["socket_timeout"] = None
         carried["retry"] = Retry(NoBackoff(), 0)  # a retry would outlast the caller's bound
         return cls(server, twin, carried)
 
@@ -192,9 +193,6 @@ class AsyncServer:
         kwargs["socket_connect_timeout"] = min(self._connect_timeout, limit)
         conn = self._class(**kwargs)
         await conn.connect()
-        # Each exchange is bounded as a whole (execute): with a socket timeout as well,
-        # redis-py would run every write in a task of its own (asyncio.wait_for).
-        conn.socket_timeout = None
         return conn
 
     @staticmethod
